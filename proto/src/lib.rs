@@ -1,0 +1,27 @@
+//! Herald's wire types, shared by the edge node, the publisher library, the
+//! demo publisher, the load generator and the tests. Pure data: no I/O.
+//!
+//! - [`subject`]: NATS subjects `herald.events.<org>.<service>.<property>` and
+//!   their token rules.
+//! - [`envelope`]: the body a domain service publishes (JSON or MessagePack),
+//!   decoded and checked against its subject.
+//! - [`event`]: the event as delivered to clients.
+//! - [`cursor`]: stream sequence cursors, epochs and `reset` reasons.
+//! - [`poll`], [`stream`]: long-poll answers and WebSocket/SSE messages.
+//! - [`publish`]: the body of `POST /v2/realtime/publish`.
+//! - [`error`]: the JSON error body every endpoint answers with.
+
+pub mod cursor;
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod poll;
+pub mod publish;
+pub mod stream;
+pub mod subject;
+
+pub use cursor::{Epoch, Reset, ResetReason};
+pub use envelope::{Encoding, EnvelopeError, EventBody};
+pub use error::ErrorBody;
+pub use event::DeliveredEvent;
+pub use subject::{EventSubject, SubjectError, Token};

@@ -1,0 +1,164 @@
+//! Messages of the WebSocket stream (`/v2/realtime/stream`); the SSE endpoint
+//! carries the same events. JSON text frames with `herald.v1.json`,
+//! MessagePack binary frames with `herald.v1.msgpack`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cursor::{Epoch, ResetReason};
+use crate::event::DeliveredEvent;
+
+/// Subprotocol for JSON text frames.
+pub const SUBPROTOCOL_JSON: &str = "herald.v1.json";
+/// Subprotocol for MessagePack binary frames.
+pub const SUBPROTOCOL_MSGPACK: &str = "herald.v1.msgpack";
+
+/// Subscription filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filters {
+    /// Only events of this property (plus org-wide events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property_id: Option<String>,
+}
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ClientMessage {
+    /// First frame: what to subscribe to and where to resume.
+    #[serde(rename_all = "camelCase")]
+    Hello {
+        /// Protocol version, 1.
+        version: u32,
+        /// Services to receive.
+        services: Vec<String>,
+        /// Optional filters.
+        #[serde(default)]
+        filters: Option<Filters>,
+        /// Resume after this sequence.
+        #[serde(default)]
+        last_seq: Option<u64>,
+        /// Epoch the sequence belongs to.
+        #[serde(default)]
+        epoch: Option<Epoch>,
+    },
+    /// Answer to a ping.
+    Pong,
+    /// Token renewal.
+    Auth {
+        /// The new token.
+        token: String,
+    },
+    /// Change the subscription in place.
+    Update {
+        /// New services.
+        services: Vec<String>,
+        /// New filters.
+        #[serde(default)]
+        filters: Option<Filters>,
+    },
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ServerMessage {
+    /// Handshake accepted.
+    #[serde(rename_all = "camelCase")]
+    Ack {
+        /// Connection id.
+        connection_id: String,
+        /// Serving node.
+        node_id: String,
+        /// Stream incarnation.
+        epoch: Epoch,
+        /// Cursor at the time of the ack.
+        seq: u64,
+        /// Token expiry, ms since the Unix epoch.
+        expires_at: i64,
+    },
+    /// A batch of events of one service, in `seq` order.
+    Events {
+        /// The service.
+        service: String,
+        /// The events.
+        events: Vec<DeliveredEvent>,
+        /// Seq of the batch's last event.
+        seq: u64,
+    },
+    /// The client must refetch its state.
+    Reset {
+        /// Why.
+        reason: ResetReason,
+        /// Current head.
+        seq: u64,
+    },
+    /// Keep-alive; `seq` is the cursor the client may resume from.
+    Ping {
+        /// Quiet cursor.
+        seq: u64,
+    },
+    /// The token expires soon; send `auth`.
+    #[serde(rename_all = "camelCase")]
+    Refresh {
+        /// Expiry, ms since the Unix epoch.
+        expires_at: i64,
+    },
+    /// Subscription changed.
+    Updated {
+        /// Services now subscribed.
+        services: Vec<String>,
+        /// Filters now applied.
+        filters: Filters,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hello_with_and_without_options() {
+        let full: ClientMessage = serde_json::from_str(
+            r#"{"type":"hello","version":1,"services":["finance","tasks"],"filters":{"propertyId":"p1"},"lastSeq":41,"epoch":"E"}"#,
+        )
+        .unwrap();
+        let ClientMessage::Hello { last_seq, filters, .. } = full else {
+            panic!("not hello")
+        };
+        assert_eq!(last_seq, Some(41));
+        assert_eq!(filters.unwrap().property_id.as_deref(), Some("p1"));
+        let bare: ClientMessage =
+            serde_json::from_str(r#"{"type":"hello","version":1,"services":[]}"#).unwrap();
+        assert!(matches!(bare, ClientMessage::Hello { last_seq: None, .. }));
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_round_trip_in_both_encodings() {
+        let msgs = [
+            ServerMessage::Ping { seq: 3 },
+            ServerMessage::Reset {
+                reason: ResetReason::EpochChanged,
+                seq: 10,
+            },
+            ServerMessage::Ack {
+                connection_id: "c".into(),
+                node_id: "n".into(),
+                epoch: "E".into(),
+                seq: 1,
+                expires_at: 2,
+            },
+        ];
+        for m in msgs {
+            let j = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<ServerMessage>(&j).unwrap(), m);
+            let b = rmp_serde::to_vec_named(&m).unwrap();
+            assert_eq!(rmp_serde::from_slice::<ServerMessage>(&b).unwrap(), m);
+        }
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::Ping { seq: 3 }).unwrap(),
+            r#"{"type":"ping","seq":3}"#
+        );
+    }
+}
