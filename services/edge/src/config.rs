@@ -1,0 +1,297 @@
+//! Edge node configuration: one struct, read from flags and environment
+//! variables (contract section 5), defaults in one place, validated before
+//! the node binds anything. Secrets never appear in `Debug` output.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+/// Longest hold a client may ask of a long-poll.
+pub const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(55);
+
+/// Every setting of an edge node.
+#[derive(Clone, Parser)]
+#[command(name = "herald-edge", version, about = "Herald realtime edge node")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "HERALD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Node id reported to clients and in metrics (default: host name plus a random suffix).
+    #[arg(long, env = "HERALD_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// JetStream stream holding the events.
+    #[arg(long, env = "HERALD_STREAM", default_value = "HERALD_EVENTS")]
+    pub stream: String,
+
+    /// Replicas when this node creates the stream.
+    #[arg(long, env = "HERALD_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+
+    /// Retention when this node creates the stream.
+    #[arg(long, env = "HERALD_STREAM_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub stream_max_age: Duration,
+
+    /// HS256 secret for client tokens.
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// PEM public key (RS256, ES256 or EdDSA) for client tokens.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Accept `?token=` on stream and SSE endpoints.
+    #[arg(long, env = "HERALD_ALLOW_QUERY_TOKEN", default_value_t = true, action = ArgAction::Set)]
+    pub allow_query_token: bool,
+
+    /// Origins allowed by CORS, comma-separated.
+    #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Kill switch: refuse realtime connections.
+    #[arg(long, env = "HERALD_DISABLED", default_value_t = false, action = ArgAction::Set)]
+    pub disabled: bool,
+
+    /// Kill switch: services not delivered, comma-separated.
+    #[arg(long, env = "HERALD_DISABLED_SERVICES", value_delimiter = ',')]
+    pub disabled_services: Vec<String>,
+
+    /// Serve `/v2/realtime/metrics` without an admin token.
+    #[arg(long, env = "HERALD_METRICS_PUBLIC", default_value_t = false, action = ArgAction::Set)]
+    pub metrics_public: bool,
+
+    /// OTLP endpoint for traces (gRPC); tracing export is off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "HERALD_LOG_JSON", default_value_t = false, action = ArgAction::Set)]
+    pub log_json: bool,
+
+    /// Recent events cached per org.
+    #[arg(long, env = "HERALD_ORG_BUFFER_EVENTS", default_value_t = 200)]
+    pub org_buffer_events: usize,
+
+    /// Held polls allowed per org on this node.
+    #[arg(long, env = "HERALD_MAX_WAITERS_PER_ORG", default_value_t = 5000)]
+    pub max_waiters_per_org: usize,
+
+    /// Idle time after which an org's state and NATS interest are released.
+    #[arg(long, env = "HERALD_ORG_IDLE_EVICT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub org_idle_evict: Duration,
+
+    /// Default long-poll hold.
+    #[arg(long, env = "HERALD_POLL_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub poll_timeout: Duration,
+
+    /// Time a stream client has to send `hello`.
+    #[arg(long, env = "HERALD_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Interval between stream pings.
+    #[arg(long, env = "HERALD_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Largest accepted event body, in bytes.
+    #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value_t = 262_144)]
+    pub max_event_bytes: usize,
+
+    /// Connections allowed on this node.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Connections allowed per user on this node.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER", default_value_t = 50)]
+    pub max_connections_per_user: usize,
+
+    /// How often each active org is checked against the stream for missed
+    /// events and to advance quiet cursors.
+    #[arg(long, env = "HERALD_AUDIT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub audit_interval: Duration,
+
+    /// How often the stream's head, first sequence and epoch are sampled.
+    #[arg(long, env = "HERALD_HEAD_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub head_interval: Duration,
+
+    /// Longest SIGTERM drain before the process exits.
+    #[arg(long, env = "HERALD_DRAIN_TIMEOUT", default_value = "8s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// A secret string that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Checks everything that can be checked before binding.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.to_owned()));
+        match (&self.jwt_secret, &self.jwt_public_key_file) {
+            (None, None) => return bad("one of HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY_FILE is required"),
+            (Some(_), Some(_)) => return bad("set only one of HERALD_JWT_SECRET and HERALD_JWT_PUBLIC_KEY_FILE"),
+            (Some(s), None) if s.expose().len() < 16 => return bad("HERALD_JWT_SECRET must be at least 16 bytes"),
+            _ => {}
+        }
+        if self.nats_urls().is_empty() {
+            return bad("HERALD_NATS_URL is empty");
+        }
+        if herald_proto::subject::check_token("stream", &self.stream).is_err() {
+            return bad("HERALD_STREAM must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'");
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            return bad("HERALD_STREAM_REPLICAS must be between 1 and 5");
+        }
+        if self.org_buffer_events == 0 {
+            return bad("HERALD_ORG_BUFFER_EVENTS must be at least 1");
+        }
+        if self.max_waiters_per_org == 0 || self.max_connections == 0 || self.max_connections_per_user == 0 {
+            return bad("waiter and connection limits must be at least 1");
+        }
+        if self.poll_timeout.is_zero() || self.poll_timeout > MAX_POLL_TIMEOUT {
+            return bad("HERALD_POLL_TIMEOUT must be between 1s and 55s");
+        }
+        if self.max_event_bytes == 0 {
+            return bad("HERALD_MAX_EVENT_BYTES must be at least 1");
+        }
+        for d in [self.audit_interval, self.head_interval, self.ping_interval, self.handshake_timeout] {
+            if d.is_zero() {
+                return bad("intervals and timeouts must be above zero");
+            }
+        }
+        for s in &self.disabled_services {
+            if herald_proto::subject::check_token("service", s).is_err() {
+                return bad("HERALD_DISABLED_SERVICES holds an invalid service name");
+            }
+        }
+        Ok(())
+    }
+
+    /// The NATS URLs as a list.
+    pub fn nats_urls(&self) -> Vec<String> {
+        self.nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The configured node id, or host name plus a random suffix.
+    pub fn resolved_node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "edge".to_owned());
+        format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("nats_url", &self.nats_url)
+            .field("node_id", &self.node_id)
+            .field("stream", &self.stream)
+            .field("stream_replicas", &self.stream_replicas)
+            .field("stream_max_age", &self.stream_max_age)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("allow_query_token", &self.allow_query_token)
+            .field("cors_origins", &self.cors_origins)
+            .field("disabled", &self.disabled)
+            .field("disabled_services", &self.disabled_services)
+            .field("metrics_public", &self.metrics_public)
+            .field("org_buffer_events", &self.org_buffer_events)
+            .field("max_waiters_per_org", &self.max_waiters_per_org)
+            .field("org_idle_evict", &self.org_idle_evict)
+            .field("poll_timeout", &self.poll_timeout)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("audit_interval", &self.audit_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["herald-edge"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = parse(&["--jwt-secret", "0123456789abcdef"]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.stream, "HERALD_EVENTS");
+        assert_eq!(c.stream_max_age, Duration::from_secs(86_400));
+        assert_eq!(c.org_buffer_events, 200);
+        assert_eq!(c.max_waiters_per_org, 5000);
+        assert_eq!(c.org_idle_evict, Duration::from_secs(120));
+        assert_eq!(c.poll_timeout, Duration::from_secs(25));
+        assert_eq!(c.max_event_bytes, 262_144);
+        assert_eq!((c.max_connections, c.max_connections_per_user), (100_000, 50));
+        assert!(c.allow_query_token && !c.disabled && !c.metrics_public);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn secret_is_redacted_and_validation_catches_mistakes() {
+        let c = parse(&["--jwt-secret", "super-secret-value-123"]);
+        assert!(!format!("{c:?}").contains("super-secret"));
+        assert!(parse(&[]).validate().is_err());
+        assert!(parse(&["--jwt-secret", "short"]).validate().is_err());
+        let c = parse(&["--jwt-secret", "0123456789abcdef", "--poll-timeout", "90s"]);
+        assert!(c.validate().is_err());
+        let c = parse(&["--jwt-secret", "0123456789abcdef", "--stream", "bad.name"]);
+        assert!(c.validate().is_err());
+        let c = parse(&["--jwt-secret", "0123456789abcdef", "--allow-query-token", "false"]);
+        assert!(!c.allow_query_token);
+    }
+
+    #[test]
+    fn splits_nats_urls() {
+        let c = parse(&["--jwt-secret", "0123456789abcdef", "--nats-url", "nats://a:1, nats://b:2"]);
+        assert_eq!(c.nats_urls(), vec!["nats://a:1", "nats://b:2"]);
+    }
+}

@@ -1,0 +1,159 @@
+//! What one client receives: its org's events of the services it asked for
+//! (and may see), of the property it asked for (and may see), plus org-wide
+//! events. Built from request parameters and checked against the token.
+
+use std::collections::HashSet;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::ingest::StoredEvent;
+
+/// Most services one subscription may name.
+const MAX_SERVICES: usize = 64;
+
+/// A client's event filter. The org is implied by the buffer it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// Services to deliver; `None` = every service the token allows.
+    services: Option<HashSet<String>>,
+    /// Services the token allows; `None` = all.
+    allowed_services: Option<HashSet<String>>,
+    /// Property asked for; `None` = every property the token allows.
+    property: Option<String>,
+    /// Properties the token allows; `None` = all.
+    allowed_props: Option<HashSet<String>>,
+    /// Services switched off by the kill switch.
+    disabled: HashSet<String>,
+}
+
+impl Filter {
+    /// Builds a filter for `principal`. Services or a property outside the
+    /// token's claims are 403; malformed names are 400.
+    pub fn new(
+        principal: &Principal,
+        services: Option<Vec<String>>,
+        property: Option<String>,
+        disabled: &[String],
+    ) -> Result<Self, ApiError> {
+        let services = match services {
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(ApiError::BadParameter("services must name at least one service".into()));
+                }
+                if list.len() > MAX_SERVICES {
+                    return Err(ApiError::BadParameter(format!("at most {MAX_SERVICES} services")));
+                }
+                for s in &list {
+                    herald_proto::subject::check_token("service", s).map_err(|e| ApiError::BadParameter(e.to_string()))?;
+                    if !principal.may_see_service(s) {
+                        return Err(ApiError::Forbidden(format!("token does not allow service {s}")));
+                    }
+                }
+                Some(list.into_iter().collect())
+            }
+            None => None,
+        };
+        if let Some(p) = &property {
+            herald_proto::subject::check_token("propertyId", p).map_err(|e| ApiError::BadParameter(e.to_string()))?;
+            if !principal.may_see_property(Some(p)) {
+                return Err(ApiError::Forbidden(format!("token does not allow property {p}")));
+            }
+        }
+        Ok(Self {
+            services,
+            allowed_services: principal.svcs.clone(),
+            property,
+            allowed_props: principal.props.clone(),
+            disabled: disabled.iter().cloned().collect(),
+        })
+    }
+
+    /// Does this client receive `event`?
+    pub fn matches(&self, event: &StoredEvent) -> bool {
+        let e = &event.event;
+        if self.disabled.contains(&e.service) {
+            return false;
+        }
+        let service_ok = match &self.services {
+            Some(s) => s.contains(&e.service),
+            None => self.allowed_services.as_ref().is_none_or(|s| s.contains(&e.service)),
+        };
+        if !service_ok {
+            return false;
+        }
+        match (&e.property_id, &self.property) {
+            (None, _) => true,
+            (Some(p), Some(wanted)) => p == wanted,
+            (Some(p), None) => self.allowed_props.as_ref().is_none_or(|a| a.contains(p)),
+        }
+    }
+}
+
+/// Splits a comma-separated `services` parameter.
+pub fn split_services(raw: &str) -> Vec<String> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_proto::DeliveredEvent;
+
+    fn principal(props: Option<&[&str]>, svcs: Option<&[&str]>) -> Principal {
+        Principal {
+            user: "u".into(),
+            org: "acme".into(),
+            props: props.map(|p| p.iter().map(|s| s.to_string()).collect()),
+            svcs: svcs.map(|p| p.iter().map(|s| s.to_string()).collect()),
+            role: None,
+            exp: 0,
+        }
+    }
+
+    fn event(service: &str, property: Option<&str>) -> std::sync::Arc<StoredEvent> {
+        StoredEvent::new(
+            DeliveredEvent {
+                seq: 1,
+                org_id: "acme".into(),
+                service: service.into(),
+                property_id: property.map(str::to_owned),
+                event_id: "e".into(),
+                event_type: "t".into(),
+                timestamp: 0,
+                entity_type: None,
+                entity_id: None,
+                payload: serde_json::Value::Null,
+            },
+            0,
+        )
+    }
+
+    #[test]
+    fn property_filter_keeps_org_wide_events() {
+        let f = Filter::new(&principal(None, None), Some(vec!["finance".into()]), Some("p1".into()), &[]).unwrap();
+        assert!(f.matches(&event("finance", Some("p1"))));
+        assert!(f.matches(&event("finance", None)));
+        assert!(!f.matches(&event("finance", Some("p2"))));
+        assert!(!f.matches(&event("tasks", Some("p1"))));
+    }
+
+    #[test]
+    fn token_claims_limit_what_is_seen_and_asked() {
+        let p = principal(Some(&["p1"]), Some(&["finance", "guest"]));
+        let all = Filter::new(&p, None, None, &[]).unwrap();
+        assert!(all.matches(&event("guest", Some("p1"))));
+        assert!(!all.matches(&event("guest", Some("p2"))));
+        assert!(!all.matches(&event("tasks", None)));
+        assert!(matches!(Filter::new(&p, Some(vec!["tasks".into()]), None, &[]), Err(ApiError::Forbidden(_))));
+        assert!(matches!(Filter::new(&p, None, Some("p2".into()), &[]), Err(ApiError::Forbidden(_))));
+        assert!(matches!(Filter::new(&p, Some(vec!["bad name".into()]), None, &[]), Err(ApiError::BadParameter(_))));
+        assert!(matches!(Filter::new(&p, Some(vec![]), None, &[]), Err(ApiError::BadParameter(_))));
+    }
+
+    #[test]
+    fn kill_switch_hides_services() {
+        let f = Filter::new(&principal(None, None), None, None, &["analytics".into()]).unwrap();
+        assert!(!f.matches(&event("analytics", None)));
+        assert!(f.matches(&event("finance", None)));
+    }
+}

@@ -1,0 +1,216 @@
+//! Turns NATS messages (live RePublished ones and ones read back from the
+//! stream) into buffered events, or into rejections that are counted, logged
+//! with their sequence and skipped.
+
+use std::sync::Arc;
+
+use async_nats::HeaderMap;
+use herald_proto::envelope::{Encoding, EventBody, EnvelopeError};
+use herald_proto::subject::EventSubject;
+use herald_proto::DeliveredEvent;
+use serde_json::value::RawValue;
+
+/// An event held in an org buffer, serialised once for every client.
+#[derive(Debug)]
+pub struct StoredEvent {
+    /// The event.
+    pub event: DeliveredEvent,
+    /// The event as JSON, shared by every JSON client.
+    pub json: Box<RawValue>,
+    /// When JetStream stored it, ms since the Unix epoch (for latency metrics).
+    pub stored_ms: i64,
+}
+
+impl StoredEvent {
+    /// Wraps an event, serialising it once.
+    pub fn new(event: DeliveredEvent, stored_ms: i64) -> Arc<Self> {
+        let text = serde_json::to_string(&event).unwrap_or_else(|_| "null".to_owned());
+        let json = RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        Arc::new(Self { event, json, stored_ms })
+    }
+
+    /// Stream sequence.
+    pub fn seq(&self) -> u64 {
+        self.event.seq
+    }
+}
+
+/// What a message turned out to be.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A valid event.
+    Event(Arc<StoredEvent>),
+    /// A stored message that can never be delivered.
+    Rejected {
+        /// Its sequence (consumed, so the cursor moves past it).
+        seq: u64,
+        /// Metrics label.
+        reason: &'static str,
+        /// Detail for the log.
+        detail: String,
+    },
+}
+
+impl Decoded {
+    /// Stream sequence of the message.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Event(e) => e.seq(),
+            Self::Rejected { seq, .. } => *seq,
+        }
+    }
+}
+
+/// What the node needs from a RePublished message's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveMeta {
+    /// Stream sequence of this message.
+    pub seq: u64,
+    /// Sequence of the previous message on the same subject (0 if none).
+    pub last_subject_seq: u64,
+}
+
+/// Reads the sequence headers of a RePublished message; `None` if the
+/// message did not come from `stream` (so it cannot be trusted as an event).
+pub fn live_meta(headers: Option<&HeaderMap>, stream: &str) -> Option<LiveMeta> {
+    let h = headers?;
+    if h.get("Nats-Stream")?.as_str() != stream {
+        return None;
+    }
+    let seq = h.get("Nats-Sequence")?.as_str().parse().ok()?;
+    let last_subject_seq = h
+        .get("Nats-Last-Sequence")
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0);
+    Some(LiveMeta { seq, last_subject_seq })
+}
+
+/// Decodes a RePublished message whose [`LiveMeta`] is already known.
+pub fn decode_live(msg: &async_nats::Message, meta: LiveMeta, org: &str, max_bytes: usize) -> Decoded {
+    let headers = msg.headers.as_ref();
+    let original = headers
+        .and_then(|h| h.get("Nats-Subject"))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    let stored_ms = headers
+        .and_then(|h| h.get("Nats-Time-Stamp"))
+        .and_then(|v| parse_rfc3339_ms(v.as_str()))
+        .unwrap_or_else(now_ms);
+    decode(meta.seq, &original, headers, &msg.payload, stored_ms, org, max_bytes)
+}
+
+/// Decodes a message read back from the stream.
+pub fn decode_stored(msg: &async_nats::jetstream::message::StreamMessage, org: &str, max_bytes: usize) -> Decoded {
+    let stored_ms = (msg.time.unix_timestamp_nanos() / 1_000_000) as i64;
+    decode(msg.sequence, msg.subject.as_str(), Some(&msg.headers), &msg.payload, stored_ms, org, max_bytes)
+}
+
+fn decode(
+    seq: u64,
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    stored_ms: i64,
+    org: &str,
+    max_bytes: usize,
+) -> Decoded {
+    let reject = |reason: &'static str, detail: String| Decoded::Rejected { seq, reason, detail };
+    let subject = match EventSubject::parse(subject) {
+        Ok(s) if s.org == org => s,
+        Ok(_) => return reject("bad_subject", format!("subject {subject} is not of org {org}")),
+        Err(e) => return reject("bad_subject", format!("{subject}: {e}")),
+    };
+    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+    let encoding = Encoding::from_content_type(header("Content-Type"));
+    match EventBody::decode(payload, encoding, &subject, max_bytes) {
+        Ok(body) => {
+            let event = body.into_event(seq, subject, header("Nats-Msg-Id"), stored_ms);
+            Decoded::Event(StoredEvent::new(event, stored_ms))
+        }
+        Err(e @ EnvelopeError::TooLarge { .. }) => reject(e.label(), e.to_string()),
+        Err(e) => reject(e.label(), e.to_string()),
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Parses the RFC 3339 UTC timestamps NATS writes (`2026-11-22T16:04:37.123456789Z`).
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let rest = &s[19..];
+    let (frac, tz) = match rest.strip_prefix('.') {
+        Some(r) => {
+            let end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+            (&r[..end], &r[end..])
+        }
+        None => ("", rest),
+    };
+    if tz != "Z" && tz != "+00:00" {
+        return None;
+    }
+    let mut ms_frac = 0;
+    for (i, c) in frac.bytes().take(3).enumerate() {
+        ms_frac += i64::from(c - b'0') * [100, 10, 1][i];
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms_frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nats_timestamps() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_ms("2024-11-22T12:53:20.5Z"), Some(1_732_280_000_500));
+        assert_eq!(parse_rfc3339_ms("2024-11-22T12:53:20.123456789Z"), Some(1_732_280_000_123));
+        assert_eq!(parse_rfc3339_ms("2000-03-01T00:00:00Z"), Some(951_868_800_000));
+        assert_eq!(parse_rfc3339_ms("garbage"), None);
+        assert_eq!(parse_rfc3339_ms("2024-11-22T12:53:20+02:00"), None);
+    }
+
+    #[test]
+    fn reads_live_headers_only_from_our_stream() {
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Stream", "HERALD_EVENTS");
+        h.insert("Nats-Sequence", "42");
+        h.insert("Nats-Last-Sequence", "40");
+        assert_eq!(
+            live_meta(Some(&h), "HERALD_EVENTS"),
+            Some(LiveMeta { seq: 42, last_subject_seq: 40 })
+        );
+        assert_eq!(live_meta(Some(&h), "OTHER"), None);
+        assert_eq!(live_meta(None, "HERALD_EVENTS"), None);
+    }
+
+    #[test]
+    fn decodes_and_rejects() {
+        let ok = decode(5, "herald.events.acme.finance.p1", None, br#"{"eventType":"x"}"#, 9, "acme", 100);
+        let Decoded::Event(e) = ok else { panic!("rejected") };
+        assert_eq!((e.seq(), e.event.event_id.as_str(), e.stored_ms), (5, "5", 9));
+        assert!(e.json.get().contains(r#""seq":5"#));
+        let other_org = decode(6, "herald.events.evil.finance.p1", None, br#"{"eventType":"x"}"#, 9, "acme", 100);
+        assert!(matches!(other_org, Decoded::Rejected { reason: "bad_subject", seq: 6, .. }));
+        let big = decode(7, "herald.events.acme.finance.p1", None, &[b' '; 200], 9, "acme", 100);
+        assert!(matches!(big, Decoded::Rejected { reason: "too_large", .. }));
+    }
+}

@@ -1,0 +1,37 @@
+//! Herald edge node: delivers events from NATS JetStream to clients over
+//! long-poll (and, in later modules, WebSocket and SSE), resumable on any node.
+//!
+//! - [`config`]: settings from flags and environment, validated up front.
+//! - [`server`]: `run(listener, config, shutdown)`, the entry point.
+//! - [`nats`], [`jetstream`], [`head`]: the NATS connection, the event stream
+//!   and the sampled stream head (epoch, first and last sequence).
+//! - [`registry`], [`org`], [`buffer`]: per-org state created on the first
+//!   client, the ingestion task with gap detection and filling, and the ring
+//!   of recent events read by cursor.
+//! - [`ingest`]: NATS messages to buffered events or counted rejections.
+//! - [`auth`], [`filter`]: tokens and what each client may see.
+//! - [`http`], [`poll`], [`publish`]: the HTTP endpoints.
+//! - [`error`], [`metrics`], [`telemetry`]: errors as HTTP answers, counters,
+//!   logs and traces.
+
+pub mod auth;
+pub mod buffer;
+pub mod config;
+pub mod error;
+pub mod filter;
+pub mod head;
+pub mod http;
+pub mod ingest;
+pub mod jetstream;
+pub mod metrics;
+pub mod nats;
+pub mod node;
+pub mod org;
+pub mod poll;
+pub mod publish;
+pub mod registry;
+pub mod server;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{run, RunError};

@@ -1,0 +1,110 @@
+//! Everything one edge node shares between its tasks and request handlers.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::jetstream::{EventStream, StreamHead};
+use crate::metrics::{Gauges, Metrics};
+use crate::registry::Registry;
+
+/// Shared state of a running node.
+pub struct Node {
+    /// Settings.
+    pub config: Config,
+    /// This node's id.
+    pub node_id: String,
+    /// NATS connection.
+    pub client: async_nats::Client,
+    /// The event stream.
+    pub stream: EventStream,
+    /// Publishing through JetStream with dedup and retries.
+    pub publisher: herald_publisher::Publisher,
+    /// Token checks.
+    pub verifier: Verifier,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Org states held by this node.
+    pub orgs: Registry,
+    /// Latest sample of the stream head (`None` until the first succeeds).
+    pub head: watch::Sender<Option<StreamHead>>,
+    head_ok_at: AtomicU64,
+    started: Instant,
+    /// Cancelled when the node starts draining.
+    pub draining: CancellationToken,
+    /// Polls in progress.
+    pub polls: AtomicU64,
+}
+
+impl Node {
+    /// Assembles the node state.
+    pub fn new(config: Config, node_id: String, client: async_nats::Client, verifier: Verifier) -> Arc<Self> {
+        let stream = EventStream::new(client.clone(), &config.stream, config.stream_replicas, config.stream_max_age);
+        let publisher = herald_publisher::Publisher::new(client.clone());
+        Arc::new(Self {
+            config,
+            node_id,
+            client,
+            stream,
+            publisher,
+            verifier,
+            metrics: Metrics::default(),
+            orgs: Registry::default(),
+            head: watch::channel(None).0,
+            head_ok_at: AtomicU64::new(0),
+            started: Instant::now(),
+            draining: CancellationToken::new(),
+            polls: AtomicU64::new(0),
+        })
+    }
+
+    /// Milliseconds since the node started (a cheap monotonic clock).
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Records a fresh head sample.
+    pub fn set_head(&self, head: StreamHead) {
+        self.head_ok_at.store(self.uptime_ms().max(1), Relaxed);
+        self.head.send_if_modified(|h| {
+            if h.as_ref() == Some(&head) {
+                false
+            } else {
+                *h = Some(head);
+                true
+            }
+        });
+    }
+
+    /// The latest head sample.
+    pub fn current_head(&self) -> Option<StreamHead> {
+        self.head.borrow().clone()
+    }
+
+    /// Ready: connected to NATS and the stream answered recently.
+    pub fn is_ready(&self) -> bool {
+        let ok_at = self.head_ok_at.load(Relaxed);
+        let fresh = Duration::from_millis(self.uptime_ms().saturating_sub(ok_at)) <= (self.config.head_interval * 3).max(Duration::from_secs(5));
+        ok_at > 0 && fresh && crate::nats::is_connected(&self.client) && !self.draining.is_cancelled()
+    }
+
+    /// Gauges for the metrics endpoints.
+    pub fn gauges(&self) -> Gauges {
+        let o = self.orgs.stats();
+        Gauges {
+            websocket: 0,
+            sse: 0,
+            longpoll: self.polls.load(Relaxed),
+            orgs_total: o.total,
+            orgs_active: o.active,
+            buffered_events: o.buffered,
+            waiters: o.waiters,
+            quarantined: 0,
+        }
+    }
+}

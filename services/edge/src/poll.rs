@@ -1,0 +1,290 @@
+//! Long-poll: `GET /v1/realtime/poll` and the seeds' alias
+//! `GET /v1/<service>/realtime/subscribe`. Answers at once when matching
+//! events after the cursor exist, else holds until one arrives, the timeout
+//! passes, the client leaves or the node drains.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderMap, HeaderValue};
+use herald_proto::poll::{PollResponse, MAX_EVENTS_PER_POLL};
+use herald_proto::{Reset, ResetReason};
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use crate::auth::extract_token;
+use crate::buffer::BufferRead;
+use crate::config::MAX_POLL_TIMEOUT;
+use crate::error::ApiError;
+use crate::filter::{split_services, Filter};
+use crate::ingest::{now_ms, StoredEvent};
+use crate::node::Node;
+use crate::org::{read_history, OrgHub};
+use crate::registry::Registry;
+
+/// Retry-After for a poll refused by the waiter cap.
+const WAITER_CAP_RETRY_SECS: u32 = 5;
+
+/// Parsed query of a poll.
+#[derive(Debug, Default, PartialEq)]
+struct PollParams {
+    services: Option<Vec<String>>,
+    property: Option<String>,
+    last_seq: Option<u64>,
+    epoch: Option<String>,
+    timeout: Option<Duration>,
+}
+
+impl PollParams {
+    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut p = Self::default();
+        let bad = |name: &str, why: &str| ApiError::BadParameter(format!("{name}: {why}"));
+        for (key, value) in form_pairs(query.unwrap_or("")) {
+            match key.as_str() {
+                "services" => p.services = Some(split_services(&value)),
+                "propertyId" if !value.is_empty() => p.property = Some(value),
+                "lastSeq" if !value.is_empty() => {
+                    p.last_seq = Some(value.parse().map_err(|_| bad("lastSeq", "must be a non-negative integer"))?)
+                }
+                "epoch" if !value.is_empty() => p.epoch = Some(value),
+                "timeout" if !value.is_empty() => {
+                    let secs: u64 = value.parse().map_err(|_| bad("timeout", "must be whole seconds"))?;
+                    let d = Duration::from_secs(secs);
+                    if d > MAX_POLL_TIMEOUT {
+                        return Err(bad("timeout", "must be at most 55"));
+                    }
+                    p.timeout = Some(d);
+                }
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// `key=value` pairs of a query string, percent-decoded.
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => match bytes.get(i + 1..i + 3) {
+                Some(&[h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                    let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                    out.push(hex(h) << 4 | hex(l));
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET /v1/realtime/poll`.
+pub async fn poll(State(node): State<Arc<Node>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let params = PollParams::parse(query.as_deref())?;
+    serve(node, &headers, params).await
+}
+
+/// `GET /v1/<service>/realtime/subscribe`: a poll of one service.
+pub async fn subscribe_alias(
+    State(node): State<Arc<Node>>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut params = PollParams::parse(query.as_deref())?;
+    params.services = Some(vec![service]);
+    serve(node, &headers, params).await
+}
+
+/// Counts a poll in progress.
+struct PollGuard<'a>(&'a Node);
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        self.0.polls.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts a held poll against its org's waiter cap.
+struct WaiterGuard<'a>(&'a OrgHub);
+
+impl<'a> WaiterGuard<'a> {
+    fn try_new(hub: &'a OrgHub, cap: usize) -> Option<Self> {
+        hub.waiters
+            .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
+            .ok()
+            .map(|_| Self(hub))
+    }
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn serve(node: Arc<Node>, headers: &HeaderMap, params: PollParams) -> Result<Response, ApiError> {
+    if node.draining.is_cancelled() {
+        return Err(ApiError::Unavailable("node is draining; retry on another node".into()));
+    }
+    let principal = node.verifier.verify(extract_token(headers, None)?)?;
+    if principal.org == "*" {
+        return Err(ApiError::Forbidden("a cross-org token cannot subscribe".into()));
+    }
+    let filter = Filter::new(&principal, params.services, params.property, &node.config.disabled_services)?;
+    let timeout = params.timeout.unwrap_or(node.config.poll_timeout);
+
+    node.polls.fetch_add(1, Relaxed);
+    let _counted = PollGuard(&node);
+    let lease = Registry::lease(&node, &principal.org)?;
+    let deadline = Instant::now() + timeout;
+    let mut changes = lease.watch();
+    let (settled, epoch) = lease.settled();
+    if params.epoch.as_ref().is_some_and(|e| *e != epoch) {
+        return Ok(reset(&node, ResetReason::EpochChanged, settled, epoch));
+    }
+    let mut after = params.last_seq.unwrap_or(settled);
+    let mut waiter = None;
+    loop {
+        changes.borrow_and_update();
+        let (read, now_epoch) = lease.read(after, &filter, MAX_EVENTS_PER_POLL);
+        if now_epoch != epoch {
+            return Ok(reset(&node, ResetReason::EpochChanged, lease.settled().0, now_epoch));
+        }
+        match read {
+            BufferRead::Events { events, cursor } => return Ok(answer(&node, &events, cursor, epoch)),
+            BufferRead::Behind { floor } => {
+                if node.current_head().is_some_and(|h| after + 1 < h.first_seq) {
+                    return Ok(reset(&node, ResetReason::HistoryGone, lease.settled().0, epoch));
+                }
+                let (events, scanned) = read_history(&node, &lease.org, after, floor, &filter, MAX_EVENTS_PER_POLL)
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(org = %lease.org, error = %e, "history read failed");
+                        ApiError::Unavailable("the event stream is not reachable".into())
+                    })?;
+                if !events.is_empty() || scanned < floor {
+                    return Ok(answer(&node, &events, scanned, epoch));
+                }
+                after = scanned;
+            }
+            BufferRead::Nothing { cursor } => {
+                if Instant::now() >= deadline || node.draining.is_cancelled() {
+                    return Ok(answer(&node, &[], cursor, epoch));
+                }
+                if waiter.is_none() {
+                    waiter = WaiterGuard::try_new(&lease, node.config.max_waiters_per_org);
+                    if waiter.is_none() {
+                        node.metrics.waiter_cap_hits.fetch_add(1, Relaxed);
+                        return Err(ApiError::Overloaded {
+                            message: "too many held polls for this org on this node".into(),
+                            retry_after: WAITER_CAP_RETRY_SECS,
+                        });
+                    }
+                }
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return Ok(answer(&node, &[], cursor, epoch));
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = node.draining.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+fn answer(node: &Node, events: &[Arc<StoredEvent>], cursor: u64, epoch: String) -> Response {
+    let now = now_ms();
+    let mut i = 0;
+    // One metrics update per run of same-service events.
+    while i < events.len() {
+        let service = &events[i].event.service;
+        let run = events[i..].iter().take_while(|e| &e.event.service == service).count();
+        node.metrics.record_delivery(service, events[i].stored_ms, now, run as u64);
+        i += run;
+    }
+    let body: PollResponse<&RawValue> = PollResponse {
+        events: events.iter().map(|e| &*e.json).collect(),
+        last_seq: cursor,
+        epoch,
+        reset: None,
+    };
+    json_response(&body)
+}
+
+fn reset(node: &Node, reason: ResetReason, head: u64, epoch: String) -> Response {
+    node.metrics.resets.fetch_add(1, Relaxed);
+    let body: PollResponse<&RawValue> = PollResponse { events: vec![], last_seq: head, epoch, reset: Some(Reset { reason }) };
+    json_response(&body)
+}
+
+fn json_response<T: serde::Serialize>(body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = bytes.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_parameters() {
+        let p = PollParams::parse(Some("services=finance,guest&propertyId=p1&lastSeq=41&epoch=E&timeout=5")).unwrap();
+        assert_eq!(p.services, Some(vec!["finance".to_owned(), "guest".to_owned()]));
+        assert_eq!(p.property.as_deref(), Some("p1"));
+        assert_eq!((p.last_seq, p.timeout), (Some(41), Some(Duration::from_secs(5))));
+        assert_eq!(PollParams::parse(None).unwrap(), PollParams::default());
+        assert_eq!(PollParams::parse(Some("services=a%2Cb")).unwrap().services, Some(vec!["a".to_owned(), "b".to_owned()]));
+    }
+
+    #[test]
+    fn rejects_bad_parameters() {
+        for q in ["lastSeq=-1", "lastSeq=abc", "timeout=56", "timeout=1.5", "lastSeq=99999999999999999999999"] {
+            assert!(matches!(PollParams::parse(Some(q)), Err(ApiError::BadParameter(_))), "{q}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding_survives_garbage() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

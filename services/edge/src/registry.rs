@@ -1,0 +1,121 @@
+//! The orgs a node holds state for. An org's state (buffer, NATS interest)
+//! is created when its first client arrives and released once it has had no
+//! client for `HERALD_ORG_IDLE_EVICT`.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::org::{self, OrgHub};
+
+/// Counts for the metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RegistryStats {
+    /// Orgs held.
+    pub total: u64,
+    /// Orgs with a client now.
+    pub active: u64,
+    /// Events buffered over all orgs.
+    pub buffered: u64,
+    /// Held polls over all orgs.
+    pub waiters: u64,
+}
+
+/// Org states by org id.
+#[derive(Default)]
+pub struct Registry {
+    orgs: Mutex<HashMap<Arc<str>, Arc<OrgHub>>>,
+}
+
+/// A client's use of an org; the org is not evicted while a lease lives.
+pub struct Lease {
+    hub: Arc<OrgHub>,
+    node: Arc<Node>,
+}
+
+impl Deref for Lease {
+    type Target = OrgHub;
+    fn deref(&self) -> &OrgHub {
+        &self.hub
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.hub.last_used_ms.store(self.node.uptime_ms(), Relaxed);
+        self.hub.users.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Registry {
+    fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<OrgHub>>> {
+        self.orgs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Leases `org`, creating its state and starting its ingestion when new.
+    /// Fails while the stream head is unknown (NATS not reached yet).
+    pub fn lease(node: &Arc<Node>, org: &str) -> Result<Lease, ApiError> {
+        let mut map = node.orgs.map();
+        let hub = match map.get(org) {
+            Some(hub) => Arc::clone(hub),
+            None => {
+                let head = node
+                    .current_head()
+                    .ok_or_else(|| ApiError::Unavailable("the event stream is not reachable yet".into()))?;
+                let hub = OrgHub::new(org, node.config.org_buffer_events, head.last_seq, head.epoch);
+                map.insert(Arc::clone(&hub.org), Arc::clone(&hub));
+                tokio::spawn(org::ingest(Arc::clone(&hub), Arc::clone(node)));
+                hub
+            }
+        };
+        hub.users.fetch_add(1, Relaxed);
+        Ok(Lease { hub, node: Arc::clone(node) })
+    }
+
+    /// Tells every org that live messages may have been lost.
+    pub fn signal_loss(&self) {
+        for hub in self.map().values() {
+            hub.signal_loss();
+        }
+    }
+
+    /// Releases orgs without clients for longer than `idle`; returns how many.
+    pub fn evict_idle(&self, now_ms: u64, idle: Duration) -> usize {
+        let idle_ms = idle.as_millis() as u64;
+        let mut map = self.map();
+        let before = map.len();
+        map.retain(|_, hub| {
+            let keep = hub.users.load(Relaxed) > 0 || now_ms.saturating_sub(hub.last_used_ms.load(Relaxed)) < idle_ms;
+            if !keep {
+                hub.cancel.cancel();
+            }
+            keep
+        });
+        before - map.len()
+    }
+
+    /// Stops every org's ingestion.
+    pub fn shutdown(&self) {
+        for hub in self.map().drain().map(|(_, h)| h) {
+            hub.cancel.cancel();
+        }
+    }
+
+    /// Counts for the metrics.
+    pub fn stats(&self) -> RegistryStats {
+        let map = self.map();
+        let mut s = RegistryStats { total: map.len() as u64, ..RegistryStats::default() };
+        for hub in map.values() {
+            if hub.users.load(Relaxed) > 0 {
+                s.active += 1;
+            }
+            s.buffered += hub.buffered() as u64;
+            s.waiters += hub.waiters.load(Relaxed) as u64;
+        }
+        s
+    }
+}

@@ -1,0 +1,90 @@
+//! Runs an edge node on a bound listener until `shutdown` resolves, then
+//! drains: new connections refused, held polls answered with their cursor,
+//! and the process left within the drain timeout.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::auth::Verifier;
+use crate::config::{Config, ConfigError};
+use crate::node::Node;
+use crate::{head, http, nats};
+
+/// How often idle orgs are looked for.
+const EVICT_EVERY: Duration = Duration::from_secs(5);
+
+/// Why a node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The NATS client could not be set up.
+    #[error("nats: {0}")]
+    Nats(String),
+    /// Serving failed.
+    #[error("serve: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves `listener` with `config` until `shutdown` completes.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    config.validate()?;
+    let verifier = Verifier::from_config(&config).map_err(ConfigError)?;
+    let node_id = config.resolved_node_id();
+    let (client, mut losses) = nats::connect(&config, &node_id).await.map_err(|e| RunError::Nats(e.to_string()))?;
+    let node = Node::new(config, node_id, client, verifier);
+    tracing::info!(node = %node.node_id, addr = ?listener.local_addr().ok(), stream = %node.stream.name(), "herald-edge starting");
+
+    match node.stream.ensure().await {
+        Ok(h) => node.set_head(h),
+        Err(e) => tracing::warn!(error = %e, "stream not reachable yet; will keep trying"),
+    }
+    tokio::spawn(head::sample(Arc::clone(&node)));
+    let n = Arc::clone(&node);
+    tokio::spawn(async move {
+        while let Some(signal) = losses.recv().await {
+            tracing::debug!(?signal, "possible live message loss; auditing every org");
+            n.orgs.signal_loss();
+        }
+    });
+    let n = Arc::clone(&node);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(EVICT_EVERY) => {}
+                _ = n.draining.cancelled() => break,
+            }
+            let evicted = n.orgs.evict_idle(n.uptime_ms(), n.config.org_idle_evict);
+            if evicted > 0 {
+                tracing::debug!(evicted, "released idle orgs");
+            }
+        }
+    });
+
+    let draining = node.draining.clone();
+    let drain_timeout = node.config.drain_timeout;
+    let app = http::router(Arc::clone(&node));
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let draining = draining.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("draining");
+            draining.cancel();
+        }
+    });
+    let serving = tokio::spawn(async move { server.await });
+    draining.cancelled().await;
+    match tokio::time::timeout(drain_timeout, serving).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join)) => tracing::error!(error = %join, "server task failed"),
+        Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
+    }
+    node.orgs.shutdown();
+    let _ = node.client.flush().await;
+    tracing::info!("herald-edge stopped");
+    Ok(())
+}

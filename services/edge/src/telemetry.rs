@@ -1,0 +1,52 @@
+//! Logs and traces: `tracing` with `RUST_LOG` filtering, text or JSON lines,
+//! and an OpenTelemetry (OTLP/gRPC) exporter when an endpoint is configured.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+/// Keeps the trace exporter alive; flushes it when dropped.
+pub struct TelemetryGuard(Option<SdkTracerProvider>);
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber. Call once, from `main`.
+pub fn init(config: &Config) -> TelemetryGuard {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (provider, otel_layer) = match &config.otlp_endpoint {
+        Some(endpoint) => match opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build() {
+            Ok(exporter) => {
+                let provider = SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("herald-edge").build())
+                    .build();
+                opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+                let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("herald-edge"));
+                (Some(provider), Some(layer))
+            }
+            Err(e) => {
+                eprintln!("OTLP exporter disabled: {e}");
+                (None, None)
+            }
+        },
+        None => (None, None),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    if config.log_json {
+        registry.with(tracing_subscriber::fmt::layer().json()).init();
+    } else {
+        registry.with(tracing_subscriber::fmt::layer()).init();
+    }
+    TelemetryGuard(provider)
+}
