@@ -45,7 +45,14 @@ impl Node {
     /// Assembles the node state.
     pub fn new(config: Config, node_id: String, client: async_nats::Client, verifier: Verifier) -> Arc<Self> {
         let stream = EventStream::new(client.clone(), &config.stream, config.stream_replicas, config.stream_max_age);
-        let publisher = herald_publisher::Publisher::new(client.clone());
+        // Bounded so an HTTP publish answers within about 15 s even when JetStream is away.
+        let retry = herald_publisher::RetryPolicy {
+            attempts: 6,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(2),
+        };
+        let publisher = herald_publisher::Publisher::new(client.clone()).with_stream(config.stream.clone()).with_retry(retry);
         Arc::new(Self {
             config,
             node_id,

@@ -1,6 +1,8 @@
 //! Logs and traces: `tracing` with `RUST_LOG` filtering, text or JSON lines,
 //! and an OpenTelemetry (OTLP/gRPC) exporter when an endpoint is configured.
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -46,7 +48,8 @@ pub fn init(config: &Config) -> TelemetryGuard {
     if config.log_json {
         registry.with(tracing_subscriber::fmt::layer().json()).init();
     } else {
-        registry.with(tracing_subscriber::fmt::layer()).init();
+        let ansi = std::io::stdout().is_terminal();
+        registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi)).init();
     }
     TelemetryGuard(provider)
 }

@@ -1,0 +1,40 @@
+//! Herald's publishing API for domain services (Rust).
+//!
+//! A [`Publisher`] sends [`OutgoingEvent`]s to NATS JetStream on
+//! `herald.events.<org>.<service>.<property>` and waits for the stream's ack.
+//! Every event carries `Nats-Msg-Id: <service>:<eventId>`, so the retries the
+//! publisher makes on transient failures never store an event twice.
+//!
+//! - [`publisher`]: the [`Publisher`] and the [`PublishAck`] it returns.
+//! - [`event`]: [`OutgoingEvent`], and how it becomes subject, headers and bytes.
+//! - [`retry`]: [`RetryPolicy`], exponential backoff with jitter.
+//! - [`error`]: [`PublishError`], and which JetStream failures are worth a retry.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use herald_proto::{EventBody, EventSubject};
+//! use herald_publisher::{OutgoingEvent, Publisher};
+//!
+//! let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+//! let publisher = Publisher::new(client);
+//! let subject = EventSubject::new("acme", "finance", Some("p1"))?;
+//! let body = EventBody {
+//!     event_type: Some("expense.created".into()),
+//!     payload: serde_json::json!({"amount": 10}),
+//!     ..EventBody::default()
+//! };
+//! let ack = publisher.publish(OutgoingEvent::new(subject, body)).await?;
+//! println!("stored as {} in {}", ack.seq, ack.stream);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod event;
+pub mod publisher;
+pub mod retry;
+
+pub use error::PublishError;
+pub use event::OutgoingEvent;
+pub use publisher::{PublishAck, Publisher, DEFAULT_STREAM};
+pub use retry::RetryPolicy;

@@ -1,0 +1,202 @@
+//! What happens when things go wrong: invalid stored events, purged history,
+//! a recreated stream, the waiter cap, NATS going away under held polls, and
+//! SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use herald_testkit::{get_json, Herald};
+use serde_json::json;
+
+const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
+
+async fn held_poll(h: &Herald, node: usize, token: &str, query: String) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+    let url = format!("{}/v1/realtime/poll?{query}", h.edges[node].base_url());
+    let token = token.to_owned();
+    tokio::spawn(async move {
+        let (s, b, _) = get_json(&url, Some(&token)).await;
+        (s.as_u16(), b)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_bodies_are_counted_skipped_and_do_not_block() {
+    let h = Herald::start_with(EDGE, 1, &[("HERALD_MAX_EVENT_BYTES", "2048")]).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    let raw = |s: &str| s.as_bytes().to_vec();
+    let subject = "herald.events.acme.finance.p1";
+    let bad = [
+        raw("{not json"),
+        raw(r#"{"payload":1}"#),
+        raw(r#"{"eventType":"x","orgId":"evil"}"#),
+        raw(r#"{"eventType":"x","service":"tasks"}"#),
+        format!(r#"{{"eventType":"x","payload":"{}"}}"#, "a".repeat(4096)).into_bytes(),
+        vec![0xc1, 0xff, 0x00],
+    ];
+    let mut bad_seqs = Vec::new();
+    for b in bad {
+        bad_seqs.push(h.publish_raw(subject, async_nats::HeaderMap::new(), b).await);
+    }
+    let good = h.publish("acme", "finance", Some("p1"), json!({"eventType": "ok"})).await;
+    let r = h.poll(0, &token, &format!("lastSeq={start}&timeout=5")).await;
+    assert_eq!(r.seqs(), vec![good], "only the valid event, not blocked by the invalid ones before it");
+    let m = h.metrics(0).await;
+    assert_eq!(m["events"]["rejected"], 6, "{m}");
+    assert_eq!(m["events"]["rejectedByReason"]["too_large"], 1);
+    assert_eq!(m["events"]["rejectedByReason"]["mismatch"], 2);
+    assert_eq!(m["events"]["rejectedByReason"]["missing_event_type"], 1);
+    let log = h.edges[0].log();
+    for seq in bad_seqs {
+        assert!(log.contains(&format!("seq={seq}")), "rejection of seq {seq} not logged");
+    }
+    // The same holds for a client reading them back from the stream on a fresh node.
+    let mut h = h;
+    let fresh = h.add_edge(&[("HERALD_MAX_EVENT_BYTES", "2048")]).await;
+    let r = h.poll(fresh, &token, &format!("lastSeq={start}&timeout=5")).await;
+    assert_eq!(r.seqs(), vec![good]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_history_and_a_recreated_stream_give_reset() {
+    let mut h = Herald::start(EDGE, 1).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    for i in 0..5 {
+        h.publish("acme", "finance", None, json!({"eventType": "x", "eventId": i.to_string()})).await;
+    }
+    let js = async_nats::jetstream::new(h.nats_client().clone());
+    js.get_stream("HERALD_EVENTS").await.unwrap().purge().await.unwrap();
+
+    // A node that never saw these events can only answer reset.
+    let fresh = h.add_edge(&[]).await;
+    let r = h.poll(fresh, &token, &format!("lastSeq={start}&timeout=5")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["reset"]["reason"], "history_gone", "{}", r.body);
+    assert!(r.seqs().is_empty());
+    let head = r.last_seq();
+    assert!(head >= start + 5, "reset carries the current head");
+    // Resuming from the reset's cursor works normally.
+    let next = h.publish("acme", "finance", None, json!({"eventType": "after-purge"})).await;
+    let r = h.poll(fresh, &token, &format!("lastSeq={head}&timeout=5")).await;
+    assert_eq!(r.seqs(), vec![next]);
+
+    // A cursor from another stream incarnation.
+    let r = h.poll(0, &token, &format!("lastSeq={head}&epoch=not-this-one&timeout=5")).await;
+    assert_eq!(r.body["reset"]["reason"], "epoch_changed", "{}", r.body);
+    let old_epoch = r.body["epoch"].as_str().unwrap().to_owned();
+
+    // The stream is deleted and created again: the node notices and resets clients.
+    js.delete_stream("HERALD_EVENTS").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = h.poll(0, &token, &format!("lastSeq={head}&epoch={old_epoch}&timeout=1")).await;
+        if r.body["reset"]["reason"] == "epoch_changed" {
+            assert_ne!(r.body["epoch"], old_epoch.as_str());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no epoch change seen: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Events of the new incarnation flow.
+    let r0 = h.poll(0, &token, "timeout=0").await;
+    let seq = h.publish("acme", "finance", None, json!({"eventType": "new-world"})).await;
+    let r = h.poll(0, &token, &format!("lastSeq={}&epoch={}&timeout=5", r0.last_seq(), r0.body["epoch"].as_str().unwrap())).await;
+    assert_eq!(r.seqs(), vec![seq], "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiter_cap_answers_503_with_retry_after() {
+    let h = Herald::start_with(EDGE, 1, &[("HERALD_MAX_WAITERS_PER_ORG", "2")]).await;
+    let token = h.token("acme");
+    let a = held_poll(&h, 0, &token, "timeout=10".into()).await;
+    let b = held_poll(&h, 0, &token, "timeout=10".into()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = h.poll(0, &token, "timeout=10").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "overloaded");
+    assert!(r.headers.get("retry-after").is_some());
+    // Other orgs are not affected, and an answerable poll never counts as a waiter.
+    assert_eq!(h.poll(0, &h.token("other"), "timeout=0").await.status, 200);
+    let seq = h.publish("acme", "finance", None, json!({"eventType": "wake"})).await;
+    for held in [a, b] {
+        let (status, body) = held.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body["events"][0]["seq"], seq);
+    }
+    assert_eq!(h.metrics(0).await["waiterCapHits"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_under_held_polls_loses_nothing() {
+    let mut h = Herald::start(EDGE, 1).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    let held = held_poll(&h, 0, &token, format!("lastSeq={start}&timeout=40")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    h.nats.stop();
+    let ready = format!("{}/readyz", h.edges[0].base_url());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get_json(&ready, None).await.0 != 503 {
+        assert!(Instant::now() < deadline, "readyz stayed 200 with NATS down");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Polls are still answered (from memory) while NATS is down.
+    assert_eq!(h.poll(0, &token, &format!("lastSeq={start}&timeout=0")).await.status, 200);
+
+    h.nats.restart().await;
+    // Publish straight away, before the node has necessarily reconnected:
+    // these arrive while its subscription is gone and must be filled from the stream.
+    let publisher = h.nats.connect().await;
+    let js = async_nats::jetstream::new(publisher);
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        let ack = js.publish(format!("herald.events.acme.finance.p{i}"), json!({"eventType": "x"}).to_string().into()).await;
+        seqs.push(ack.unwrap().await.unwrap().sequence);
+    }
+    let (status, body) = tokio::time::timeout(Duration::from_secs(45), held).await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    let first: Vec<u64> = body["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(!first.is_empty(), "held poll got nothing: {body}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get_json(&ready, None).await.0 != 200 {
+        assert!(Instant::now() < deadline, "readyz never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut got = first;
+    let mut cursor = body["lastSeq"].as_u64().unwrap();
+    while got.len() < seqs.len() {
+        let r = h.poll(0, &token, &format!("lastSeq={cursor}&timeout=10")).await;
+        assert!(!r.seqs().is_empty(), "stalled after NATS restart with {got:?} of {seqs:?}");
+        got.extend(r.seqs());
+        cursor = r.last_seq();
+    }
+    assert_eq!(got, seqs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_held_polls_and_exits_within_10s() {
+    let mut h = Herald::start(EDGE, 1).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    let polls: Vec<_> = futures_join(&h, &token, start, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    h.edges[0].sigterm();
+    for p in polls {
+        let (status, body) = tokio::time::timeout(Duration::from_secs(10), p).await.unwrap().unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["lastSeq"], start, "answered with the cursor");
+    }
+    let exit = h.edges[0].wait_exit(Duration::from_secs(10)).await;
+    assert!(exit.is_some_and(|s| s.success()), "exit status {exit:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
+
+async fn futures_join(h: &Herald, token: &str, start: u64, n: usize) -> Vec<tokio::task::JoinHandle<(u16, serde_json::Value)>> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(held_poll(h, 0, token, format!("lastSeq={start}&timeout=50")).await);
+    }
+    v
+}

@@ -1,0 +1,194 @@
+//! A real `herald-edge` process for tests: spawned from the binary the caller
+//! names, configured through environment variables (contract section 5),
+//! listening on a free loopback port, with its output captured to a log file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::time::{sleep, Instant};
+
+use crate::http::{client, free_port};
+use crate::process;
+
+/// How long an edge node may take to answer `GET /readyz` with 200.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between readiness probes.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+
+/// How to configure an edge node. `HERALD_LISTEN` is always chosen by the
+/// harness; `HERALD_NODE_ID` defaults to `edge-<port>` and `RUST_LOG` to the
+/// test's own `RUST_LOG`, else `info`. Entries of `env` override those
+/// defaults; `HERALD_*` variables of the test's environment are not passed on.
+#[derive(Clone, Default)]
+pub struct EdgeOptions {
+    /// `HERALD_NATS_URL`: one URL or a comma-separated list.
+    pub nats_url: String,
+    /// `HERALD_JWT_SECRET` (HS256).
+    pub jwt_secret: String,
+    /// Further environment variables, e.g. `("HERALD_STREAM_REPLICAS", "3")`.
+    pub env: Vec<(String, String)>,
+}
+
+impl EdgeOptions {
+    /// Options for a node on `nats_url` that verifies tokens with `jwt_secret`.
+    pub fn new(nats_url: impl Into<String>, jwt_secret: impl Into<String>) -> EdgeOptions {
+        EdgeOptions {
+            nats_url: nats_url.into(),
+            jwt_secret: jwt_secret.into(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds one environment variable.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> EdgeOptions {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+impl fmt::Debug for EdgeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EdgeOptions")
+            .field("nats_url", &self.nats_url)
+            .field("jwt_secret", &"<redacted>")
+            .field("env", &self.env)
+            .finish()
+    }
+}
+
+/// A running edge node. Dropping it SIGKILLs the process.
+pub struct EdgeProcess {
+    child: Child,
+    addr: SocketAddr,
+    node_id: String,
+    /// Holds the log file.
+    dir: TempDir,
+}
+
+impl EdgeProcess {
+    /// Spawns the edge binary `bin` (edge tests pass
+    /// `env!("CARGO_BIN_EXE_herald-edge")`) and waits (30 s at most) until
+    /// `GET /readyz` answers 200. Panics with the captured log if the process
+    /// exits or never becomes ready.
+    pub async fn spawn(bin: impl AsRef<Path>, opts: EdgeOptions) -> EdgeProcess {
+        let bin = bin.as_ref();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let dir = tempfile::Builder::new()
+            .prefix("herald-edge-")
+            .tempdir()
+            .expect("create temp dir for edge log");
+        let mut command = Command::new(bin);
+        // HERALD_* variables of the developer's shell must not leak into tests.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HERALD_") {
+                command.env_remove(key);
+            }
+        }
+        let node_id = opts
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "HERALD_NODE_ID")
+            .map_or_else(|| format!("edge-{}", addr.port()), |(_, v)| v.clone());
+        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        command
+            .env("RUST_LOG", rust_log)
+            .env("HERALD_NODE_ID", &node_id)
+            .env("HERALD_NATS_URL", &opts.nats_url)
+            .env("HERALD_JWT_SECRET", &opts.jwt_secret)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .env("HERALD_LISTEN", addr.to_string());
+        let child = process::spawn_logged(&mut command, &dir.path().join("edge.log"));
+        let mut edge = EdgeProcess {
+            child,
+            addr,
+            node_id,
+            dir,
+        };
+        edge.wait_ready(bin).await;
+        edge
+    }
+
+    async fn wait_ready(&mut self, bin: &Path) {
+        let url = format!("{}/readyz", self.base_url());
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = process::exited(&mut self.child) {
+                panic!(
+                    "edge {} exited ({status}) before it was ready:\n{}",
+                    bin.display(),
+                    self.log()
+                );
+            }
+            let probe = client().get(&url).timeout(PROBE_TIMEOUT).send().await;
+            if probe.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "edge {} not ready at {url} within {READY_TIMEOUT:?}:\n{}",
+                    bin.display(),
+                    self.log()
+                );
+            }
+            sleep(PROBE_EVERY).await;
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address the node listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node id it was given (`HERALD_NODE_ID`).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (start draining); pair with [`wait_exit`](Self::wait_exit).
+    pub fn sigterm(&self) {
+        process::sigterm(self.pid());
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        process::kill_and_reap(&mut self.child);
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        process::wait_timeout(&mut self.child, timeout).await
+    }
+
+    /// The file that captures stdout and stderr.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("edge.log")
+    }
+
+    /// The captured stdout and stderr so far.
+    pub fn log(&self) -> String {
+        process::read_log(&self.log_path())
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

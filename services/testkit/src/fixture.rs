@@ -1,0 +1,170 @@
+//! A whole Herald on loopback for end-to-end tests: one JetStream
+//! nats-server, N edge nodes, a NATS client that publishes like a domain
+//! service (or like `nats pub`), and helpers to poll the nodes.
+
+use std::path::{Path, PathBuf};
+
+use async_nats::HeaderMap;
+use serde_json::Value;
+
+use crate::edge::{EdgeOptions, EdgeProcess};
+use crate::http::{get_json, HeaderMap as HttpHeaders, StatusCode};
+use crate::nats_server::NatsServer;
+use crate::token::TokenBuilder;
+
+/// Secret every fixture node verifies tokens with.
+pub const SECRET: &str = "herald-test-secret-0123456789";
+
+/// NATS plus edge nodes.
+pub struct Herald {
+    /// The nats-server.
+    pub nats: NatsServer,
+    /// The edge nodes, in start order.
+    pub edges: Vec<EdgeProcess>,
+    client: async_nats::Client,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+/// One poll answer.
+#[derive(Debug, Clone)]
+pub struct Polled {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Body.
+    pub body: Value,
+    /// Headers.
+    pub headers: HttpHeaders,
+}
+
+/// `seq` of each event.
+pub fn seqs_of(events: &[Value]) -> Vec<u64> {
+    events.iter().filter_map(|e| e["seq"].as_u64()).collect()
+}
+
+impl Polled {
+    /// `seq` of every returned event.
+    pub fn seqs(&self) -> Vec<u64> {
+        self.events().iter().filter_map(|e| e["seq"].as_u64()).collect()
+    }
+
+    /// The returned events.
+    pub fn events(&self) -> Vec<Value> {
+        self.body["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The cursor for the next poll.
+    pub fn last_seq(&self) -> u64 {
+        self.body["lastSeq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no lastSeq in {} {}", self.status, self.body))
+    }
+}
+
+impl Herald {
+    /// Starts NATS and `edges` nodes of the binary `bin` with default settings.
+    pub async fn start(bin: impl AsRef<Path>, edges: usize) -> Herald {
+        Self::start_with(bin, edges, &[]).await
+    }
+
+    /// Starts NATS and `edges` nodes with extra environment variables.
+    pub async fn start_with(bin: impl AsRef<Path>, edges: usize, env: &[(&str, &str)]) -> Herald {
+        let nats = NatsServer::start().await;
+        let client = nats.connect().await;
+        let mut herald = Herald {
+            nats,
+            edges: Vec::new(),
+            client,
+            bin: bin.as_ref().to_owned(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        for _ in 0..edges {
+            herald.add_edge(&[]).await;
+        }
+        herald
+    }
+
+    /// Starts one more edge node (with `extra` on top of the fixture's env).
+    pub async fn add_edge(&mut self, extra: &[(&str, &str)]) -> usize {
+        let mut opts = EdgeOptions::new(self.nats.url(), SECRET).with_env("HERALD_METRICS_PUBLIC", "true");
+        for (k, v) in &self.env {
+            opts = opts.with_env(k.clone(), v.clone());
+        }
+        for (k, v) in extra {
+            opts = opts.with_env(*k, *v);
+        }
+        self.edges.push(EdgeProcess::spawn(&self.bin, opts).await);
+        self.edges.len() - 1
+    }
+
+    /// A token builder with the fixture's secret, user `u1` of `org`.
+    pub fn user(&self, org: &str) -> TokenBuilder {
+        TokenBuilder::new(SECRET).sub("u1").org(org)
+    }
+
+    /// A plain user token of `org`.
+    pub fn token(&self, org: &str) -> String {
+        self.user(org).build()
+    }
+
+    /// The NATS client the fixture publishes with.
+    pub fn nats_client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Publishes `body` to the event subject through JetStream and returns
+    /// its sequence. `Nats-Msg-Id` is `<service>:<eventId>` when the body has an `eventId`.
+    pub async fn publish(&self, org: &str, service: &str, property: Option<&str>, body: Value) -> u64 {
+        let mut headers = HeaderMap::new();
+        if let Some(id) = body["eventId"].as_str() {
+            headers.insert("Nats-Msg-Id", format!("{service}:{id}").as_str());
+        }
+        let subject = format!("herald.events.{org}.{service}.{}", property.unwrap_or("_"));
+        self.publish_raw(&subject, headers, body.to_string().into_bytes()).await
+    }
+
+    /// Publishes raw bytes with headers through JetStream; returns the sequence.
+    pub async fn publish_raw(&self, subject: &str, headers: HeaderMap, payload: Vec<u8>) -> u64 {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let ack = js
+            .publish_with_headers(subject.to_owned(), headers, payload.into())
+            .await
+            .unwrap_or_else(|e| panic!("publish to {subject}: {e}"))
+            .await
+            .unwrap_or_else(|e| panic!("ack for {subject}: {e}"));
+        ack.sequence
+    }
+
+    /// `GET /v1/realtime/poll?<query>` on node `node`.
+    pub async fn poll(&self, node: usize, token: &str, query: &str) -> Polled {
+        let url = format!("{}/v1/realtime/poll?{query}", self.edges[node].base_url());
+        let (status, body, headers) = get_json(&url, Some(token)).await;
+        Polled { status, body, headers }
+    }
+
+    /// Polls node `node` (passing `lastSeq` on from `from`) until `count`
+    /// events arrived or a poll comes back empty; returns them and the cursor.
+    /// Panics on a non-200 answer or a reset.
+    pub async fn collect(&self, node: usize, token: &str, query: &str, from: u64, count: usize) -> (Vec<Value>, u64) {
+        let mut events = Vec::new();
+        let mut cursor = from;
+        while events.len() < count {
+            let r = self.poll(node, token, &format!("{query}&lastSeq={cursor}&timeout=5")).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert!(r.body["reset"].is_null(), "unexpected reset: {}", r.body);
+            let got = r.events();
+            cursor = r.last_seq();
+            if got.is_empty() {
+                break;
+            }
+            events.extend(got);
+        }
+        (events, cursor)
+    }
+
+    /// `GET /v2/realtime/metrics` on node `node` (the fixture makes it public).
+    pub async fn metrics(&self, node: usize) -> Value {
+        let url = format!("{}/v2/realtime/metrics", self.edges[node].base_url());
+        get_json(&url, None).await.1
+    }
+}

@@ -1,0 +1,86 @@
+//! Small HTTP helpers for tests: JSON requests over a shared reqwest client,
+//! and free loopback ports for the processes the harness starts.
+
+use std::net::TcpListener;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub use reqwest::header::HeaderMap;
+pub use reqwest::StatusCode;
+use serde_json::Value;
+
+/// Upper bound for one request; above the longest long-poll hold (55 s) so a
+/// held poll is never cut short, yet a hung endpoint still fails the test.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
+
+/// The client shared by every helper, so connections are pooled across calls.
+pub fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("build reqwest client")
+    })
+}
+
+/// `GET url`, optionally with `Authorization: Bearer <bearer>`.
+///
+/// Returns the status, the body as JSON (`Null` when empty, a JSON string when
+/// the body is not JSON) and the response headers. Panics on transport errors.
+pub async fn get_json(url: &str, bearer: Option<&str>) -> (StatusCode, Value, HeaderMap) {
+    send(client().get(url), bearer).await
+}
+
+/// `POST url` with a JSON body, optionally with a bearer token; answers like
+/// [`get_json`].
+pub async fn post_json(
+    url: &str,
+    bearer: Option<&str>,
+    body: &Value,
+) -> (StatusCode, Value, HeaderMap) {
+    send(client().post(url).json(body), bearer).await
+}
+
+async fn send(
+    request: reqwest::RequestBuilder,
+    bearer: Option<&str>,
+) -> (StatusCode, Value, HeaderMap) {
+    let request = match bearer {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    let response = request.send().await.expect("HTTP request failed");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("read HTTP response body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body, headers)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read,
+/// released). Another process may take it in between; that is rare enough
+/// for tests.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports on 127.0.0.1; all listeners are held until every
+/// port is chosen, so the ports differ from each other.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .expect("local_addr of a bound listener")
+                .port()
+        })
+        .collect()
+}

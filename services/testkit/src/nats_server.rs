@@ -1,0 +1,395 @@
+//! Real `nats-server` processes for tests: a single JetStream server on an
+//! ephemeral port that can be killed and restarted on the same port with its
+//! store kept, and a loopback JetStream cluster of N such servers.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::ServerAddr;
+use tempfile::TempDir;
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::http::free_ports;
+use crate::process;
+
+/// How long a server may take to accept clients after it is spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a cluster may take to elect a JetStream meta leader.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a SIGTERMed server may take to exit before it is SIGKILLed.
+const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on one readiness probe, so a hung probe cannot eat the deadline
+/// (a JetStream request without a meta leader otherwise waits 5 s).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between readiness probes.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+/// `cluster_name` shared by the servers of a [`NatsCluster`].
+const CLUSTER_NAME: &str = "herald-testkit";
+
+/// The `nats-server` binary to run: `$HERALD_NATS_SERVER` if set, else
+/// `<workspace>/.tools/bin/nats-server` if present, else `nats-server` from
+/// `PATH`. Panics, pointing at `scripts/setup.sh`, when none exists.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("HERALD_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/nats-server");
+    if tools.is_file() {
+        return tools;
+    }
+    let on_path = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file());
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "nats-server not found: set HERALD_NATS_SERVER, or run `scripts/setup.sh` \
+             to install it into .tools/bin, or put nats-server on PATH"
+        )
+    })
+}
+
+/// One `nats-server` child process with JetStream enabled, listening on
+/// `127.0.0.1:<port>`. Its port and store directory survive
+/// [`stop`](Self::stop) and [`restart`](Self::restart); dropping it kills the
+/// process and removes the store.
+pub struct NatsServer {
+    name: String,
+    port: u16,
+    /// Holds the store, the log and (in a cluster) the config file.
+    dir: TempDir,
+    /// Command-line arguments, reused verbatim on restart.
+    args: Vec<OsString>,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a standalone JetStream server on a free port and waits (15 s at
+    /// most) until it accepts clients.
+    pub async fn start() -> NatsServer {
+        let port = free_ports(1)[0];
+        let name = format!("testkit-{port}");
+        let dir = temp_dir();
+        let args: Vec<OsString> = vec![
+            "-js".into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string().into(),
+            "-sd".into(),
+            dir.path().join("store").into(),
+            "--server_name".into(),
+            name.clone().into(),
+        ];
+        let mut server = NatsServer::new(name, port, dir, args);
+        server.spawn();
+        server.wait_accepting().await;
+        server
+    }
+
+    fn new(name: String, port: u16, dir: TempDir, args: Vec<OsString>) -> NatsServer {
+        NatsServer {
+            name,
+            port,
+            dir,
+            args,
+            child: None,
+        }
+    }
+
+    /// The client URL, `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The `server_name`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The JetStream store directory, kept across restarts.
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// The file that captures the server's stdout and stderr, across restarts.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats-server.log")
+    }
+
+    /// The captured output so far.
+    pub fn log(&self) -> String {
+        process::read_log(&self.log_path())
+    }
+
+    /// Whether the process is running (started and not exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => process::exited(child).is_none(),
+            None => false,
+        }
+    }
+
+    /// Kills the server with SIGKILL and reaps it, as a crash would. No-op
+    /// when it is not running.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            process::kill_and_reap(&mut child);
+        }
+    }
+
+    /// Stops the server gracefully with SIGTERM and waits for it to exit;
+    /// SIGKILLs it if it is still there after 10 s.
+    pub async fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            process::sigterm(child.id());
+            if process::wait_timeout(&mut child, TERMINATE_TIMEOUT)
+                .await
+                .is_none()
+            {
+                process::kill_and_reap(&mut child);
+            }
+        }
+    }
+
+    /// Starts the server again on the same port with the same store (killing
+    /// it first if it still runs) and waits until it accepts clients.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        self.wait_accepting().await;
+    }
+
+    /// A client connected to this server.
+    pub async fn connect(&self) -> async_nats::Client {
+        async_nats::connect(self.url())
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url()))
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(nats_server_binary());
+        command.args(&self.args);
+        self.child = Some(process::spawn_logged(&mut command, &self.log_path()));
+    }
+
+    /// Waits until a client can connect, panicking with the log when the
+    /// process exits or the deadline passes.
+    async fn wait_accepting(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if !self.is_running() {
+                panic!(
+                    "nats-server {} exited at startup:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            if let Ok(Ok(_client)) = timeout(PROBE_TIMEOUT, async_nats::connect(self.url())).await {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "nats-server {} did not accept clients on {} within {START_TIMEOUT:?}:\n{}",
+                    self.name,
+                    self.url(),
+                    self.log()
+                );
+            }
+            sleep(PROBE_EVERY).await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A JetStream cluster of N `nats-server` processes on loopback: unique
+/// server names, one `cluster_name`, explicit routes to each other's cluster
+/// ports, one store directory each.
+pub struct NatsCluster {
+    servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers (3 is the usual size) and waits (30 s at most) until
+    /// the cluster has a JetStream meta leader and can place an `n`-replica
+    /// stream.
+    pub async fn start(n: usize) -> NatsCluster {
+        assert!(n > 0, "a cluster needs at least one server");
+        let ports = free_ports(2 * n);
+        let (client_ports, route_ports) = ports.split_at(n);
+        let mut servers = Vec::with_capacity(n);
+        for (i, (&port, &route_port)) in client_ports.iter().zip(route_ports).enumerate() {
+            let name = format!("testkit-n{i}-{port}");
+            let dir = temp_dir();
+            let routes: Vec<String> = route_ports
+                .iter()
+                .filter(|&&other| other != route_port)
+                .map(|other| format!("\"nats-route://127.0.0.1:{other}\""))
+                .collect();
+            let config = format!(
+                "server_name: \"{name}\"\n\
+                 listen: \"127.0.0.1:{port}\"\n\
+                 jetstream {{ store_dir: \"{store}\" }}\n\
+                 cluster {{\n  \
+                   name: \"{CLUSTER_NAME}\"\n  \
+                   listen: \"127.0.0.1:{route_port}\"\n  \
+                   routes: [{routes}]\n\
+                 }}\n",
+                store = dir.path().join("store").display(),
+                routes = routes.join(", "),
+            );
+            let config_path = dir.path().join("nats-server.conf");
+            std::fs::write(&config_path, config)
+                .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
+            let args = vec!["-c".into(), config_path.into()];
+            servers.push(NatsServer::new(name, port, dir, args));
+        }
+        // Spawn every server before waiting on any, so routes form at once.
+        for server in &mut servers {
+            server.spawn();
+        }
+        for server in &mut servers {
+            server.wait_accepting().await;
+        }
+        let cluster = NatsCluster { servers };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// The client URLs of all servers, comma-separated (the form
+    /// `HERALD_NATS_URL` takes).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.servers.iter().map(NatsServer::url).collect();
+        urls.join(",")
+    }
+
+    /// All servers, in start order.
+    pub fn servers(&self) -> &[NatsServer] {
+        &self.servers
+    }
+
+    /// Server `i` (0-based).
+    pub fn server(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.servers[i]
+    }
+
+    /// Kills server `i` with SIGKILL.
+    pub fn stop(&mut self, i: usize) {
+        self.servers[i].stop();
+    }
+
+    /// Restarts server `i` with its port and store and waits until it accepts
+    /// clients (not until it has caught up; use [`wait_ready`](Self::wait_ready)).
+    pub async fn restart(&mut self, i: usize) {
+        self.servers[i].restart().await;
+    }
+
+    /// A client that knows every server of the cluster.
+    pub async fn connect(&self) -> async_nats::Client {
+        let addrs: Vec<ServerAddr> = self
+            .servers
+            .iter()
+            .map(|s| s.url().parse().expect("a nats:// URL parses"))
+            .collect();
+        async_nats::connect(addrs)
+            .await
+            .unwrap_or_else(|e| panic!("connect to cluster {}: {e}", self.urls()))
+    }
+
+    /// Waits (30 s at most) until the cluster has a JetStream meta leader and
+    /// all servers take part, by creating and deleting a throwaway stream
+    /// with one replica per server.
+    pub async fn wait_ready(&self) {
+        let js = jetstream::new(self.connect().await);
+        let config = stream::Config {
+            name: "TESTKIT_READY".into(),
+            subjects: vec!["testkit.ready".into()],
+            num_replicas: self.servers.len(),
+            storage: stream::StorageType::Memory,
+            ..Default::default()
+        };
+        self.retry("JetStream meta leader", || async {
+            js.create_stream(config.clone())
+                .await
+                .map_err(|e| format!("create R{} stream: {e}", config.num_replicas))?;
+            js.delete_stream(&config.name)
+                .await
+                .map_err(|e| format!("delete stream: {e}"))?;
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Waits (30 s at most) until stream `name` has a leader and every
+    /// replica is current, e.g. after a member restart and before publishing
+    /// through that member again.
+    pub async fn wait_stream_current(&self, name: &str) {
+        let js = jetstream::new(self.connect().await);
+        self.retry(&format!("stream {name} current"), || async {
+            let mut stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
+            let info = stream.info().await.map_err(|e| e.to_string())?;
+            let placement = info.cluster.as_ref().ok_or("stream is not clustered")?;
+            let followers = info.config.num_replicas.saturating_sub(1);
+            let current = placement.replicas.iter().filter(|r| r.current).count();
+            if placement.leader.is_none() || current < followers {
+                return Err(format!(
+                    "leader {:?}, {current}/{followers} followers current",
+                    placement.leader
+                ));
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Runs `attempt` (2 s at most each) until it succeeds; panics with the
+    /// last error and every server's log after 30 s.
+    async fn retry<F, Fut>(&self, what: &str, mut attempt: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let error = match timeout(PROBE_TIMEOUT, attempt()).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(_) => "attempt timed out".to_owned(),
+            };
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = self
+                    .servers
+                    .iter()
+                    .map(|s| format!("--- {} ---\n{}", s.name(), s.log()))
+                    .collect();
+                panic!(
+                    "NATS cluster: {what} not reached within {CLUSTER_TIMEOUT:?} ({error}):\n{}",
+                    logs.join("\n")
+                );
+            }
+            sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("herald-nats-")
+        .tempdir()
+        .expect("create temp dir for nats-server")
+}

@@ -1,0 +1,101 @@
+//! Checks the harness against real nats-server processes: JetStream round
+//! trip, restart on the same port with the store kept, and a 3-node cluster
+//! that places an R3 stream and survives a member restart.
+
+use async_nats::jetstream::{self, stream};
+use herald_testkit::{NatsCluster, NatsServer};
+
+fn events_stream(replicas: usize) -> stream::Config {
+    stream::Config {
+        name: "HERALD_EVENTS".into(),
+        subjects: vec!["herald.events.>".into()],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    }
+}
+
+async fn publish(js: &jetstream::Context, body: &'static str) -> u64 {
+    js.publish("herald.events.acme.finance.p1", body.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("publish ack")
+        .sequence
+}
+
+#[tokio::test]
+async fn standalone_server_round_trips_through_jetstream() {
+    let mut server = NatsServer::start().await;
+    assert_eq!(server.url(), format!("nats://127.0.0.1:{}", server.port()));
+    let js = jetstream::new(server.connect().await);
+    let stream = js
+        .create_stream(events_stream(1))
+        .await
+        .expect("create stream");
+
+    let seq = publish(&js, r#"{"eventType":"expense.created"}"#).await;
+    let message = stream.get_raw_message(seq).await.expect("get message");
+    assert_eq!(message.subject.as_str(), "herald.events.acme.finance.p1");
+    assert_eq!(&message.payload[..], br#"{"eventType":"expense.created"}"#);
+
+    assert!(server.is_running());
+    server.terminate().await;
+    assert!(!server.is_running());
+    assert!(server.log().contains("Server is ready"), "{}", server.log());
+}
+
+#[tokio::test]
+async fn restart_keeps_port_and_store() {
+    let mut server = NatsServer::start().await;
+    let port = server.port();
+    {
+        let js = jetstream::new(server.connect().await);
+        js.create_stream(events_stream(1))
+            .await
+            .expect("create stream");
+        publish(&js, r#"{"eventType":"a"}"#).await;
+        publish(&js, r#"{"eventType":"b"}"#).await;
+    }
+
+    server.stop();
+    assert!(!server.is_running());
+    server.restart().await;
+    assert!(server.is_running());
+    assert_eq!(server.port(), port);
+
+    let js = jetstream::new(server.connect().await);
+    let mut stream = js.get_stream("HERALD_EVENTS").await.expect("stream kept");
+    let info = stream.info().await.expect("stream info");
+    assert_eq!(info.state.messages, 2);
+    assert_eq!(info.state.last_sequence, 2);
+    let message = stream.get_raw_message(2).await.expect("message kept");
+    assert_eq!(&message.payload[..], br#"{"eventType":"b"}"#);
+    assert_eq!(publish(&js, r#"{"eventType":"c"}"#).await, 3);
+}
+
+#[tokio::test]
+async fn cluster_places_r3_stream_and_survives_member_restart() {
+    let mut cluster = NatsCluster::start(3).await;
+    assert_eq!(cluster.urls().split(',').count(), 3);
+
+    let js = jetstream::new(cluster.connect().await);
+    let mut stream = js
+        .create_stream(events_stream(3))
+        .await
+        .expect("create R3 stream");
+    let info = stream.info().await.expect("stream info");
+    let placement = info.cluster.as_ref().expect("clustered stream info");
+    assert!(placement.leader.is_some());
+    assert_eq!(placement.replicas.len(), 2, "{placement:?}");
+    assert_eq!(publish(&js, r#"{"eventType":"a"}"#).await, 1);
+
+    cluster.stop(2);
+    assert!(!cluster.server(2).is_running());
+    cluster.restart(2).await;
+    cluster.wait_ready().await;
+    cluster.wait_stream_current("HERALD_EVENTS").await;
+    assert_eq!(publish(&js, r#"{"eventType":"b"}"#).await, 2);
+    let message = stream.get_raw_message(2).await.expect("get message");
+    assert_eq!(&message.payload[..], br#"{"eventType":"b"}"#);
+}
