@@ -13,8 +13,8 @@ use crate::config::{Config, ConfigError};
 use crate::node::Node;
 use crate::{head, http, nats};
 
-/// How often idle orgs are looked for.
-const EVICT_EVERY: Duration = Duration::from_secs(5);
+/// Longest pause between looks for idle orgs.
+const EVICT_EVERY_MAX: Duration = Duration::from_secs(5);
 
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +52,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         }
     });
     let n = Arc::clone(&node);
+    let evict_every = (node.config.org_idle_evict / 2).clamp(Duration::from_millis(100), EVICT_EVERY_MAX);
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(EVICT_EVERY) => {}
+                _ = tokio::time::sleep(evict_every) => {}
                 _ = n.draining.cancelled() => break,
             }
             let evicted = n.orgs.evict_idle(n.uptime_ms(), n.config.org_idle_evict);

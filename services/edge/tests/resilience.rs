@@ -200,3 +200,27 @@ async fn futures_join(h: &Herald, token: &str, start: u64, n: usize) -> Vec<toki
     }
     v
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_polls_clean_up_and_idle_orgs_are_released() {
+    let h = Herald::start_with(EDGE, 1, &[("HERALD_ORG_IDLE_EVICT", "1s")]).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    // A client that gives up on its held poll.
+    let url = format!("{}/v1/realtime/poll?lastSeq={start}&timeout=30", h.edges[0].base_url());
+    let abandoned = herald_testkit::http::client().get(&url).bearer_auth(&token).timeout(Duration::from_millis(700)).send().await;
+    assert!(abandoned.is_err(), "the poll was held, so the client timed out");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = h.metrics(0).await;
+        if m["waiters"] == 0 && m["connections"]["longpoll"] == 0 && m["orgs"]["total"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "state not released: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The org comes back on demand, with nothing lost in between.
+    let seq = h.publish("acme", "finance", None, json!({"eventType": "x"})).await;
+    let r = h.poll(0, &token, &format!("lastSeq={start}&timeout=5")).await;
+    assert_eq!(r.seqs(), vec![seq]);
+}
