@@ -224,3 +224,40 @@ async fn abandoned_polls_clean_up_and_idle_orgs_are_released() {
     let r = h.poll(0, &token, &format!("lastSeq={start}&timeout=5")).await;
     assert_eq!(r.seqs(), vec![seq]);
 }
+
+/// Stores an event without RePublishing it, so the nodes miss it live.
+async fn publish_unseen(h: &Herald, subject: &str) -> u64 {
+    let js = async_nats::jetstream::new(h.nats_client().clone());
+    let mut stream = js.get_stream("HERALD_EVENTS").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    let republish = config.republish.take();
+    js.update_stream(config.clone()).await.unwrap();
+    let seq = h.publish_raw(subject, async_nats::HeaderMap::new(), br#"{"eventType":"unseen"}"#.to_vec()).await;
+    config.republish = republish;
+    js.update_stream(config).await.unwrap();
+    seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_messages_the_node_never_saw_are_filled_from_the_stream() {
+    // Audits are rare here, so only gap detection can find the missed event in time.
+    let mut h = Herald::start_with(EDGE, 1, &[("HERALD_AUDIT_INTERVAL", "120s")]).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    tokio::time::sleep(Duration::from_secs(3)).await; // past the start-up audits
+
+    let unseen = publish_unseen(&h, "herald.events.acme.finance.p1").await;
+    let next = h.publish("acme", "finance", Some("p1"), json!({"eventType": "seen"})).await;
+    let (events, _) = h.collect(0, &token, "services=finance", start, 2).await;
+    assert_eq!(herald_testkit::seqs_of(&events), vec![unseen, next], "the missed event first, then the live one");
+    assert!(h.metrics(0).await["events"]["gapsFilled"].as_u64().unwrap() >= 1);
+
+    // On a quiet org nothing follows the missed event: the audit finds it.
+    let quick = h.add_edge(&[("HERALD_AUDIT_INTERVAL", "500ms")]).await;
+    let quiet = h.token("quiet");
+    let start = h.poll(quick, &quiet, "timeout=0").await.last_seq();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lone = publish_unseen(&h, "herald.events.quiet.tasks._").await;
+    let r = h.poll(quick, &quiet, &format!("lastSeq={start}&timeout=10")).await;
+    assert_eq!(r.seqs(), vec![lone]);
+}
