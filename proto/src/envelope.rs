@@ -116,14 +116,13 @@ impl EventBody {
                 max: max_bytes,
             });
         }
-        let body: Self = match encoding {
-            Encoding::Json => {
-                serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Invalid(e.to_string()))?
-            }
-            Encoding::MessagePack => {
-                rmp_serde::from_slice(bytes).map_err(|e| EnvelopeError::Invalid(e.to_string()))?
-            }
-        };
+        let body: Self =
+            match encoding {
+                Encoding::Json => serde_json::from_slice(bytes)
+                    .map_err(|e| EnvelopeError::Invalid(e.to_string()))?,
+                Encoding::MessagePack => rmp_serde::from_slice(bytes)
+                    .map_err(|e| EnvelopeError::Invalid(e.to_string()))?,
+            };
         body.check(subject)?;
         Ok(body)
     }
@@ -144,7 +143,11 @@ impl EventBody {
         if self.org_id.as_deref().is_some_and(|o| o != subject.org) {
             return Err(EnvelopeError::Mismatch { field: "orgId" });
         }
-        if self.service.as_deref().is_some_and(|s| s != subject.service) {
+        if self
+            .service
+            .as_deref()
+            .is_some_and(|s| s != subject.service)
+        {
             return Err(EnvelopeError::Mismatch { field: "service" });
         }
         if let Some(p) = self.property_id.as_deref() {
@@ -245,8 +248,16 @@ mod tests {
             (b"[1,2]", Encoding::Json, "invalid"),
             (br#"{"payload":1}"#, Encoding::Json, "missing_event_type"),
             (br#"{"eventType":""}"#, Encoding::Json, "missing_event_type"),
-            (br#"{"eventType":"x","orgId":"other"}"#, Encoding::Json, "mismatch"),
-            (br#"{"eventType":"x","propertyId":"p2"}"#, Encoding::Json, "mismatch"),
+            (
+                br#"{"eventType":"x","orgId":"other"}"#,
+                Encoding::Json,
+                "mismatch",
+            ),
+            (
+                br#"{"eventType":"x","propertyId":"p2"}"#,
+                Encoding::Json,
+                "mismatch",
+            ),
             (b"\xc1\xc1", Encoding::MessagePack, "invalid"),
         ];
         for (raw, enc, label) in cases {
@@ -277,7 +288,10 @@ mod tests {
             Encoding::from_content_type(Some("application/msgpack")),
             Encoding::MessagePack
         );
-        assert_eq!(Encoding::from_content_type(Some("application/json")), Encoding::Json);
+        assert_eq!(
+            Encoding::from_content_type(Some("application/json")),
+            Encoding::Json
+        );
         assert_eq!(Encoding::from_content_type(None), Encoding::Json);
     }
 }

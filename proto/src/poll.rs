@@ -36,7 +36,10 @@ mod tests {
             reset: None,
         };
         let text = serde_json::to_string(&r).unwrap();
-        assert_eq!(text, r#"{"events":[],"lastSeq":9,"epoch":"E","reset":null}"#);
+        assert_eq!(
+            text,
+            r#"{"events":[],"lastSeq":9,"epoch":"E","reset":null}"#
+        );
         let with_reset: PollResponse = serde_json::from_str(
             r#"{"events":[],"lastSeq":3,"epoch":"E","reset":{"reason":"history_gone"}}"#,
         )

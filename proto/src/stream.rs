@@ -123,7 +123,10 @@ mod tests {
             r#"{"type":"hello","version":1,"services":["finance","tasks"],"filters":{"propertyId":"p1"},"lastSeq":41,"epoch":"E"}"#,
         )
         .unwrap();
-        let ClientMessage::Hello { last_seq, filters, .. } = full else {
+        let ClientMessage::Hello {
+            last_seq, filters, ..
+        } = full
+        else {
             panic!("not hello")
         };
         assert_eq!(last_seq, Some(41));

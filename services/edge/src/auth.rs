@@ -82,9 +82,13 @@ impl Verifier {
     /// Builds the verifier from the config (secret, or PEM public key file).
     pub fn from_config(config: &Config) -> Result<Self, String> {
         let (key, alg) = match (&config.jwt_secret, &config.jwt_public_key_file) {
-            (Some(secret), _) => (DecodingKey::from_secret(secret.expose().as_bytes()), Algorithm::HS256),
+            (Some(secret), _) => (
+                DecodingKey::from_secret(secret.expose().as_bytes()),
+                Algorithm::HS256,
+            ),
             (None, Some(path)) => {
-                let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+                let pem =
+                    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
                 public_key(&pem)?
             }
             (None, None) => return Err("no JWT key configured".into()),
@@ -99,22 +103,33 @@ impl Verifier {
 
     /// Verifies a token and returns its holder.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            let why = match e.kind() {
-                ErrorKind::ExpiredSignature => "token expired",
-                ErrorKind::InvalidSignature => "token signature is invalid",
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "token algorithm is not accepted",
-                ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
-                _ => "token is malformed",
-            };
-            ApiError::Unauthorized(why.into())
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                let why = match e.kind() {
+                    ErrorKind::ExpiredSignature => "token expired",
+                    ErrorKind::InvalidSignature => "token signature is invalid",
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        "token algorithm is not accepted"
+                    }
+                    ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
+                    _ => "token is malformed",
+                };
+                ApiError::Unauthorized(why.into())
+            })?;
         let c = data.claims;
-        let user = c.sub.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::Unauthorized("token lacks sub".into()))?;
-        let org = c.org.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::Unauthorized("token lacks org".into()))?;
+        let user = c
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::Unauthorized("token lacks sub".into()))?;
+        let org = c
+            .org
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::Unauthorized("token lacks org".into()))?;
         if org != "*" && herald_proto::subject::check_token("org", &org).is_err() {
-            return Err(ApiError::Unauthorized("token org is not a valid org id".into()));
+            return Err(ApiError::Unauthorized(
+                "token org is not a valid org id".into(),
+            ));
         }
         Ok(Principal {
             user,
@@ -142,21 +157,30 @@ fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
 
 /// Finds the token: `Authorization: Bearer`, then the `herald_token` cookie,
 /// then (when allowed for the endpoint) the `token` query parameter.
-pub fn extract_token<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) -> Result<&'a str, ApiError> {
+pub fn extract_token<'a>(
+    headers: &'a HeaderMap,
+    query_token: Option<&'a str>,
+) -> Result<&'a str, ApiError> {
     if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| ApiError::Unauthorized("Authorization header is not text".into()))?;
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("Authorization header is not text".into()))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| ApiError::Unauthorized("Authorization must be 'Bearer <token>'".into()))?
             .trim();
         if token.is_empty() {
-            return Err(ApiError::Unauthorized("Authorization has an empty token".into()));
+            return Err(ApiError::Unauthorized(
+                "Authorization has an empty token".into(),
+            ));
         }
         return Ok(token);
     }
     for cookies in headers.get_all(http::header::COOKIE) {
-        let Ok(cookies) = cookies.to_str() else { continue };
+        let Ok(cookies) = cookies.to_str() else {
+            continue;
+        };
         for pair in cookies.split(';') {
             if let Some((name, value)) = pair.trim().split_once('=') {
                 if name == COOKIE && !value.is_empty() {
@@ -167,7 +191,9 @@ pub fn extract_token<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) -
     }
     match query_token {
         Some(t) if !t.is_empty() => Ok(t),
-        _ => Err(ApiError::Unauthorized("no token: send Authorization: Bearer <token>".into())),
+        _ => Err(ApiError::Unauthorized(
+            "no token: send Authorization: Bearer <token>".into(),
+        )),
     }
 }
 
@@ -181,13 +207,25 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(extract_token(&h, None).is_err());
         assert_eq!(extract_token(&h, Some("q")).unwrap(), "q");
-        h.insert(http::header::COOKIE, HeaderValue::from_static("a=b; herald_token=c"));
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_static("a=b; herald_token=c"),
+        );
         assert_eq!(extract_token(&h, Some("q")).unwrap(), "c");
-        h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t"),
+        );
         assert_eq!(extract_token(&h, Some("q")).unwrap(), "t");
-        h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer "),
+        );
         assert!(extract_token(&h, Some("q")).is_err());
-        h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic abc"),
+        );
         assert!(extract_token(&h, None).is_err());
     }
 

@@ -146,13 +146,28 @@ mod tests {
     }
 
     fn filter(services: Option<&[&str]>) -> Filter {
-        let p = Principal { user: "u".into(), org: "acme".into(), props: None, svcs: None, role: None, exp: 0 };
-        Filter::new(&p, services.map(|s| s.iter().map(|x| x.to_string()).collect()), None, &[]).unwrap()
+        let p = Principal {
+            user: "u".into(),
+            org: "acme".into(),
+            props: None,
+            svcs: None,
+            role: None,
+            exp: 0,
+        };
+        Filter::new(
+            &p,
+            services.map(|s| s.iter().map(|x| x.to_string()).collect()),
+            None,
+            &[],
+        )
+        .unwrap()
     }
 
     fn seqs(r: &BufferRead) -> (Vec<u64>, u64) {
         match r {
-            BufferRead::Events { events, cursor } => (events.iter().map(|e| e.seq()).collect(), *cursor),
+            BufferRead::Events { events, cursor } => {
+                (events.iter().map(|e| e.seq()).collect(), *cursor)
+            }
             BufferRead::Nothing { cursor } => (vec![], *cursor),
             BufferRead::Behind { floor } => panic!("behind {floor}"),
         }
@@ -183,8 +198,14 @@ mod tests {
             b.push(ev(s, if s % 2 == 0 { "tasks" } else { "finance" }));
         }
         assert_eq!(seqs(&b.read(0, &filter(None), 2)), (vec![1, 2], 2));
-        assert_eq!(seqs(&b.read(0, &filter(Some(&["tasks"])), 500)), (vec![2, 4, 6], 6));
-        assert_eq!(seqs(&b.read(4, &filter(Some(&["finance"])), 500)), (vec![5], 6));
+        assert_eq!(
+            seqs(&b.read(0, &filter(Some(&["tasks"])), 500)),
+            (vec![2, 4, 6], 6)
+        );
+        assert_eq!(
+            seqs(&b.read(4, &filter(Some(&["finance"])), 500)),
+            (vec![5], 6)
+        );
     }
 
     #[test]
@@ -194,7 +215,10 @@ mod tests {
             b.push(ev(s, "finance"));
         }
         assert_eq!(b.len(), 3);
-        assert!(matches!(b.read(1, &filter(None), 500), BufferRead::Behind { floor: 2 }));
+        assert!(matches!(
+            b.read(1, &filter(None), 500),
+            BufferRead::Behind { floor: 2 }
+        ));
         assert_eq!(seqs(&b.read(2, &filter(None), 500)), (vec![3, 4, 5], 5));
         b.push(ev(4, "finance"));
         assert_eq!(b.len(), 3, "old sequences are ignored");

@@ -160,9 +160,15 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError(m.to_owned()));
         match (&self.jwt_secret, &self.jwt_public_key_file) {
-            (None, None) => return bad("one of HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY_FILE is required"),
-            (Some(_), Some(_)) => return bad("set only one of HERALD_JWT_SECRET and HERALD_JWT_PUBLIC_KEY_FILE"),
-            (Some(s), None) if s.expose().len() < 16 => return bad("HERALD_JWT_SECRET must be at least 16 bytes"),
+            (None, None) => {
+                return bad("one of HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY_FILE is required")
+            }
+            (Some(_), Some(_)) => {
+                return bad("set only one of HERALD_JWT_SECRET and HERALD_JWT_PUBLIC_KEY_FILE")
+            }
+            (Some(s), None) if s.expose().len() < 16 => {
+                return bad("HERALD_JWT_SECRET must be at least 16 bytes")
+            }
             _ => {}
         }
         if self.nats_urls().is_empty() {
@@ -177,7 +183,10 @@ impl Config {
         if self.org_buffer_events == 0 {
             return bad("HERALD_ORG_BUFFER_EVENTS must be at least 1");
         }
-        if self.max_waiters_per_org == 0 || self.max_connections == 0 || self.max_connections_per_user == 0 {
+        if self.max_waiters_per_org == 0
+            || self.max_connections == 0
+            || self.max_connections_per_user == 0
+        {
             return bad("waiter and connection limits must be at least 1");
         }
         if self.poll_timeout.is_zero() || self.poll_timeout > MAX_POLL_TIMEOUT {
@@ -186,7 +195,12 @@ impl Config {
         if self.max_event_bytes == 0 {
             return bad("HERALD_MAX_EVENT_BYTES must be at least 1");
         }
-        for d in [self.audit_interval, self.head_interval, self.ping_interval, self.handshake_timeout] {
+        for d in [
+            self.audit_interval,
+            self.head_interval,
+            self.ping_interval,
+            self.handshake_timeout,
+        ] {
             if d.is_zero() {
                 return bad("intervals and timeouts must be above zero");
             }
@@ -232,7 +246,10 @@ impl fmt::Debug for Config {
             .field("stream", &self.stream)
             .field("stream_replicas", &self.stream_replicas)
             .field("stream_max_age", &self.stream_max_age)
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("jwt_public_key_file", &self.jwt_public_key_file)
             .field("allow_query_token", &self.allow_query_token)
             .field("cors_origins", &self.cors_origins)
@@ -270,7 +287,10 @@ mod tests {
         assert_eq!(c.org_idle_evict, Duration::from_secs(120));
         assert_eq!(c.poll_timeout, Duration::from_secs(25));
         assert_eq!(c.max_event_bytes, 262_144);
-        assert_eq!((c.max_connections, c.max_connections_per_user), (100_000, 50));
+        assert_eq!(
+            (c.max_connections, c.max_connections_per_user),
+            (100_000, 50)
+        );
         assert!(c.allow_query_token && !c.disabled && !c.metrics_public);
         c.validate().unwrap();
     }
@@ -285,13 +305,23 @@ mod tests {
         assert!(c.validate().is_err());
         let c = parse(&["--jwt-secret", "0123456789abcdef", "--stream", "bad.name"]);
         assert!(c.validate().is_err());
-        let c = parse(&["--jwt-secret", "0123456789abcdef", "--allow-query-token", "false"]);
+        let c = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef",
+            "--allow-query-token",
+            "false",
+        ]);
         assert!(!c.allow_query_token);
     }
 
     #[test]
     fn splits_nats_urls() {
-        let c = parse(&["--jwt-secret", "0123456789abcdef", "--nats-url", "nats://a:1, nats://b:2"]);
+        let c = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef",
+            "--nats-url",
+            "nats://a:1, nats://b:2",
+        ]);
         assert_eq!(c.nats_urls(), vec!["nats://a:1", "nats://b:2"]);
     }
 }

@@ -3,8 +3,8 @@
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http::{HeaderValue, StatusCode};
 use herald_proto::ErrorBody;
+use http::{HeaderValue, StatusCode};
 
 /// A request that cannot be served, as the client sees it.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status(), Json(ErrorBody::new(self.code(), self.to_string()))).into_response();
+        let mut response = (
+            self.status(),
+            Json(ErrorBody::new(self.code(), self.to_string())),
+        )
+            .into_response();
         if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()

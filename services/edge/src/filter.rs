@@ -38,15 +38,22 @@ impl Filter {
         let services = match services {
             Some(list) => {
                 if list.is_empty() {
-                    return Err(ApiError::BadParameter("services must name at least one service".into()));
+                    return Err(ApiError::BadParameter(
+                        "services must name at least one service".into(),
+                    ));
                 }
                 if list.len() > MAX_SERVICES {
-                    return Err(ApiError::BadParameter(format!("at most {MAX_SERVICES} services")));
+                    return Err(ApiError::BadParameter(format!(
+                        "at most {MAX_SERVICES} services"
+                    )));
                 }
                 for s in &list {
-                    herald_proto::subject::check_token("service", s).map_err(|e| ApiError::BadParameter(e.to_string()))?;
+                    herald_proto::subject::check_token("service", s)
+                        .map_err(|e| ApiError::BadParameter(e.to_string()))?;
                     if !principal.may_see_service(s) {
-                        return Err(ApiError::Forbidden(format!("token does not allow service {s}")));
+                        return Err(ApiError::Forbidden(format!(
+                            "token does not allow service {s}"
+                        )));
                     }
                 }
                 Some(list.into_iter().collect())
@@ -54,9 +61,12 @@ impl Filter {
             None => None,
         };
         if let Some(p) = &property {
-            herald_proto::subject::check_token("propertyId", p).map_err(|e| ApiError::BadParameter(e.to_string()))?;
+            herald_proto::subject::check_token("propertyId", p)
+                .map_err(|e| ApiError::BadParameter(e.to_string()))?;
             if !principal.may_see_property(Some(p)) {
-                return Err(ApiError::Forbidden(format!("token does not allow property {p}")));
+                return Err(ApiError::Forbidden(format!(
+                    "token does not allow property {p}"
+                )));
             }
         }
         Ok(Self {
@@ -76,7 +86,10 @@ impl Filter {
         }
         let service_ok = match &self.services {
             Some(s) => s.contains(&e.service),
-            None => self.allowed_services.as_ref().is_none_or(|s| s.contains(&e.service)),
+            None => self
+                .allowed_services
+                .as_ref()
+                .is_none_or(|s| s.contains(&e.service)),
         };
         if !service_ok {
             return false;
@@ -91,7 +104,11 @@ impl Filter {
 
 /// Splits a comma-separated `services` parameter.
 pub fn split_services(raw: &str) -> Vec<String> {
-    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -130,7 +147,13 @@ mod tests {
 
     #[test]
     fn property_filter_keeps_org_wide_events() {
-        let f = Filter::new(&principal(None, None), Some(vec!["finance".into()]), Some("p1".into()), &[]).unwrap();
+        let f = Filter::new(
+            &principal(None, None),
+            Some(vec!["finance".into()]),
+            Some("p1".into()),
+            &[],
+        )
+        .unwrap();
         assert!(f.matches(&event("finance", Some("p1"))));
         assert!(f.matches(&event("finance", None)));
         assert!(!f.matches(&event("finance", Some("p2"))));
@@ -144,10 +167,22 @@ mod tests {
         assert!(all.matches(&event("guest", Some("p1"))));
         assert!(!all.matches(&event("guest", Some("p2"))));
         assert!(!all.matches(&event("tasks", None)));
-        assert!(matches!(Filter::new(&p, Some(vec!["tasks".into()]), None, &[]), Err(ApiError::Forbidden(_))));
-        assert!(matches!(Filter::new(&p, None, Some("p2".into()), &[]), Err(ApiError::Forbidden(_))));
-        assert!(matches!(Filter::new(&p, Some(vec!["bad name".into()]), None, &[]), Err(ApiError::BadParameter(_))));
-        assert!(matches!(Filter::new(&p, Some(vec![]), None, &[]), Err(ApiError::BadParameter(_))));
+        assert!(matches!(
+            Filter::new(&p, Some(vec!["tasks".into()]), None, &[]),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            Filter::new(&p, None, Some("p2".into()), &[]),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            Filter::new(&p, Some(vec!["bad name".into()]), None, &[]),
+            Err(ApiError::BadParameter(_))
+        ));
+        assert!(matches!(
+            Filter::new(&p, Some(vec![]), None, &[]),
+            Err(ApiError::BadParameter(_))
+        ));
     }
 
     #[test]

@@ -22,14 +22,22 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/realtime/poll", get(poll::poll))
-        .route("/v1/{service}/realtime/subscribe", get(poll::subscribe_alias))
+        .route(
+            "/v1/{service}/realtime/subscribe",
+            get(poll::subscribe_alias),
+        )
         .route("/v2/realtime/publish", post(publish::publish))
         .route("/v2/realtime/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(body_limit));
     if !node.config.cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = node.config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        let origins: Vec<HeaderValue> = node
+            .config
+            .cors_origins
+            .iter()
+            .filter_map(|o| o.parse().ok())
+            .collect();
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
@@ -49,7 +57,8 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
     if node.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        ApiError::Unavailable("not connected to NATS or the stream is unreachable".into()).into_response()
+        ApiError::Unavailable("not connected to NATS or the stream is unreachable".into())
+            .into_response()
     }
 }
 
@@ -65,12 +74,18 @@ fn authorize_metrics(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn metrics_json(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn metrics_json(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
     authorize_metrics(&node, &headers)?;
     Ok(Json(node.metrics.to_json(&node.node_id, node.gauges())))
 }
 
-async fn metrics_prometheus(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn metrics_prometheus(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize_metrics(&node, &headers)?;
     let text = node.metrics.to_prometheus(&node.node_id, node.gauges());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
-use herald_proto::envelope::{Encoding, EventBody, EnvelopeError};
+use herald_proto::envelope::{Encoding, EnvelopeError, EventBody};
 use herald_proto::subject::EventSubject;
 use herald_proto::DeliveredEvent;
 use serde_json::value::RawValue;
@@ -26,7 +26,11 @@ impl StoredEvent {
     pub fn new(event: DeliveredEvent, stored_ms: i64) -> Arc<Self> {
         let text = serde_json::to_string(&event).unwrap_or_else(|_| "null".to_owned());
         let json = RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned());
-        Arc::new(Self { event, json, stored_ms })
+        Arc::new(Self {
+            event,
+            json,
+            stored_ms,
+        })
     }
 
     /// Stream sequence.
@@ -82,11 +86,19 @@ pub fn live_meta(headers: Option<&HeaderMap>, stream: &str) -> Option<LiveMeta> 
         .get("Nats-Last-Sequence")
         .and_then(|v| v.as_str().parse().ok())
         .unwrap_or(0);
-    Some(LiveMeta { seq, last_subject_seq })
+    Some(LiveMeta {
+        seq,
+        last_subject_seq,
+    })
 }
 
 /// Decodes a RePublished message whose [`LiveMeta`] is already known.
-pub fn decode_live(msg: &async_nats::Message, meta: LiveMeta, org: &str, max_bytes: usize) -> Decoded {
+pub fn decode_live(
+    msg: &async_nats::Message,
+    meta: LiveMeta,
+    org: &str,
+    max_bytes: usize,
+) -> Decoded {
     let headers = msg.headers.as_ref();
     let original = headers
         .and_then(|h| h.get("Nats-Subject"))
@@ -96,13 +108,33 @@ pub fn decode_live(msg: &async_nats::Message, meta: LiveMeta, org: &str, max_byt
         .and_then(|h| h.get("Nats-Time-Stamp"))
         .and_then(|v| parse_rfc3339_ms(v.as_str()))
         .unwrap_or_else(now_ms);
-    decode(meta.seq, &original, headers, &msg.payload, stored_ms, org, max_bytes)
+    decode(
+        meta.seq,
+        &original,
+        headers,
+        &msg.payload,
+        stored_ms,
+        org,
+        max_bytes,
+    )
 }
 
 /// Decodes a message read back from the stream.
-pub fn decode_stored(msg: &async_nats::jetstream::message::StreamMessage, org: &str, max_bytes: usize) -> Decoded {
+pub fn decode_stored(
+    msg: &async_nats::jetstream::message::StreamMessage,
+    org: &str,
+    max_bytes: usize,
+) -> Decoded {
     let stored_ms = (msg.time.unix_timestamp_nanos() / 1_000_000) as i64;
-    decode(msg.sequence, msg.subject.as_str(), Some(&msg.headers), &msg.payload, stored_ms, org, max_bytes)
+    decode(
+        msg.sequence,
+        msg.subject.as_str(),
+        Some(&msg.headers),
+        &msg.payload,
+        stored_ms,
+        org,
+        max_bytes,
+    )
 }
 
 fn decode(
@@ -114,10 +146,19 @@ fn decode(
     org: &str,
     max_bytes: usize,
 ) -> Decoded {
-    let reject = |reason: &'static str, detail: String| Decoded::Rejected { seq, reason, detail };
+    let reject = |reason: &'static str, detail: String| Decoded::Rejected {
+        seq,
+        reason,
+        detail,
+    };
     let subject = match EventSubject::parse(subject) {
         Ok(s) if s.org == org => s,
-        Ok(_) => return reject("bad_subject", format!("subject {subject} is not of org {org}")),
+        Ok(_) => {
+            return reject(
+                "bad_subject",
+                format!("subject {subject} is not of org {org}"),
+            )
+        }
         Err(e) => return reject("bad_subject", format!("{subject}: {e}")),
     };
     let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
@@ -142,7 +183,13 @@ pub fn now_ms() -> i64 {
 /// Parses the RFC 3339 UTC timestamps NATS writes (`2026-11-22T16:04:37.123456789Z`).
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -181,9 +228,18 @@ mod tests {
     #[test]
     fn parses_nats_timestamps() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_ms("2024-11-22T12:53:20.5Z"), Some(1_732_280_000_500));
-        assert_eq!(parse_rfc3339_ms("2024-11-22T12:53:20.123456789Z"), Some(1_732_280_000_123));
-        assert_eq!(parse_rfc3339_ms("2000-03-01T00:00:00Z"), Some(951_868_800_000));
+        assert_eq!(
+            parse_rfc3339_ms("2024-11-22T12:53:20.5Z"),
+            Some(1_732_280_000_500)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-11-22T12:53:20.123456789Z"),
+            Some(1_732_280_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2000-03-01T00:00:00Z"),
+            Some(951_868_800_000)
+        );
         assert_eq!(parse_rfc3339_ms("garbage"), None);
         assert_eq!(parse_rfc3339_ms("2024-11-22T12:53:20+02:00"), None);
     }
@@ -196,7 +252,10 @@ mod tests {
         h.insert("Nats-Last-Sequence", "40");
         assert_eq!(
             live_meta(Some(&h), "HERALD_EVENTS"),
-            Some(LiveMeta { seq: 42, last_subject_seq: 40 })
+            Some(LiveMeta {
+                seq: 42,
+                last_subject_seq: 40
+            })
         );
         assert_eq!(live_meta(Some(&h), "OTHER"), None);
         assert_eq!(live_meta(None, "HERALD_EVENTS"), None);
@@ -204,13 +263,55 @@ mod tests {
 
     #[test]
     fn decodes_and_rejects() {
-        let ok = decode(5, "herald.events.acme.finance.p1", None, br#"{"eventType":"x"}"#, 9, "acme", 100);
-        let Decoded::Event(e) = ok else { panic!("rejected") };
-        assert_eq!((e.seq(), e.event.event_id.as_str(), e.stored_ms), (5, "5", 9));
+        let ok = decode(
+            5,
+            "herald.events.acme.finance.p1",
+            None,
+            br#"{"eventType":"x"}"#,
+            9,
+            "acme",
+            100,
+        );
+        let Decoded::Event(e) = ok else {
+            panic!("rejected")
+        };
+        assert_eq!(
+            (e.seq(), e.event.event_id.as_str(), e.stored_ms),
+            (5, "5", 9)
+        );
         assert!(e.json.get().contains(r#""seq":5"#));
-        let other_org = decode(6, "herald.events.evil.finance.p1", None, br#"{"eventType":"x"}"#, 9, "acme", 100);
-        assert!(matches!(other_org, Decoded::Rejected { reason: "bad_subject", seq: 6, .. }));
-        let big = decode(7, "herald.events.acme.finance.p1", None, &[b' '; 200], 9, "acme", 100);
-        assert!(matches!(big, Decoded::Rejected { reason: "too_large", .. }));
+        let other_org = decode(
+            6,
+            "herald.events.evil.finance.p1",
+            None,
+            br#"{"eventType":"x"}"#,
+            9,
+            "acme",
+            100,
+        );
+        assert!(matches!(
+            other_org,
+            Decoded::Rejected {
+                reason: "bad_subject",
+                seq: 6,
+                ..
+            }
+        ));
+        let big = decode(
+            7,
+            "herald.events.acme.finance.p1",
+            None,
+            &[b' '; 200],
+            9,
+            "acme",
+            100,
+        );
+        assert!(matches!(
+            big,
+            Decoded::Rejected {
+                reason: "too_large",
+                ..
+            }
+        ));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::Context, ErrorCode, message::StreamMessage, stream};
+use async_nats::jetstream::{self, context::Context, message::StreamMessage, stream, ErrorCode};
 
 use herald_proto::subject::{org_events_filter, EVENTS_PREFIX, LIVE_PREFIX};
 
@@ -113,7 +113,11 @@ impl EventStream {
 
     /// The first stored event of `org` with sequence `>= from`, read from the
     /// stream leader (so it is never behind what the leader acknowledged).
-    pub async fn next_for_org(&self, org: &str, from: u64) -> Result<Option<StreamMessage>, StreamError> {
+    pub async fn next_for_org(
+        &self,
+        org: &str,
+        from: u64,
+    ) -> Result<Option<StreamMessage>, StreamError> {
         let handle = self
             .js
             .get_stream_no_info(&self.name)
@@ -138,11 +142,11 @@ fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
 }
 
 fn head_of(info: &stream::Info) -> StreamHead {
-    let republishes = info
-        .config
-        .republish
-        .as_ref()
-        .is_some_and(|r| (r.source == format!("{EVENTS_PREFIX}.>") || r.source == ">") && r.destination == format!("{LIVE_PREFIX}.>") && !r.headers_only);
+    let republishes = info.config.republish.as_ref().is_some_and(|r| {
+        (r.source == format!("{EVENTS_PREFIX}.>") || r.source == ">")
+            && r.destination == format!("{LIVE_PREFIX}.>")
+            && !r.headers_only
+    });
     StreamHead {
         first_seq: info.state.first_sequence,
         last_seq: info.state.last_sequence,
@@ -159,12 +163,40 @@ pub fn differences(want: &stream::Config, have: &stream::Config) -> Vec<String> 
             out.push(format!("{field}: wanted {w}, found {h}"));
         }
     };
-    check("subjects", format!("{:?}", want.subjects), format!("{:?}", have.subjects));
-    check("retention", format!("{:?}", want.retention), format!("{:?}", have.retention));
-    check("storage", format!("{:?}", want.storage), format!("{:?}", have.storage));
-    check("max_age", format!("{:?}", want.max_age), format!("{:?}", have.max_age));
-    check("duplicate_window", format!("{:?}", want.duplicate_window), format!("{:?}", have.duplicate_window));
-    check("num_replicas", want.num_replicas.to_string(), have.num_replicas.to_string());
-    check("republish", format!("{:?}", want.republish), format!("{:?}", have.republish));
+    check(
+        "subjects",
+        format!("{:?}", want.subjects),
+        format!("{:?}", have.subjects),
+    );
+    check(
+        "retention",
+        format!("{:?}", want.retention),
+        format!("{:?}", have.retention),
+    );
+    check(
+        "storage",
+        format!("{:?}", want.storage),
+        format!("{:?}", have.storage),
+    );
+    check(
+        "max_age",
+        format!("{:?}", want.max_age),
+        format!("{:?}", have.max_age),
+    );
+    check(
+        "duplicate_window",
+        format!("{:?}", want.duplicate_window),
+        format!("{:?}", have.duplicate_window),
+    );
+    check(
+        "num_replicas",
+        want.num_replicas.to_string(),
+        have.num_replicas.to_string(),
+    );
+    check(
+        "republish",
+        format!("{:?}", want.republish),
+        format!("{:?}", have.republish),
+    );
     out
 }

@@ -12,13 +12,20 @@ use serde_json::{json, Value};
 const MAX_TRACKED_SERVICES: usize = 128;
 /// Histogram bucket upper bounds in microseconds (roughly ×1.5 apart), then +Inf.
 const BUCKETS_US: [u64; 36] = [
-    100, 150, 200, 300, 400, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 7_500, 10_000, 15_000, 20_000,
-    30_000, 40_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 500_000, 750_000, 1_000_000, 1_500_000,
-    2_000_000, 3_000_000, 5_000_000, 10_000_000, 20_000_000, 30_000_000, 60_000_000,
+    100, 150, 200, 300, 400, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 7_500, 10_000,
+    15_000, 20_000, 30_000, 40_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 500_000,
+    750_000, 1_000_000, 1_500_000, 2_000_000, 3_000_000, 5_000_000, 10_000_000, 20_000_000,
+    30_000_000, 60_000_000,
 ];
 
 /// Reasons a stored event is rejected; one counter each.
-pub const REJECT_REASONS: [&str; 5] = ["too_large", "invalid", "missing_event_type", "mismatch", "bad_subject"];
+pub const REJECT_REASONS: [&str; 5] = [
+    "too_large",
+    "invalid",
+    "missing_event_type",
+    "mismatch",
+    "bad_subject",
+];
 
 /// A fixed-bucket latency histogram.
 struct Histogram {
@@ -29,7 +36,11 @@ struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self { counts: [0; BUCKETS_US.len() + 1], total: 0, sum_us: 0 }
+        Self {
+            counts: [0; BUCKETS_US.len() + 1],
+            total: 0,
+            sum_us: 0,
+        }
     }
 }
 
@@ -106,7 +117,10 @@ pub struct Metrics {
 impl Metrics {
     /// Counts a rejected event under its reason label.
     pub fn reject(&self, reason: &str) {
-        let i = REJECT_REASONS.iter().position(|r| *r == reason).unwrap_or(1);
+        let i = REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(1);
         self.rejected[i].fetch_add(1, Relaxed);
     }
 
@@ -185,31 +199,96 @@ impl Metrics {
             }
         };
         let n = |v: u64| v as f64;
-        line("herald_connections", "gauge", "Open client connections by transport.", &[
-            ("transport=\"websocket\"".into(), n(g.websocket)),
-            ("transport=\"sse\"".into(), n(g.sse)),
-            ("transport=\"longpoll\"".into(), n(g.longpoll)),
-        ]);
-        line("herald_orgs", "gauge", "Org states held by this node.", &[
-            ("state=\"total\"".into(), n(g.orgs_total)),
-            ("state=\"active\"".into(), n(g.orgs_active)),
-        ]);
-        line("herald_buffered_events", "gauge", "Events held in org buffers.", &[(String::new(), n(g.buffered_events))]);
-        line("herald_waiters", "gauge", "Held long-polls.", &[(String::new(), n(g.waiters))]);
-        line("herald_quarantined", "gauge", "Quarantined stream connections.", &[(String::new(), n(g.quarantined))]);
-        line("herald_events_ingested_total", "counter", "Events accepted from NATS.", &[(String::new(), n(self.ingested.load(Relaxed)))]);
-        line("herald_events_delivered_total", "counter", "Event deliveries to clients.", &[(String::new(), n(self.delivered.load(Relaxed)))]);
-        line("herald_events_dropped_total", "counter", "Event deliveries dropped.", &[(String::new(), n(self.dropped.load(Relaxed)))]);
+        line(
+            "herald_connections",
+            "gauge",
+            "Open client connections by transport.",
+            &[
+                ("transport=\"websocket\"".into(), n(g.websocket)),
+                ("transport=\"sse\"".into(), n(g.sse)),
+                ("transport=\"longpoll\"".into(), n(g.longpoll)),
+            ],
+        );
+        line(
+            "herald_orgs",
+            "gauge",
+            "Org states held by this node.",
+            &[
+                ("state=\"total\"".into(), n(g.orgs_total)),
+                ("state=\"active\"".into(), n(g.orgs_active)),
+            ],
+        );
+        line(
+            "herald_buffered_events",
+            "gauge",
+            "Events held in org buffers.",
+            &[(String::new(), n(g.buffered_events))],
+        );
+        line(
+            "herald_waiters",
+            "gauge",
+            "Held long-polls.",
+            &[(String::new(), n(g.waiters))],
+        );
+        line(
+            "herald_quarantined",
+            "gauge",
+            "Quarantined stream connections.",
+            &[(String::new(), n(g.quarantined))],
+        );
+        line(
+            "herald_events_ingested_total",
+            "counter",
+            "Events accepted from NATS.",
+            &[(String::new(), n(self.ingested.load(Relaxed)))],
+        );
+        line(
+            "herald_events_delivered_total",
+            "counter",
+            "Event deliveries to clients.",
+            &[(String::new(), n(self.delivered.load(Relaxed)))],
+        );
+        line(
+            "herald_events_dropped_total",
+            "counter",
+            "Event deliveries dropped.",
+            &[(String::new(), n(self.dropped.load(Relaxed)))],
+        );
         let rejected: Vec<(String, f64)> = REJECT_REASONS
             .iter()
             .zip(&self.rejected)
             .map(|(r, c)| (format!("reason=\"{r}\""), n(c.load(Relaxed))))
             .collect();
-        line("herald_events_rejected_total", "counter", "Stored events refused as invalid.", &rejected);
-        line("herald_gaps_filled_total", "counter", "Gaps in the live feed filled from the stream.", &[(String::new(), n(self.gaps_filled.load(Relaxed)))]);
-        line("herald_history_reads_total", "counter", "History reads from the stream.", &[(String::new(), n(self.history_reads.load(Relaxed)))]);
-        line("herald_resets_total", "counter", "Resets sent to clients.", &[(String::new(), n(self.resets.load(Relaxed)))]);
-        line("herald_waiter_cap_hits_total", "counter", "Polls refused by the per-org waiter cap.", &[(String::new(), n(self.waiter_cap_hits.load(Relaxed)))]);
+        line(
+            "herald_events_rejected_total",
+            "counter",
+            "Stored events refused as invalid.",
+            &rejected,
+        );
+        line(
+            "herald_gaps_filled_total",
+            "counter",
+            "Gaps in the live feed filled from the stream.",
+            &[(String::new(), n(self.gaps_filled.load(Relaxed)))],
+        );
+        line(
+            "herald_history_reads_total",
+            "counter",
+            "History reads from the stream.",
+            &[(String::new(), n(self.history_reads.load(Relaxed)))],
+        );
+        line(
+            "herald_resets_total",
+            "counter",
+            "Resets sent to clients.",
+            &[(String::new(), n(self.resets.load(Relaxed)))],
+        );
+        line(
+            "herald_waiter_cap_hits_total",
+            "counter",
+            "Polls refused by the per-org waiter cap.",
+            &[(String::new(), n(self.waiter_cap_hits.load(Relaxed)))],
+        );
 
         let map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(
@@ -221,18 +300,30 @@ impl Metrics {
             let mut cumulative = 0;
             for (i, c) in h.counts.iter().enumerate() {
                 cumulative += c;
-                let le = BUCKETS_US.get(i).map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+                let le = BUCKETS_US
+                    .get(i)
+                    .map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
                 let _ = writeln!(out, "herald_delivery_latency_seconds_bucket{{node=\"{node}\",service=\"{svc}\",le=\"{le}\"}} {cumulative}");
             }
-            let _ = writeln!(out, "herald_delivery_latency_seconds_sum{{node=\"{node}\",service=\"{svc}\"}} {}", h.sum_us as f64 / 1e6);
-            let _ = writeln!(out, "herald_delivery_latency_seconds_count{{node=\"{node}\",service=\"{svc}\"}} {}", h.total);
+            let _ = writeln!(
+                out,
+                "herald_delivery_latency_seconds_sum{{node=\"{node}\",service=\"{svc}\"}} {}",
+                h.sum_us as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "herald_delivery_latency_seconds_count{{node=\"{node}\",service=\"{svc}\"}} {}",
+                h.total
+            );
         }
         out
     }
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -256,13 +347,21 @@ mod tests {
         m.reject("mismatch");
         m.reject("no-such-reason");
         m.record_delivery("finance", 1000, 1003, 2);
-        let j = m.to_json("n1", Gauges { waiters: 3, ..Gauges::default() });
+        let j = m.to_json(
+            "n1",
+            Gauges {
+                waiters: 3,
+                ..Gauges::default()
+            },
+        );
         assert_eq!(j["events"]["rejected"], 2);
         assert_eq!(j["events"]["delivered"], 2);
         assert_eq!(j["waiters"], 3);
         assert_eq!(j["latencyMs"]["finance"]["p50"], 3.0);
         let p = m.to_prometheus("n1", Gauges::default());
         assert!(p.contains("herald_events_rejected_total{node=\"n1\",reason=\"mismatch\"} 1"));
-        assert!(p.contains("herald_delivery_latency_seconds_count{node=\"n1\",service=\"finance\"} 2"));
+        assert!(
+            p.contains("herald_delivery_latency_seconds_count{node=\"n1\",service=\"finance\"} 2")
+        );
     }
 }

@@ -25,7 +25,10 @@ const SUBSCRIPTION_CAPACITY: usize = 16 * 1024;
 
 /// Connects to NATS. Retries the first connection and every reconnection
 /// forever with capped backoff; connection events arrive on the returned channel.
-pub async fn connect(config: &Config, node_id: &str) -> Result<(Client, mpsc::Receiver<LossSignal>), async_nats::ConnectError> {
+pub async fn connect(
+    config: &Config,
+    node_id: &str,
+) -> Result<(Client, mpsc::Receiver<LossSignal>), async_nats::ConnectError> {
     let (tx, rx) = mpsc::channel(64);
     let options = ConnectOptions::new()
         .name(format!("herald-edge {node_id}"))
@@ -72,5 +75,8 @@ pub async fn connect(config: &Config, node_id: &str) -> Result<(Client, mpsc::Re
 
 /// True while the client has a live connection.
 pub fn is_connected(client: &Client) -> bool {
-    matches!(client.connection_state(), async_nats::connection::State::Connected)
+    matches!(
+        client.connection_state(),
+        async_nats::connection::State::Connected
+    )
 }

@@ -43,8 +43,18 @@ pub struct Node {
 
 impl Node {
     /// Assembles the node state.
-    pub fn new(config: Config, node_id: String, client: async_nats::Client, verifier: Verifier) -> Arc<Self> {
-        let stream = EventStream::new(client.clone(), &config.stream, config.stream_replicas, config.stream_max_age);
+    pub fn new(
+        config: Config,
+        node_id: String,
+        client: async_nats::Client,
+        verifier: Verifier,
+    ) -> Arc<Self> {
+        let stream = EventStream::new(
+            client.clone(),
+            &config.stream,
+            config.stream_replicas,
+            config.stream_max_age,
+        );
         // Bounded so an HTTP publish answers within about 15 s even when JetStream is away.
         let retry = herald_publisher::RetryPolicy {
             attempts: 6,
@@ -52,7 +62,9 @@ impl Node {
             max_backoff: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(2),
         };
-        let publisher = herald_publisher::Publisher::new(client.clone()).with_stream(config.stream.clone()).with_retry(retry);
+        let publisher = herald_publisher::Publisher::new(client.clone())
+            .with_stream(config.stream.clone())
+            .with_retry(retry);
         Arc::new(Self {
             config,
             node_id,
@@ -96,8 +108,12 @@ impl Node {
     /// Ready: connected to NATS and the stream answered recently.
     pub fn is_ready(&self) -> bool {
         let ok_at = self.head_ok_at.load(Relaxed);
-        let fresh = Duration::from_millis(self.uptime_ms().saturating_sub(ok_at)) <= (self.config.head_interval * 3).max(Duration::from_secs(5));
-        ok_at > 0 && fresh && crate::nats::is_connected(&self.client) && !self.draining.is_cancelled()
+        let fresh = Duration::from_millis(self.uptime_ms().saturating_sub(ok_at))
+            <= (self.config.head_interval * 3).max(Duration::from_secs(5));
+        ok_at > 0
+            && fresh
+            && crate::nats::is_connected(&self.client)
+            && !self.draining.is_cancelled()
     }
 
     /// Gauges for the metrics endpoints.

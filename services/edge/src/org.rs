@@ -30,7 +30,11 @@ use crate::node::Node;
 const LIVE_BATCH: usize = 256;
 /// Audit delays after a subscription or a possible loss, before the org is
 /// trusted to receive every live message.
-const UNPROVEN_AUDITS: [Duration; 3] = [Duration::from_millis(100), Duration::from_millis(400), Duration::from_millis(1500)];
+const UNPROVEN_AUDITS: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_millis(1500),
+];
 /// Wait before retrying a failed audit.
 const AUDIT_RETRY: Duration = Duration::from_secs(1);
 /// Most stored messages one history read scans, so one poll cannot keep the node busy.
@@ -64,7 +68,10 @@ impl OrgHub {
     pub fn new(org: &str, capacity: usize, start: u64, epoch: String) -> Arc<Self> {
         Arc::new(Self {
             org: org.into(),
-            state: Mutex::new(State { buffer: OrgBuffer::new(capacity, start), epoch }),
+            state: Mutex::new(State {
+                buffer: OrgBuffer::new(capacity, start),
+                epoch,
+            }),
             settled: watch::channel(start).0,
             waiters: AtomicUsize::new(0),
             users: AtomicUsize::new(0),
@@ -125,7 +132,11 @@ impl OrgHub {
                 s.buffer.push(e);
                 node.metrics.ingested.fetch_add(1, Relaxed);
             }
-            Decoded::Rejected { seq, reason, detail } => {
+            Decoded::Rejected {
+                seq,
+                reason,
+                detail,
+            } => {
                 s.buffer.advance(seq);
                 drop(s);
                 node.metrics.reject(reason);
@@ -144,12 +155,17 @@ impl OrgHub {
             if from > until {
                 break;
             }
-            let Some(msg) = node.stream.next_for_org(&self.org, from).await? else { break };
+            let Some(msg) = node.stream.next_for_org(&self.org, from).await? else {
+                break;
+            };
             if msg.sequence > until {
                 break;
             }
             read += 1;
-            self.apply(node, ingest::decode_stored(&msg, &self.org, node.config.max_event_bytes));
+            self.apply(
+                node,
+                ingest::decode_stored(&msg, &self.org, node.config.max_event_bytes),
+            );
         }
         if settle {
             self.state().buffer.advance(until);
@@ -179,7 +195,11 @@ struct Trust {
 
 impl Trust {
     fn unproven() -> Self {
-        Self { proven: false, step: 0, next_audit: Instant::now() + UNPROVEN_AUDITS[0] }
+        Self {
+            proven: false,
+            step: 0,
+            next_audit: Instant::now() + UNPROVEN_AUDITS[0],
+        }
     }
 
     fn audit_done(&mut self, interval: Duration) {
@@ -261,10 +281,17 @@ pub async fn ingest(hub: Arc<OrgHub>, node: Arc<Node>) {
     tracing::debug!(org = %hub.org, "org released");
 }
 
-async fn handle_live(hub: &OrgHub, node: &Node, trust: &mut Trust, msgs: impl Iterator<Item = async_nats::Message>) {
+async fn handle_live(
+    hub: &OrgHub,
+    node: &Node,
+    trust: &mut Trust,
+    msgs: impl Iterator<Item = async_nats::Message>,
+) {
     let interval = node.config.audit_interval;
     for msg in msgs {
-        let Some(meta) = ingest::live_meta(msg.headers.as_ref(), node.stream.name()) else { continue };
+        let Some(meta) = ingest::live_meta(msg.headers.as_ref(), node.stream.name()) else {
+            continue;
+        };
         let (settled, _) = hub.settled();
         if meta.seq <= settled {
             continue;
@@ -291,6 +318,8 @@ async fn handle_live(hub: &OrgHub, node: &Node, trust: &mut Trust, msgs: impl It
                 }
             }
         }
+        let span = crate::telemetry::ingest_span(&hub.org, meta.seq, msg.headers.as_ref());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let decoded = ingest::decode_live(&msg, meta, &hub.org, node.config.max_event_bytes);
         hub.apply(node, decoded);
     }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderMap, HeaderValue};
 use herald_proto::poll::{PollResponse, MAX_EVENTS_PER_POLL};
 use herald_proto::{Reset, ResetReason};
+use http::{header, HeaderMap, HeaderValue};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
@@ -47,11 +47,17 @@ impl PollParams {
                 "services" => p.services = Some(split_services(&value)),
                 "propertyId" if !value.is_empty() => p.property = Some(value),
                 "lastSeq" if !value.is_empty() => {
-                    p.last_seq = Some(value.parse().map_err(|_| bad("lastSeq", "must be a non-negative integer"))?)
+                    p.last_seq = Some(
+                        value
+                            .parse()
+                            .map_err(|_| bad("lastSeq", "must be a non-negative integer"))?,
+                    )
                 }
                 "epoch" if !value.is_empty() => p.epoch = Some(value),
                 "timeout" if !value.is_empty() => {
-                    let secs: u64 = value.parse().map_err(|_| bad("timeout", "must be whole seconds"))?;
+                    let secs: u64 = value
+                        .parse()
+                        .map_err(|_| bad("timeout", "must be whole seconds"))?;
                     let d = Duration::from_secs(secs);
                     if d > MAX_POLL_TIMEOUT {
                         return Err(bad("timeout", "must be at most 55"));
@@ -108,7 +114,11 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// `GET /v1/realtime/poll`.
-pub async fn poll(State(node): State<Arc<Node>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn poll(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let params = PollParams::parse(query.as_deref())?;
     serve(node, &headers, params).await
 }
@@ -152,15 +162,28 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
-async fn serve(node: Arc<Node>, headers: &HeaderMap, params: PollParams) -> Result<Response, ApiError> {
+async fn serve(
+    node: Arc<Node>,
+    headers: &HeaderMap,
+    params: PollParams,
+) -> Result<Response, ApiError> {
     if node.draining.is_cancelled() {
-        return Err(ApiError::Unavailable("node is draining; retry on another node".into()));
+        return Err(ApiError::Unavailable(
+            "node is draining; retry on another node".into(),
+        ));
     }
     let principal = node.verifier.verify(extract_token(headers, None)?)?;
     if principal.org == "*" {
-        return Err(ApiError::Forbidden("a cross-org token cannot subscribe".into()));
+        return Err(ApiError::Forbidden(
+            "a cross-org token cannot subscribe".into(),
+        ));
     }
-    let filter = Filter::new(&principal, params.services, params.property, &node.config.disabled_services)?;
+    let filter = Filter::new(
+        &principal,
+        params.services,
+        params.property,
+        &node.config.disabled_services,
+    )?;
     let timeout = params.timeout.unwrap_or(node.config.poll_timeout);
 
     node.polls.fetch_add(1, Relaxed);
@@ -178,20 +201,39 @@ async fn serve(node: Arc<Node>, headers: &HeaderMap, params: PollParams) -> Resu
         changes.borrow_and_update();
         let (read, now_epoch) = lease.read(after, &filter, MAX_EVENTS_PER_POLL);
         if now_epoch != epoch {
-            return Ok(reset(&node, ResetReason::EpochChanged, lease.settled().0, now_epoch));
+            return Ok(reset(
+                &node,
+                ResetReason::EpochChanged,
+                lease.settled().0,
+                now_epoch,
+            ));
         }
         match read {
-            BufferRead::Events { events, cursor } => return Ok(answer(&node, &events, cursor, epoch)),
+            BufferRead::Events { events, cursor } => {
+                return Ok(answer(&node, &events, cursor, epoch))
+            }
             BufferRead::Behind { floor } => {
                 if node.current_head().is_some_and(|h| after + 1 < h.first_seq) {
-                    return Ok(reset(&node, ResetReason::HistoryGone, lease.settled().0, epoch));
+                    return Ok(reset(
+                        &node,
+                        ResetReason::HistoryGone,
+                        lease.settled().0,
+                        epoch,
+                    ));
                 }
-                let (events, scanned) = read_history(&node, &lease.org, after, floor, &filter, MAX_EVENTS_PER_POLL)
-                    .await
-                    .map_err(|e| {
-                        tracing::warn!(org = %lease.org, error = %e, "history read failed");
-                        ApiError::Unavailable("the event stream is not reachable".into())
-                    })?;
+                let (events, scanned) = read_history(
+                    &node,
+                    &lease.org,
+                    after,
+                    floor,
+                    &filter,
+                    MAX_EVENTS_PER_POLL,
+                )
+                .await
+                .map_err(|e| {
+                    tracing::warn!(org = %lease.org, error = %e, "history read failed");
+                    ApiError::Unavailable("the event stream is not reachable".into())
+                })?;
                 if !events.is_empty() || scanned < floor {
                     return Ok(answer(&node, &events, scanned, epoch));
                 }
@@ -231,8 +273,12 @@ fn answer(node: &Node, events: &[Arc<StoredEvent>], cursor: u64, epoch: String) 
     // One metrics update per run of same-service events.
     while i < events.len() {
         let service = &events[i].event.service;
-        let run = events[i..].iter().take_while(|e| &e.event.service == service).count();
-        node.metrics.record_delivery(service, events[i].stored_ms, now, run as u64);
+        let run = events[i..]
+            .iter()
+            .take_while(|e| &e.event.service == service)
+            .count();
+        node.metrics
+            .record_delivery(service, events[i].stored_ms, now, run as u64);
         i += run;
     }
     let body: PollResponse<&RawValue> = PollResponse {
@@ -246,7 +292,12 @@ fn answer(node: &Node, events: &[Arc<StoredEvent>], cursor: u64, epoch: String) 
 
 fn reset(node: &Node, reason: ResetReason, head: u64, epoch: String) -> Response {
     node.metrics.resets.fetch_add(1, Relaxed);
-    let body: PollResponse<&RawValue> = PollResponse { events: vec![], last_seq: head, epoch, reset: Some(Reset { reason }) };
+    let body: PollResponse<&RawValue> = PollResponse {
+        events: vec![],
+        last_seq: head,
+        epoch,
+        reset: Some(Reset { reason }),
+    };
     json_response(&body)
 }
 
@@ -254,7 +305,10 @@ fn json_response<T: serde::Serialize>(body: &T) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut r = bytes.into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
@@ -265,18 +319,39 @@ mod tests {
 
     #[test]
     fn parses_parameters() {
-        let p = PollParams::parse(Some("services=finance,guest&propertyId=p1&lastSeq=41&epoch=E&timeout=5")).unwrap();
-        assert_eq!(p.services, Some(vec!["finance".to_owned(), "guest".to_owned()]));
+        let p = PollParams::parse(Some(
+            "services=finance,guest&propertyId=p1&lastSeq=41&epoch=E&timeout=5",
+        ))
+        .unwrap();
+        assert_eq!(
+            p.services,
+            Some(vec!["finance".to_owned(), "guest".to_owned()])
+        );
         assert_eq!(p.property.as_deref(), Some("p1"));
-        assert_eq!((p.last_seq, p.timeout), (Some(41), Some(Duration::from_secs(5))));
+        assert_eq!(
+            (p.last_seq, p.timeout),
+            (Some(41), Some(Duration::from_secs(5)))
+        );
         assert_eq!(PollParams::parse(None).unwrap(), PollParams::default());
-        assert_eq!(PollParams::parse(Some("services=a%2Cb")).unwrap().services, Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(
+            PollParams::parse(Some("services=a%2Cb")).unwrap().services,
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
     }
 
     #[test]
     fn rejects_bad_parameters() {
-        for q in ["lastSeq=-1", "lastSeq=abc", "timeout=56", "timeout=1.5", "lastSeq=99999999999999999999999"] {
-            assert!(matches!(PollParams::parse(Some(q)), Err(ApiError::BadParameter(_))), "{q}");
+        for q in [
+            "lastSeq=-1",
+            "lastSeq=abc",
+            "timeout=56",
+            "timeout=1.5",
+            "lastSeq=99999999999999999999999",
+        ] {
+            assert!(
+                matches!(PollParams::parse(Some(q)), Err(ApiError::BadParameter(_))),
+                "{q}"
+            );
         }
     }
 

@@ -16,20 +16,37 @@ use crate::error::ApiError;
 use crate::node::Node;
 
 /// `POST /v2/realtime/publish` (role `publisher`).
-pub async fn publish(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Result<Json<PublishResponse>, ApiError> {
+pub async fn publish(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<PublishResponse>, ApiError> {
     let principal = node.verifier.verify(extract_token(&headers, None)?)?;
     if !principal.has_role(Role::Publisher) {
-        return Err(ApiError::Forbidden("publishing needs the publisher role".into()));
+        return Err(ApiError::Forbidden(
+            "publishing needs the publisher role".into(),
+        ));
     }
     if body.len() > node.config.max_event_bytes {
-        return Err(ApiError::TooLarge(format!("body is over {} bytes", node.config.max_event_bytes)));
+        return Err(ApiError::TooLarge(format!(
+            "body is over {} bytes",
+            node.config.max_event_bytes
+        )));
     }
-    let req: PublishRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadParameter(format!("invalid publish body: {e}")))?;
+    let req: PublishRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadParameter(format!("invalid publish body: {e}")))?;
     let org = match (principal.org.as_str(), req.org_id.as_deref()) {
         ("*", Some(org)) => org.to_owned(),
-        ("*", None) => return Err(ApiError::BadParameter("orgId is required with a cross-org token".into())),
-        (own, Some(other)) if own != other => return Err(ApiError::Forbidden("orgId differs from the token's org".into())),
+        ("*", None) => {
+            return Err(ApiError::BadParameter(
+                "orgId is required with a cross-org token".into(),
+            ))
+        }
+        (own, Some(other)) if own != other => {
+            return Err(ApiError::Forbidden(
+                "orgId differs from the token's org".into(),
+            ))
+        }
         (own, _) => own.to_owned(),
     };
     if req.event_type.is_empty() {
@@ -51,11 +68,16 @@ pub async fn publish(State(node): State<Arc<Node>>, headers: HeaderMap, body: By
         event = event.with_traceparent(tp);
     }
     match node.publisher.publish(event).await {
-        Ok(ack) => Ok(Json(PublishResponse { seq: ack.seq, duplicate: ack.duplicate })),
+        Ok(ack) => Ok(Json(PublishResponse {
+            seq: ack.seq,
+            duplicate: ack.duplicate,
+        })),
         Err(PublishError::Invalid(m)) => Err(ApiError::BadParameter(m)),
         Err(e @ PublishError::Unavailable { .. }) => {
             tracing::warn!(error = %e, "publish failed");
-            Err(ApiError::Unavailable("JetStream did not acknowledge the event; retrying is safe".into()))
+            Err(ApiError::Unavailable(
+                "JetStream did not acknowledge the event; retrying is safe".into(),
+            ))
         }
         Err(e @ PublishError::Rejected { .. }) => {
             tracing::error!(error = %e, "publish rejected by JetStream");

@@ -63,17 +63,25 @@ impl Registry {
         let hub = match map.get(org) {
             Some(hub) => Arc::clone(hub),
             None => {
-                let head = node
-                    .current_head()
-                    .ok_or_else(|| ApiError::Unavailable("the event stream is not reachable yet".into()))?;
-                let hub = OrgHub::new(org, node.config.org_buffer_events, head.last_seq, head.epoch);
+                let head = node.current_head().ok_or_else(|| {
+                    ApiError::Unavailable("the event stream is not reachable yet".into())
+                })?;
+                let hub = OrgHub::new(
+                    org,
+                    node.config.org_buffer_events,
+                    head.last_seq,
+                    head.epoch,
+                );
                 map.insert(Arc::clone(&hub.org), Arc::clone(&hub));
                 tokio::spawn(org::ingest(Arc::clone(&hub), Arc::clone(node)));
                 hub
             }
         };
         hub.users.fetch_add(1, Relaxed);
-        Ok(Lease { hub, node: Arc::clone(node) })
+        Ok(Lease {
+            hub,
+            node: Arc::clone(node),
+        })
     }
 
     /// Tells every org that live messages may have been lost.
@@ -89,7 +97,8 @@ impl Registry {
         let mut map = self.map();
         let before = map.len();
         map.retain(|_, hub| {
-            let keep = hub.users.load(Relaxed) > 0 || now_ms.saturating_sub(hub.last_used_ms.load(Relaxed)) < idle_ms;
+            let keep = hub.users.load(Relaxed) > 0
+                || now_ms.saturating_sub(hub.last_used_ms.load(Relaxed)) < idle_ms;
             if !keep {
                 hub.cancel.cancel();
             }
@@ -108,7 +117,10 @@ impl Registry {
     /// Counts for the metrics.
     pub fn stats(&self) -> RegistryStats {
         let map = self.map();
-        let mut s = RegistryStats { total: map.len() as u64, ..RegistryStats::default() };
+        let mut s = RegistryStats {
+            total: map.len() as u64,
+            ..RegistryStats::default()
+        };
         for hub in map.values() {
             if hub.users.load(Relaxed) > 0 {
                 s.active += 1;

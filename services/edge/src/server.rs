@@ -31,11 +31,17 @@ pub enum RunError {
 }
 
 /// Serves `listener` with `config` until `shutdown` completes.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     config.validate()?;
     let verifier = Verifier::from_config(&config).map_err(ConfigError)?;
     let node_id = config.resolved_node_id();
-    let (client, mut losses) = nats::connect(&config, &node_id).await.map_err(|e| RunError::Nats(e.to_string()))?;
+    let (client, mut losses) = nats::connect(&config, &node_id)
+        .await
+        .map_err(|e| RunError::Nats(e.to_string()))?;
     let node = Node::new(config, node_id, client, verifier);
     tracing::info!(node = %node.node_id, addr = ?listener.local_addr().ok(), stream = %node.stream.name(), "herald-edge starting");
 
@@ -52,7 +58,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         }
     });
     let n = Arc::clone(&node);
-    let evict_every = (node.config.org_idle_evict / 2).clamp(Duration::from_millis(100), EVICT_EVERY_MAX);
+    let evict_every =
+        (node.config.org_idle_evict / 2).clamp(Duration::from_millis(100), EVICT_EVERY_MAX);
     tokio::spawn(async move {
         loop {
             tokio::select! {

@@ -27,14 +27,25 @@ impl Drop for TelemetryGuard {
 pub fn init(config: &Config) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (provider, otel_layer) = match &config.otlp_endpoint {
-        Some(endpoint) => match opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build() {
+        Some(endpoint) => match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+        {
             Ok(exporter) => {
                 let provider = SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
-                    .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("herald-edge").build())
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name("herald-edge")
+                            .build(),
+                    )
                     .build();
-                opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-                let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("herald-edge"));
+                opentelemetry::global::set_text_map_propagator(
+                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+                );
+                let layer =
+                    tracing_opentelemetry::layer().with_tracer(provider.tracer("herald-edge"));
                 (Some(provider), Some(layer))
             }
             Err(e) => {
@@ -46,10 +57,42 @@ pub fn init(config: &Config) -> TelemetryGuard {
     };
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     if config.log_json {
-        registry.with(tracing_subscriber::fmt::layer().json()).init();
+        registry
+            .with(tracing_subscriber::fmt::layer().json())
+            .init();
     } else {
         let ansi = std::io::stdout().is_terminal();
-        registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi)).init();
+        registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
+            .init();
     }
     TelemetryGuard(provider)
+}
+
+/// A span for the ingestion of one event, continuing the publisher's trace
+/// when the message carries a W3C `traceparent` header.
+pub fn ingest_span(
+    org: &str,
+    seq: u64,
+    headers: Option<&async_nats::HeaderMap>,
+) -> Option<tracing::Span> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Traceparent<'a>(&'a str);
+    impl opentelemetry::propagation::Extractor for Traceparent<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent").then_some(self.0)
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
+    }
+
+    let traceparent = headers?.get("traceparent")?.as_str();
+    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .extract(&Traceparent(traceparent));
+    let span = tracing::info_span!("herald.ingest", org, seq);
+    let _ = span.set_parent(parent);
+    Some(span)
 }

@@ -2,9 +2,10 @@
 //! JSON error with the right status, and nothing leaks across orgs,
 //! properties or services.
 
-
 use herald_testkit::token::now_secs;
-use herald_testkit::{get_json, hs256_with, post_json, seqs_of, unsigned_alg_none, Herald, TokenBuilder};
+use herald_testkit::{
+    get_json, hs256_with, post_json, seqs_of, unsigned_alg_none, Herald, TokenBuilder,
+};
 use serde_json::{json, Value};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
@@ -12,7 +13,12 @@ const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,13 +38,46 @@ async fn every_bad_token_is_401_with_a_json_error() {
         ("empty bearer", Some("Bearer ".into())),
         ("not bearer", Some("Basic dTpw".into())),
         ("garbage", Some("Bearer not-a-jwt".into())),
-        ("expired", Some(format!("Bearer {}", hs256_with(herald_testkit::SECRET, claims(json!({"exp": now_secs() - 120})))))),
-        ("wrong key", Some(format!("Bearer {}", TokenBuilder::new("another-secret-entirely-123").sub("u1").org("acme").build()))),
-        ("missing org", Some(format!("Bearer {}", h.user("acme").without("org").build()))),
-        ("missing sub", Some(format!("Bearer {}", h.user("acme").without("sub").build()))),
-        ("missing exp", Some(format!("Bearer {}", h.user("acme").without("exp").build()))),
-        ("alg none", Some(format!("Bearer {}", unsigned_alg_none(claims(json!({})))))),
-        ("bad org id", Some(format!("Bearer {}", h.user("ac.me").build()))),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                hs256_with(
+                    herald_testkit::SECRET,
+                    claims(json!({"exp": now_secs() - 120}))
+                )
+            )),
+        ),
+        (
+            "wrong key",
+            Some(format!(
+                "Bearer {}",
+                TokenBuilder::new("another-secret-entirely-123")
+                    .sub("u1")
+                    .org("acme")
+                    .build()
+            )),
+        ),
+        (
+            "missing org",
+            Some(format!("Bearer {}", h.user("acme").without("org").build())),
+        ),
+        (
+            "missing sub",
+            Some(format!("Bearer {}", h.user("acme").without("sub").build())),
+        ),
+        (
+            "missing exp",
+            Some(format!("Bearer {}", h.user("acme").without("exp").build())),
+        ),
+        (
+            "alg none",
+            Some(format!("Bearer {}", unsigned_alg_none(claims(json!({}))))),
+        ),
+        (
+            "bad org id",
+            Some(format!("Bearer {}", h.user("ac.me").build())),
+        ),
     ];
     for (name, header) in cases {
         let mut req = client.get(&url);
@@ -52,7 +91,10 @@ async fn every_bad_token_is_401_with_a_json_error() {
         assert_eq!(body["error"]["code"], "unauthorized", "{name}");
     }
     // A token within the 30 s leeway is still accepted.
-    let leeway = hs256_with(herald_testkit::SECRET, claims(json!({"exp": now_secs() - 5})));
+    let leeway = hs256_with(
+        herald_testkit::SECRET,
+        claims(json!({"exp": now_secs() - 5})),
+    );
     assert_eq!(h.poll(0, &leeway, "timeout=0").await.status, 200);
     // And the node is still fine.
     assert_eq!(h.poll(0, &h.token("acme"), "timeout=0").await.status, 200);
@@ -75,36 +117,61 @@ async fn bad_parameters_are_400() {
         let r = h.poll(0, &token, q).await;
         assert_error(r.status.as_u16(), &r.body, 400, "bad_parameter");
     }
-    let (status, body, _) = get_json(&format!("{}/v1/nope", h.edges[0].base_url()), Some(&token)).await;
+    let (status, body, _) =
+        get_json(&format!("{}/v1/nope", h.edges[0].base_url()), Some(&token)).await;
     assert_error(status.as_u16(), &body, 404, "not_found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn property_and_service_claims_are_enforced() {
     let h = Herald::start(EDGE, 1).await;
-    let limited = h.user("acme").props(&["p1"]).svcs(&["finance", "guest"]).build();
+    let limited = h
+        .user("acme")
+        .props(&["p1"])
+        .svcs(&["finance", "guest"])
+        .build();
     for q in ["propertyId=p2", "services=tasks", "services=finance,tasks"] {
         let r = h.poll(0, &limited, q).await;
         assert_error(r.status.as_u16(), &r.body, 403, "forbidden");
     }
     let start = h.poll(0, &limited, "timeout=0").await.last_seq();
-    let p1 = h.publish("acme", "finance", Some("p1"), json!({"eventType": "x"})).await;
-    let _p2 = h.publish("acme", "finance", Some("p2"), json!({"eventType": "x"})).await;
-    let wide = h.publish("acme", "guest", None, json!({"eventType": "x"})).await;
-    let _tasks = h.publish("acme", "tasks", Some("p1"), json!({"eventType": "x"})).await;
-    let _other_org = h.publish("evil", "finance", Some("p1"), json!({"eventType": "x"})).await;
-    let last = h.publish("acme", "guest", Some("p1"), json!({"eventType": "x"})).await;
+    let p1 = h
+        .publish("acme", "finance", Some("p1"), json!({"eventType": "x"}))
+        .await;
+    let _p2 = h
+        .publish("acme", "finance", Some("p2"), json!({"eventType": "x"}))
+        .await;
+    let wide = h
+        .publish("acme", "guest", None, json!({"eventType": "x"}))
+        .await;
+    let _tasks = h
+        .publish("acme", "tasks", Some("p1"), json!({"eventType": "x"}))
+        .await;
+    let _other_org = h
+        .publish("evil", "finance", Some("p1"), json!({"eventType": "x"}))
+        .await;
+    let last = h
+        .publish("acme", "guest", Some("p1"), json!({"eventType": "x"}))
+        .await;
 
     // No filter: everything the token allows, org-wide events included.
-    let (events, _) = h.collect(0, &limited, "services=finance,guest", start, 3).await;
+    let (events, _) = h
+        .collect(0, &limited, "services=finance,guest", start, 3)
+        .await;
     assert_eq!(seqs_of(&events), vec![p1, wide, last]);
     // Asking for one allowed service and property.
-    let (events, _) = h.collect(0, &limited, "services=finance&propertyId=p1", start, 1).await;
+    let (events, _) = h
+        .collect(0, &limited, "services=finance&propertyId=p1", start, 1)
+        .await;
     assert_eq!(seqs_of(&events), vec![p1]);
     // An unrestricted user of the org asking for property p1 gets p1 and org-wide events of every service.
     let all = h.token("acme");
     let (events, _) = h.collect(0, &all, "propertyId=p1", start, 4).await;
-    assert_eq!(events.len(), 4, "p1 finance, org-wide guest, p1 tasks, p1 guest: {events:?}");
+    assert_eq!(
+        events.len(),
+        4,
+        "p1 finance, org-wide guest, p1 tasks, p1 guest: {events:?}"
+    );
     assert!(events.iter().all(|e| e["orgId"] == "acme"));
 }
 
@@ -126,15 +193,26 @@ async fn publish_endpoint_needs_the_publisher_role_and_dedups() {
     let (_, again, _) = post_json(&url, Some(&publisher), &event).await;
     assert_eq!(again["duplicate"], true);
     assert_eq!(again["seq"], first["seq"]);
-    let r = h.poll(0, &h.token("acme"), &format!("lastSeq={start}&timeout=5")).await;
+    let r = h
+        .poll(0, &h.token("acme"), &format!("lastSeq={start}&timeout=5"))
+        .await;
     assert_eq!(r.seqs(), vec![first["seq"].as_u64().unwrap()]);
     assert_eq!(r.events()[0]["payload"], json!({"amount": 3}));
 
     for (bad, code) in [
-        (json!({"service": "finance", "eventType": ""}), "bad_parameter"),
-        (json!({"service": "fin.ance", "eventType": "x"}), "bad_parameter"),
+        (
+            json!({"service": "finance", "eventType": ""}),
+            "bad_parameter",
+        ),
+        (
+            json!({"service": "fin.ance", "eventType": "x"}),
+            "bad_parameter",
+        ),
         (json!({"eventType": "x"}), "bad_parameter"),
-        (json!({"service": "finance", "eventType": "x", "orgId": "other"}), "forbidden"),
+        (
+            json!({"service": "finance", "eventType": "x", "orgId": "other"}),
+            "forbidden",
+        ),
     ] {
         let (status, body, _) = post_json(&url, Some(&publisher), &bad).await;
         assert_eq!(body["error"]["code"], code, "{bad} -> {status} {body}");
@@ -150,7 +228,12 @@ async fn publish_endpoint_needs_the_publisher_role_and_dedups() {
     assert_eq!(raw.status(), 400);
     // A cross-org publisher names the org in the body.
     let cross = h.user("*").role("publisher").build();
-    let (status, body, _) = post_json(&url, Some(&cross), &json!({"service": "tasks", "eventType": "x", "orgId": "globex"})).await;
+    let (status, body, _) = post_json(
+        &url,
+        Some(&cross),
+        &json!({"service": "tasks", "eventType": "x", "orgId": "globex"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -167,7 +250,16 @@ async fn metrics_need_an_admin_unless_public() {
     let admin = h.user("acme").role("admin").build();
     let (status, m, _) = get_json(&format!("{base}/v2/realtime/metrics"), Some(&admin)).await;
     assert_eq!(status, 200);
-    for key in ["nodeId", "connections", "orgs", "events", "buffers", "waiters", "quarantined", "latencyMs"] {
+    for key in [
+        "nodeId",
+        "connections",
+        "orgs",
+        "events",
+        "buffers",
+        "waiters",
+        "quarantined",
+        "latencyMs",
+    ] {
         assert!(!m[key].is_null(), "metrics lack {key}: {m}");
     }
     let text = herald_testkit::http::client()
@@ -179,5 +271,8 @@ async fn metrics_need_an_admin_unless_public() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("# TYPE herald_events_ingested_total counter"), "{text}");
+    assert!(
+        text.contains("# TYPE herald_events_ingested_total counter"),
+        "{text}"
+    );
 }

@@ -10,7 +10,11 @@ use serde_json::{json, Value};
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
 
 async fn poll(edge: &EdgeProcess, token: &str, query: &str) -> Value {
-    let (status, body, _) = get_json(&format!("{}/v1/realtime/poll?{query}", edge.base_url()), Some(token)).await;
+    let (status, body, _) = get_json(
+        &format!("{}/v1/realtime/poll?{query}", edge.base_url()),
+        Some(token),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -23,7 +27,13 @@ async fn collect(edge: &EdgeProcess, token: &str, from: u64, count: usize) -> (V
             break;
         }
         let body = poll(edge, token, &format!("lastSeq={cursor}&timeout=5")).await;
-        seqs.extend(body["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()));
+        seqs.extend(
+            body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap()),
+        );
         cursor = body["lastSeq"].as_u64().unwrap();
     }
     (seqs, cursor)
@@ -38,18 +48,43 @@ async fn nodes_on_different_cluster_servers_deliver_and_resume() {
     let token = TokenBuilder::new(SECRET).sub("u1").org("acme").build();
     let publisher = cluster.servers()[2].connect().await;
     let js = async_nats::jetstream::new(publisher);
-    let info = js.get_stream("HERALD_EVENTS").await.unwrap().info().await.unwrap().clone();
-    assert_eq!(info.config.num_replicas, 3, "the first node created an R3 stream");
+    let info = js
+        .get_stream("HERALD_EVENTS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(
+        info.config.num_replicas, 3,
+        "the first node created an R3 stream"
+    );
 
-    let start = poll(&a, &token, "timeout=0").await["lastSeq"].as_u64().unwrap();
+    let start = poll(&a, &token, "timeout=0").await["lastSeq"]
+        .as_u64()
+        .unwrap();
     let _ = poll(&b, &token, "timeout=0").await;
     let mut published = Vec::new();
     for i in 0..20 {
         let body = json!({"eventType": "x", "eventId": i.to_string()}).to_string();
-        published.push(js.publish(format!("herald.events.acme.finance.p{}", i % 2), body.into()).await.unwrap().await.unwrap().sequence);
+        published.push(
+            js.publish(
+                format!("herald.events.acme.finance.p{}", i % 2),
+                body.into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence,
+        );
     }
     let (on_a, cursor_a) = collect(&a, &token, start, 20).await;
-    assert_eq!(on_a, published, "node A (server 0) got every event published on server 2");
+    assert_eq!(
+        on_a, published,
+        "node A (server 0) got every event published on server 2"
+    );
     let (on_b, _) = collect(&b, &token, start, 20).await;
     assert_eq!(on_b, published, "node B (server 1) too");
 
@@ -63,7 +98,14 @@ async fn nodes_on_different_cluster_servers_deliver_and_resume() {
             // message id makes a retry of a stored-but-unacknowledged publish harmless.
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("tasks:{i}").as_str());
-            match js.publish_with_headers(format!("herald.events.acme.tasks.p{}", i % 2), headers, body.clone().into()).await {
+            match js
+                .publish_with_headers(
+                    format!("herald.events.acme.tasks.p{}", i % 2),
+                    headers,
+                    body.clone().into(),
+                )
+                .await
+            {
                 Ok(f) => match f.await {
                     Ok(ack) => break ack,
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,

@@ -9,7 +9,12 @@ use serde_json::json;
 
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
 
-async fn held_poll(h: &Herald, node: usize, token: &str, query: String) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+async fn held_poll(
+    h: &Herald,
+    node: usize,
+    token: &str,
+    query: String,
+) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
     let url = format!("{}/v1/realtime/poll?{query}", h.edges[node].base_url());
     let token = token.to_owned();
     tokio::spawn(async move {
@@ -35,11 +40,22 @@ async fn rejected_bodies_are_counted_skipped_and_do_not_block() {
     ];
     let mut bad_seqs = Vec::new();
     for b in bad {
-        bad_seqs.push(h.publish_raw(subject, async_nats::HeaderMap::new(), b).await);
+        bad_seqs.push(
+            h.publish_raw(subject, async_nats::HeaderMap::new(), b)
+                .await,
+        );
     }
-    let good = h.publish("acme", "finance", Some("p1"), json!({"eventType": "ok"})).await;
-    let r = h.poll(0, &token, &format!("lastSeq={start}&timeout=5")).await;
-    assert_eq!(r.seqs(), vec![good], "only the valid event, not blocked by the invalid ones before it");
+    let good = h
+        .publish("acme", "finance", Some("p1"), json!({"eventType": "ok"}))
+        .await;
+    let r = h
+        .poll(0, &token, &format!("lastSeq={start}&timeout=5"))
+        .await;
+    assert_eq!(
+        r.seqs(),
+        vec![good],
+        "only the valid event, not blocked by the invalid ones before it"
+    );
     let m = h.metrics(0).await;
     assert_eq!(m["events"]["rejected"], 6, "{m}");
     assert_eq!(m["events"]["rejectedByReason"]["too_large"], 1);
@@ -47,12 +63,17 @@ async fn rejected_bodies_are_counted_skipped_and_do_not_block() {
     assert_eq!(m["events"]["rejectedByReason"]["missing_event_type"], 1);
     let log = h.edges[0].log();
     for seq in bad_seqs {
-        assert!(log.contains(&format!("seq={seq}")), "rejection of seq {seq} not logged");
+        assert!(
+            log.contains(&format!("seq={seq}")),
+            "rejection of seq {seq} not logged"
+        );
     }
     // The same holds for a client reading them back from the stream on a fresh node.
     let mut h = h;
     let fresh = h.add_edge(&[("HERALD_MAX_EVENT_BYTES", "2048")]).await;
-    let r = h.poll(fresh, &token, &format!("lastSeq={start}&timeout=5")).await;
+    let r = h
+        .poll(fresh, &token, &format!("lastSeq={start}&timeout=5"))
+        .await;
     assert_eq!(r.seqs(), vec![good]);
 }
 
@@ -62,26 +83,49 @@ async fn purged_history_and_a_recreated_stream_give_reset() {
     let token = h.token("acme");
     let start = h.poll(0, &token, "timeout=0").await.last_seq();
     for i in 0..5 {
-        h.publish("acme", "finance", None, json!({"eventType": "x", "eventId": i.to_string()})).await;
+        h.publish(
+            "acme",
+            "finance",
+            None,
+            json!({"eventType": "x", "eventId": i.to_string()}),
+        )
+        .await;
     }
     let js = async_nats::jetstream::new(h.nats_client().clone());
-    js.get_stream("HERALD_EVENTS").await.unwrap().purge().await.unwrap();
+    js.get_stream("HERALD_EVENTS")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
 
     // A node that never saw these events can only answer reset.
     let fresh = h.add_edge(&[]).await;
-    let r = h.poll(fresh, &token, &format!("lastSeq={start}&timeout=5")).await;
+    let r = h
+        .poll(fresh, &token, &format!("lastSeq={start}&timeout=5"))
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["reset"]["reason"], "history_gone", "{}", r.body);
     assert!(r.seqs().is_empty());
     let head = r.last_seq();
     assert!(head >= start + 5, "reset carries the current head");
     // Resuming from the reset's cursor works normally.
-    let next = h.publish("acme", "finance", None, json!({"eventType": "after-purge"})).await;
-    let r = h.poll(fresh, &token, &format!("lastSeq={head}&timeout=5")).await;
+    let next = h
+        .publish("acme", "finance", None, json!({"eventType": "after-purge"}))
+        .await;
+    let r = h
+        .poll(fresh, &token, &format!("lastSeq={head}&timeout=5"))
+        .await;
     assert_eq!(r.seqs(), vec![next]);
 
     // A cursor from another stream incarnation.
-    let r = h.poll(0, &token, &format!("lastSeq={head}&epoch=not-this-one&timeout=5")).await;
+    let r = h
+        .poll(
+            0,
+            &token,
+            &format!("lastSeq={head}&epoch=not-this-one&timeout=5"),
+        )
+        .await;
     assert_eq!(r.body["reset"]["reason"], "epoch_changed", "{}", r.body);
     let old_epoch = r.body["epoch"].as_str().unwrap().to_owned();
 
@@ -89,18 +133,40 @@ async fn purged_history_and_a_recreated_stream_give_reset() {
     js.delete_stream("HERALD_EVENTS").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let r = h.poll(0, &token, &format!("lastSeq={head}&epoch={old_epoch}&timeout=1")).await;
+        let r = h
+            .poll(
+                0,
+                &token,
+                &format!("lastSeq={head}&epoch={old_epoch}&timeout=1"),
+            )
+            .await;
         if r.body["reset"]["reason"] == "epoch_changed" {
             assert_ne!(r.body["epoch"], old_epoch.as_str());
             break;
         }
-        assert!(Instant::now() < deadline, "no epoch change seen: {}", r.body);
+        assert!(
+            Instant::now() < deadline,
+            "no epoch change seen: {}",
+            r.body
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Events of the new incarnation flow.
     let r0 = h.poll(0, &token, "timeout=0").await;
-    let seq = h.publish("acme", "finance", None, json!({"eventType": "new-world"})).await;
-    let r = h.poll(0, &token, &format!("lastSeq={}&epoch={}&timeout=5", r0.last_seq(), r0.body["epoch"].as_str().unwrap())).await;
+    let seq = h
+        .publish("acme", "finance", None, json!({"eventType": "new-world"}))
+        .await;
+    let r = h
+        .poll(
+            0,
+            &token,
+            &format!(
+                "lastSeq={}&epoch={}&timeout=5",
+                r0.last_seq(),
+                r0.body["epoch"].as_str().unwrap()
+            ),
+        )
+        .await;
     assert_eq!(r.seqs(), vec![seq], "{}", r.body);
 }
 
@@ -117,7 +183,9 @@ async fn the_waiter_cap_answers_503_with_retry_after() {
     assert!(r.headers.get("retry-after").is_some());
     // Other orgs are not affected, and an answerable poll never counts as a waiter.
     assert_eq!(h.poll(0, &h.token("other"), "timeout=0").await.status, 200);
-    let seq = h.publish("acme", "finance", None, json!({"eventType": "wake"})).await;
+    let seq = h
+        .publish("acme", "finance", None, json!({"eventType": "wake"}))
+        .await;
     for held in [a, b] {
         let (status, body) = held.await.unwrap();
         assert_eq!(status, 200);
@@ -138,11 +206,19 @@ async fn nats_restart_under_held_polls_loses_nothing() {
     let ready = format!("{}/readyz", h.edges[0].base_url());
     let deadline = Instant::now() + Duration::from_secs(15);
     while get_json(&ready, None).await.0 != 503 {
-        assert!(Instant::now() < deadline, "readyz stayed 200 with NATS down");
+        assert!(
+            Instant::now() < deadline,
+            "readyz stayed 200 with NATS down"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Polls are still answered (from memory) while NATS is down.
-    assert_eq!(h.poll(0, &token, &format!("lastSeq={start}&timeout=0")).await.status, 200);
+    assert_eq!(
+        h.poll(0, &token, &format!("lastSeq={start}&timeout=0"))
+            .await
+            .status,
+        200
+    );
 
     h.nats.restart().await;
     // Publish straight away, before the node has necessarily reconnected:
@@ -151,12 +227,25 @@ async fn nats_restart_under_held_polls_loses_nothing() {
     let js = async_nats::jetstream::new(publisher);
     let mut seqs = Vec::new();
     for i in 0..5 {
-        let ack = js.publish(format!("herald.events.acme.finance.p{i}"), json!({"eventType": "x"}).to_string().into()).await;
+        let ack = js
+            .publish(
+                format!("herald.events.acme.finance.p{i}"),
+                json!({"eventType": "x"}).to_string().into(),
+            )
+            .await;
         seqs.push(ack.unwrap().await.unwrap().sequence);
     }
-    let (status, body) = tokio::time::timeout(Duration::from_secs(45), held).await.unwrap().unwrap();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(45), held)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status, 200);
-    let first: Vec<u64> = body["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let first: Vec<u64> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert!(!first.is_empty(), "held poll got nothing: {body}");
     let deadline = Instant::now() + Duration::from_secs(15);
     while get_json(&ready, None).await.0 != 200 {
@@ -166,8 +255,13 @@ async fn nats_restart_under_held_polls_loses_nothing() {
     let mut got = first;
     let mut cursor = body["lastSeq"].as_u64().unwrap();
     while got.len() < seqs.len() {
-        let r = h.poll(0, &token, &format!("lastSeq={cursor}&timeout=10")).await;
-        assert!(!r.seqs().is_empty(), "stalled after NATS restart with {got:?} of {seqs:?}");
+        let r = h
+            .poll(0, &token, &format!("lastSeq={cursor}&timeout=10"))
+            .await;
+        assert!(
+            !r.seqs().is_empty(),
+            "stalled after NATS restart with {got:?} of {seqs:?}"
+        );
         got.extend(r.seqs());
         cursor = r.last_seq();
     }
@@ -184,7 +278,10 @@ async fn sigterm_answers_held_polls_and_exits_within_10s() {
     let t0 = Instant::now();
     h.edges[0].sigterm();
     for p in polls {
-        let (status, body) = tokio::time::timeout(Duration::from_secs(10), p).await.unwrap().unwrap();
+        let (status, body) = tokio::time::timeout(Duration::from_secs(10), p)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["lastSeq"], start, "answered with the cursor");
     }
@@ -193,7 +290,12 @@ async fn sigterm_answers_held_polls_and_exits_within_10s() {
     assert!(t0.elapsed() < Duration::from_secs(10));
 }
 
-async fn futures_join(h: &Herald, token: &str, start: u64, n: usize) -> Vec<tokio::task::JoinHandle<(u16, serde_json::Value)>> {
+async fn futures_join(
+    h: &Herald,
+    token: &str,
+    start: u64,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<(u16, serde_json::Value)>> {
     let mut v = Vec::new();
     for _ in 0..n {
         v.push(held_poll(h, 0, token, format!("lastSeq={start}&timeout=50")).await);
@@ -207,9 +309,20 @@ async fn abandoned_polls_clean_up_and_idle_orgs_are_released() {
     let token = h.token("acme");
     let start = h.poll(0, &token, "timeout=0").await.last_seq();
     // A client that gives up on its held poll.
-    let url = format!("{}/v1/realtime/poll?lastSeq={start}&timeout=30", h.edges[0].base_url());
-    let abandoned = herald_testkit::http::client().get(&url).bearer_auth(&token).timeout(Duration::from_millis(700)).send().await;
-    assert!(abandoned.is_err(), "the poll was held, so the client timed out");
+    let url = format!(
+        "{}/v1/realtime/poll?lastSeq={start}&timeout=30",
+        h.edges[0].base_url()
+    );
+    let abandoned = herald_testkit::http::client()
+        .get(&url)
+        .bearer_auth(&token)
+        .timeout(Duration::from_millis(700))
+        .send()
+        .await;
+    assert!(
+        abandoned.is_err(),
+        "the poll was held, so the client timed out"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = h.metrics(0).await;
@@ -220,8 +333,12 @@ async fn abandoned_polls_clean_up_and_idle_orgs_are_released() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The org comes back on demand, with nothing lost in between.
-    let seq = h.publish("acme", "finance", None, json!({"eventType": "x"})).await;
-    let r = h.poll(0, &token, &format!("lastSeq={start}&timeout=5")).await;
+    let seq = h
+        .publish("acme", "finance", None, json!({"eventType": "x"}))
+        .await;
+    let r = h
+        .poll(0, &token, &format!("lastSeq={start}&timeout=5"))
+        .await;
     assert_eq!(r.seqs(), vec![seq]);
 }
 
@@ -232,7 +349,13 @@ async fn publish_unseen(h: &Herald, subject: &str) -> u64 {
     let mut config = stream.info().await.unwrap().config.clone();
     let republish = config.republish.take();
     js.update_stream(config.clone()).await.unwrap();
-    let seq = h.publish_raw(subject, async_nats::HeaderMap::new(), br#"{"eventType":"unseen"}"#.to_vec()).await;
+    let seq = h
+        .publish_raw(
+            subject,
+            async_nats::HeaderMap::new(),
+            br#"{"eventType":"unseen"}"#.to_vec(),
+        )
+        .await;
     config.republish = republish;
     js.update_stream(config).await.unwrap();
     seq
@@ -247,9 +370,15 @@ async fn live_messages_the_node_never_saw_are_filled_from_the_stream() {
     tokio::time::sleep(Duration::from_secs(3)).await; // past the start-up audits
 
     let unseen = publish_unseen(&h, "herald.events.acme.finance.p1").await;
-    let next = h.publish("acme", "finance", Some("p1"), json!({"eventType": "seen"})).await;
+    let next = h
+        .publish("acme", "finance", Some("p1"), json!({"eventType": "seen"}))
+        .await;
     let (events, _) = h.collect(0, &token, "services=finance", start, 2).await;
-    assert_eq!(herald_testkit::seqs_of(&events), vec![unseen, next], "the missed event first, then the live one");
+    assert_eq!(
+        herald_testkit::seqs_of(&events),
+        vec![unseen, next],
+        "the missed event first, then the live one"
+    );
     assert!(h.metrics(0).await["events"]["gapsFilled"].as_u64().unwrap() >= 1);
 
     // On a quiet org nothing follows the missed event: the audit finds it.
@@ -258,6 +387,8 @@ async fn live_messages_the_node_never_saw_are_filled_from_the_stream() {
     let start = h.poll(quick, &quiet, "timeout=0").await.last_seq();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let lone = publish_unseen(&h, "herald.events.quiet.tasks._").await;
-    let r = h.poll(quick, &quiet, &format!("lastSeq={start}&timeout=10")).await;
+    let r = h
+        .poll(quick, &quiet, &format!("lastSeq={start}&timeout=10"))
+        .await;
     assert_eq!(r.seqs(), vec![lone]);
 }

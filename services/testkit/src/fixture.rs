@@ -45,7 +45,10 @@ pub fn seqs_of(events: &[Value]) -> Vec<u64> {
 impl Polled {
     /// `seq` of every returned event.
     pub fn seqs(&self) -> Vec<u64> {
-        self.events().iter().filter_map(|e| e["seq"].as_u64()).collect()
+        self.events()
+            .iter()
+            .filter_map(|e| e["seq"].as_u64())
+            .collect()
     }
 
     /// The returned events.
@@ -76,7 +79,10 @@ impl Herald {
             edges: Vec::new(),
             client,
             bin: bin.as_ref().to_owned(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for _ in 0..edges {
             herald.add_edge(&[]).await;
@@ -86,7 +92,8 @@ impl Herald {
 
     /// Starts one more edge node (with `extra` on top of the fixture's env).
     pub async fn add_edge(&mut self, extra: &[(&str, &str)]) -> usize {
-        let mut opts = EdgeOptions::new(self.nats.url(), SECRET).with_env("HERALD_METRICS_PUBLIC", "true");
+        let mut opts =
+            EdgeOptions::new(self.nats.url(), SECRET).with_env("HERALD_METRICS_PUBLIC", "true");
         for (k, v) in &self.env {
             opts = opts.with_env(k.clone(), v.clone());
         }
@@ -114,13 +121,20 @@ impl Herald {
 
     /// Publishes `body` to the event subject through JetStream and returns
     /// its sequence. `Nats-Msg-Id` is `<service>:<eventId>` when the body has an `eventId`.
-    pub async fn publish(&self, org: &str, service: &str, property: Option<&str>, body: Value) -> u64 {
+    pub async fn publish(
+        &self,
+        org: &str,
+        service: &str,
+        property: Option<&str>,
+        body: Value,
+    ) -> u64 {
         let mut headers = HeaderMap::new();
         if let Some(id) = body["eventId"].as_str() {
             headers.insert("Nats-Msg-Id", format!("{service}:{id}").as_str());
         }
         let subject = format!("herald.events.{org}.{service}.{}", property.unwrap_or("_"));
-        self.publish_raw(&subject, headers, body.to_string().into_bytes()).await
+        self.publish_raw(&subject, headers, body.to_string().into_bytes())
+            .await
     }
 
     /// Publishes raw bytes with headers through JetStream; returns the sequence.
@@ -139,17 +153,30 @@ impl Herald {
     pub async fn poll(&self, node: usize, token: &str, query: &str) -> Polled {
         let url = format!("{}/v1/realtime/poll?{query}", self.edges[node].base_url());
         let (status, body, headers) = get_json(&url, Some(token)).await;
-        Polled { status, body, headers }
+        Polled {
+            status,
+            body,
+            headers,
+        }
     }
 
     /// Polls node `node` (passing `lastSeq` on from `from`) until `count`
     /// events arrived or a poll comes back empty; returns them and the cursor.
     /// Panics on a non-200 answer or a reset.
-    pub async fn collect(&self, node: usize, token: &str, query: &str, from: u64, count: usize) -> (Vec<Value>, u64) {
+    pub async fn collect(
+        &self,
+        node: usize,
+        token: &str,
+        query: &str,
+        from: u64,
+        count: usize,
+    ) -> (Vec<Value>, u64) {
         let mut events = Vec::new();
         let mut cursor = from;
         while events.len() < count {
-            let r = self.poll(node, token, &format!("{query}&lastSeq={cursor}&timeout=5")).await;
+            let r = self
+                .poll(node, token, &format!("{query}&lastSeq={cursor}&timeout=5"))
+                .await;
             assert_eq!(r.status, 200, "{}", r.body);
             assert!(r.body["reset"].is_null(), "unexpected reset: {}", r.body);
             let got = r.events();

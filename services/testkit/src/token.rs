@@ -33,6 +33,8 @@ impl TokenBuilder {
     }
 
     /// Sets the user id.
+    // Named after the `sub` claim, not `std::ops::Sub`.
+    #[allow(clippy::should_implement_trait)]
     pub fn sub(self, sub: &str) -> TokenBuilder {
         self.claim("sub", json!(sub))
     }
