@@ -9,6 +9,7 @@
 //!   client, the ingestion task with gap detection and filling, and the ring
 //!   of recent events read by cursor.
 //! - [`ingest`]: NATS messages to buffered events or counted rejections.
+//! - [`reader`]: a client's cursor over its org's events, shared by every transport.
 //! - [`auth`], [`filter`]: tokens and what each client may see.
 //! - [`http`], [`poll`], [`publish`]: the HTTP endpoints.
 //! - [`error`], [`metrics`], [`telemetry`]: errors as HTTP answers, counters,
@@ -29,6 +30,7 @@ pub mod node;
 pub mod org;
 pub mod poll;
 pub mod publish;
+pub mod reader;
 pub mod registry;
 pub mod server;
 pub mod telemetry;

@@ -145,6 +145,25 @@ impl Metrics {
         }
     }
 
+    /// Records the delivery of `events` to one client, one histogram update
+    /// per run of same-service events.
+    pub fn record_deliveries(
+        &self,
+        events: &[std::sync::Arc<crate::ingest::StoredEvent>],
+        now_ms: i64,
+    ) {
+        let mut i = 0;
+        while i < events.len() {
+            let service = &events[i].event.service;
+            let run = events[i..]
+                .iter()
+                .take_while(|e| &e.event.service == service)
+                .count();
+            self.record_delivery(service, events[i].stored_ms, now_ms, run as u64);
+            i += run;
+        }
+    }
+
     /// The JSON document of `/v2/realtime/metrics`.
     pub fn to_json(&self, node_id: &str, g: Gauges) -> Value {
         let latency: serde_json::Map<String, Value> = self

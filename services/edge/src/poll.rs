@@ -16,13 +16,13 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::auth::extract_token;
-use crate::buffer::BufferRead;
 use crate::config::MAX_POLL_TIMEOUT;
 use crate::error::ApiError;
 use crate::filter::{split_services, Filter};
 use crate::ingest::{now_ms, StoredEvent};
 use crate::node::Node;
-use crate::org::{read_history, OrgHub};
+use crate::org::OrgHub;
+use crate::reader::{Reader, Step};
 use crate::registry::Registry;
 
 /// Retry-After for a poll refused by the waiter cap.
@@ -145,10 +145,10 @@ impl Drop for PollGuard<'_> {
 }
 
 /// Counts a held poll against its org's waiter cap.
-struct WaiterGuard<'a>(&'a OrgHub);
+struct WaiterGuard(Arc<OrgHub>);
 
-impl<'a> WaiterGuard<'a> {
-    fn try_new(hub: &'a OrgHub, cap: usize) -> Option<Self> {
+impl WaiterGuard {
+    fn try_new(hub: Arc<OrgHub>, cap: usize) -> Option<Self> {
         hub.waiters
             .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
             .ok()
@@ -156,7 +156,7 @@ impl<'a> WaiterGuard<'a> {
     }
 }
 
-impl Drop for WaiterGuard<'_> {
+impl Drop for WaiterGuard {
     fn drop(&mut self) {
         self.0.waiters.fetch_sub(1, Relaxed);
     }
@@ -190,61 +190,26 @@ async fn serve(
     let _counted = PollGuard(&node);
     let lease = Registry::lease(&node, &principal.org)?;
     let deadline = Instant::now() + timeout;
-    let mut changes = lease.watch();
-    let (settled, epoch) = lease.settled();
-    if params.epoch.as_ref().is_some_and(|e| *e != epoch) {
-        return Ok(reset(&node, ResetReason::EpochChanged, settled, epoch));
+    let mut reader = Reader::new(lease, filter, params.last_seq);
+    if reader.check_epoch(params.epoch.as_deref()) {
+        return Ok(reset(&node, ResetReason::EpochChanged, &reader));
     }
-    let mut after = params.last_seq.unwrap_or(settled);
     let mut waiter = None;
     loop {
-        changes.borrow_and_update();
-        let (read, now_epoch) = lease.read(after, &filter, MAX_EVENTS_PER_POLL);
-        if now_epoch != epoch {
-            return Ok(reset(
-                &node,
-                ResetReason::EpochChanged,
-                lease.settled().0,
-                now_epoch,
-            ));
-        }
-        match read {
-            BufferRead::Events { events, cursor } => {
-                return Ok(answer(&node, &events, cursor, epoch))
-            }
-            BufferRead::Behind { floor } => {
-                if node.current_head().is_some_and(|h| after + 1 < h.first_seq) {
-                    return Ok(reset(
-                        &node,
-                        ResetReason::HistoryGone,
-                        lease.settled().0,
-                        epoch,
-                    ));
-                }
-                let (events, scanned) = read_history(
-                    &node,
-                    &lease.org,
-                    after,
-                    floor,
-                    &filter,
-                    MAX_EVENTS_PER_POLL,
-                )
-                .await
-                .map_err(|e| {
-                    tracing::warn!(org = %lease.org, error = %e, "history read failed");
-                    ApiError::Unavailable("the event stream is not reachable".into())
-                })?;
-                if !events.is_empty() || scanned < floor {
-                    return Ok(answer(&node, &events, scanned, epoch));
-                }
-                after = scanned;
-            }
-            BufferRead::Nothing { cursor } => {
+        let step = reader.step(&node, MAX_EVENTS_PER_POLL).await.map_err(|e| {
+            tracing::warn!(org = %reader.lease().org, error = %e, "history read failed");
+            ApiError::Unavailable("the event stream is not reachable".into())
+        })?;
+        match step {
+            Step::Events(events) => return Ok(answer(&node, &events, &reader)),
+            Step::Reset(reason) => return Ok(reset(&node, reason, &reader)),
+            Step::Quiet => {
                 if Instant::now() >= deadline || node.draining.is_cancelled() {
-                    return Ok(answer(&node, &[], cursor, epoch));
+                    return Ok(answer(&node, &[], &reader));
                 }
                 if waiter.is_none() {
-                    waiter = WaiterGuard::try_new(&lease, node.config.max_waiters_per_org);
+                    waiter =
+                        WaiterGuard::try_new(reader.lease().hub(), node.config.max_waiters_per_org);
                     if waiter.is_none() {
                         node.metrics.waiter_cap_hits.fetch_add(1, Relaxed);
                         return Err(ApiError::Overloaded {
@@ -254,9 +219,9 @@ async fn serve(
                     }
                 }
                 tokio::select! {
-                    changed = changes.changed() => {
-                        if changed.is_err() {
-                            return Ok(answer(&node, &[], cursor, epoch));
+                    changed = reader.changed() => {
+                        if !changed {
+                            return Ok(answer(&node, &[], &reader));
                         }
                     }
                     _ = tokio::time::sleep_until(deadline) => {}
@@ -267,35 +232,23 @@ async fn serve(
     }
 }
 
-fn answer(node: &Node, events: &[Arc<StoredEvent>], cursor: u64, epoch: String) -> Response {
-    let now = now_ms();
-    let mut i = 0;
-    // One metrics update per run of same-service events.
-    while i < events.len() {
-        let service = &events[i].event.service;
-        let run = events[i..]
-            .iter()
-            .take_while(|e| &e.event.service == service)
-            .count();
-        node.metrics
-            .record_delivery(service, events[i].stored_ms, now, run as u64);
-        i += run;
-    }
+fn answer(node: &Node, events: &[Arc<StoredEvent>], reader: &Reader) -> Response {
+    node.metrics.record_deliveries(events, now_ms());
     let body: PollResponse<&RawValue> = PollResponse {
         events: events.iter().map(|e| &*e.json).collect(),
-        last_seq: cursor,
-        epoch,
+        last_seq: reader.cursor(),
+        epoch: reader.epoch().to_owned(),
         reset: None,
     };
     json_response(&body)
 }
 
-fn reset(node: &Node, reason: ResetReason, head: u64, epoch: String) -> Response {
+fn reset(node: &Node, reason: ResetReason, reader: &Reader) -> Response {
     node.metrics.resets.fetch_add(1, Relaxed);
     let body: PollResponse<&RawValue> = PollResponse {
         events: vec![],
-        last_seq: head,
-        epoch,
+        last_seq: reader.cursor(),
+        epoch: reader.epoch().to_owned(),
         reset: Some(Reset { reason }),
     };
     json_response(&body)

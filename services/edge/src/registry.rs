@@ -44,6 +44,13 @@ impl Deref for Lease {
     }
 }
 
+impl Lease {
+    /// The leased hub, to keep beyond a borrow.
+    pub fn hub(&self) -> Arc<OrgHub> {
+        Arc::clone(&self.hub)
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         self.hub.last_used_ms.store(self.node.uptime_ms(), Relaxed);

@@ -1,0 +1,144 @@
+//! A client's position in its org's events, shared by long-poll, WebSocket
+//! and SSE: reads after the cursor from the org buffer, or from the stream
+//! when the buffer no longer reaches back that far, and says when the client
+//! must reset.
+
+use std::sync::Arc;
+
+use herald_proto::ResetReason;
+use tokio::sync::watch;
+
+use crate::buffer::BufferRead;
+use crate::filter::Filter;
+use crate::ingest::StoredEvent;
+use crate::jetstream::StreamError;
+use crate::node::Node;
+use crate::org::read_history;
+use crate::registry::Lease;
+
+/// What one read found.
+#[derive(Debug)]
+pub enum Step {
+    /// Matching events in order; the cursor moved to the last one (or further).
+    Events(Vec<Arc<StoredEvent>>),
+    /// The client must refetch its state; the cursor moved to the current head.
+    Reset(ResetReason),
+    /// Nothing matching now; the cursor moved to the quiet cursor.
+    Quiet,
+}
+
+/// A cursor into one org's events with a filter.
+pub struct Reader {
+    lease: Lease,
+    filter: Filter,
+    cursor: u64,
+    epoch: String,
+    changes: watch::Receiver<u64>,
+}
+
+impl Reader {
+    /// Starts after `last_seq` (default: the node's settled point). With an
+    /// `epoch` other than the current one, the first step is a reset.
+    pub fn new(lease: Lease, filter: Filter, last_seq: Option<u64>) -> Self {
+        let changes = lease.watch();
+        let (settled, epoch) = lease.settled();
+        Self {
+            cursor: last_seq.unwrap_or(settled),
+            epoch,
+            filter,
+            lease,
+            changes,
+        }
+    }
+
+    /// True when `epoch` (from the client) names another stream incarnation;
+    /// the cursor then moves to the current head.
+    pub fn check_epoch(&mut self, epoch: Option<&str>) -> bool {
+        match epoch {
+            Some(e) if e != self.epoch => {
+                self.cursor = self.lease.settled().0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Resume point: the client has every matching event up to here.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The stream incarnation the cursor belongs to.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The org's hub.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The current filter.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Changes what is delivered from now on.
+    pub fn set_filter(&mut self, filter: Filter) {
+        self.filter = filter;
+    }
+
+    /// Reads what is there now, at most `limit` events; never waits for new ones.
+    pub async fn step(&mut self, node: &Node, limit: usize) -> Result<Step, StreamError> {
+        loop {
+            self.changes.borrow_and_update();
+            let (read, epoch) = self.lease.read(self.cursor, &self.filter, limit);
+            if epoch != self.epoch {
+                self.epoch = epoch;
+                self.cursor = self.lease.settled().0;
+                return Ok(Step::Reset(ResetReason::EpochChanged));
+            }
+            match read {
+                BufferRead::Events { events, cursor } => {
+                    self.cursor = cursor;
+                    return Ok(Step::Events(events));
+                }
+                BufferRead::Nothing { cursor } => {
+                    self.cursor = cursor;
+                    return Ok(Step::Quiet);
+                }
+                BufferRead::Behind { floor } => {
+                    if node
+                        .current_head()
+                        .is_some_and(|h| self.cursor + 1 < h.first_seq)
+                    {
+                        self.cursor = self.lease.settled().0;
+                        return Ok(Step::Reset(ResetReason::HistoryGone));
+                    }
+                    let (events, scanned) = read_history(
+                        node,
+                        &self.lease.org,
+                        self.cursor,
+                        floor,
+                        &self.filter,
+                        limit,
+                    )
+                    .await?;
+                    self.cursor = scanned;
+                    if !events.is_empty() {
+                        return Ok(Step::Events(events));
+                    }
+                    if scanned < floor {
+                        return Ok(Step::Quiet);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the org has new settled events; false when the org's state
+    /// was released.
+    pub async fn changed(&mut self) -> bool {
+        self.changes.changed().await.is_ok()
+    }
+}
