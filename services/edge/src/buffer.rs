@@ -58,6 +58,11 @@ impl OrgBuffer {
         self.settled
     }
 
+    /// The ring holds every event of the org above this sequence.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
     /// Events held.
     pub fn len(&self) -> usize {
         self.events.len()
@@ -158,7 +163,7 @@ mod tests {
             &p,
             services.map(|s| s.iter().map(|x| x.to_string()).collect()),
             None,
-            &[],
+            Default::default(),
         )
         .unwrap()
     }

@@ -112,6 +112,31 @@ pub struct Config {
     #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER", default_value_t = 50)]
     pub max_connections_per_user: usize,
 
+    /// Largest frame a stream client may send, in bytes.
+    #[arg(long, env = "HERALD_MAX_FRAME_BYTES", default_value_t = 65_536)]
+    pub max_frame_bytes: usize,
+
+    /// Services dropped first for a quarantined (slow) stream connection, comma-separated.
+    #[arg(
+        long,
+        env = "HERALD_LOW_TIER_SERVICES",
+        value_delimiter = ',',
+        default_value = "analytics,dashboard"
+    )]
+    pub low_tier_services: Vec<String>,
+
+    /// How long a slow connection stays quarantined.
+    #[arg(long, env = "HERALD_QUARANTINE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub quarantine: Duration,
+
+    /// A stream write blocked this long while the connection is behind its buffer closes it with 4008.
+    #[arg(long, env = "HERALD_SLOW_CLIENT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub slow_client_timeout: Duration,
+
+    /// Interval of SSE keep-alive comments.
+    #[arg(long, env = "HERALD_SSE_KEEPALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub sse_keepalive: Duration,
+
     /// How often each active org is checked against the stream for missed
     /// events and to advance quiet cursors.
     #[arg(long, env = "HERALD_AUDIT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -195,11 +220,17 @@ impl Config {
         if self.max_event_bytes == 0 {
             return bad("HERALD_MAX_EVENT_BYTES must be at least 1");
         }
+        if self.max_frame_bytes < 1024 {
+            return bad("HERALD_MAX_FRAME_BYTES must be at least 1024");
+        }
         for d in [
             self.audit_interval,
             self.head_interval,
             self.ping_interval,
             self.handshake_timeout,
+            self.quarantine,
+            self.slow_client_timeout,
+            self.sse_keepalive,
         ] {
             if d.is_zero() {
                 return bad("intervals and timeouts must be above zero");

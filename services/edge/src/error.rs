@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 413: the body is too large.
     #[error("{0}")]
     TooLarge(String),
+    /// 429 with `Retry-After`: too many connections.
+    #[error("{0}")]
+    TooMany(String),
     /// 503 with `Retry-After`: a limit was reached.
     #[error("{message}")]
     Overloaded {
@@ -49,6 +52,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -62,6 +66,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::TooLarge(_) => "too_large",
+            Self::TooMany(_) => "too_many_connections",
             Self::Overloaded { .. } => "overloaded",
             Self::Unavailable(_) => "unavailable",
             Self::Internal => "internal",
@@ -71,6 +76,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<u32> {
         match self {
             Self::Overloaded { retry_after, .. } => Some(*retry_after),
+            Self::TooMany(_) => Some(5),
             Self::Unavailable(_) => Some(2),
             _ => None,
         }

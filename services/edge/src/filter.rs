@@ -3,6 +3,7 @@
 //! events. Built from request parameters and checked against the token.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -23,7 +24,7 @@ pub struct Filter {
     /// Properties the token allows; `None` = all.
     allowed_props: Option<HashSet<String>>,
     /// Services switched off by the kill switch.
-    disabled: HashSet<String>,
+    disabled: Arc<HashSet<String>>,
 }
 
 impl Filter {
@@ -33,7 +34,7 @@ impl Filter {
         principal: &Principal,
         services: Option<Vec<String>>,
         property: Option<String>,
-        disabled: &[String],
+        disabled: Arc<HashSet<String>>,
     ) -> Result<Self, ApiError> {
         let services = match services {
             Some(list) => {
@@ -74,7 +75,28 @@ impl Filter {
             allowed_services: principal.svcs.clone(),
             property,
             allowed_props: principal.props.clone(),
-            disabled: disabled.iter().cloned().collect(),
+            disabled,
+        })
+    }
+
+    /// Takes the kill switch's current list of disabled services.
+    pub fn set_disabled(&mut self, disabled: Arc<HashSet<String>>) {
+        if !Arc::ptr_eq(&self.disabled, &disabled) {
+            self.disabled = disabled;
+        }
+    }
+
+    /// The property asked for.
+    pub fn property(&self) -> Option<&str> {
+        self.property.as_deref()
+    }
+
+    /// The services asked for (`None` = all the token allows), sorted.
+    pub fn services(&self) -> Option<Vec<String>> {
+        self.services.as_ref().map(|s| {
+            let mut v: Vec<String> = s.iter().cloned().collect();
+            v.sort();
+            v
         })
     }
 
@@ -151,7 +173,7 @@ mod tests {
             &principal(None, None),
             Some(vec!["finance".into()]),
             Some("p1".into()),
-            &[],
+            Default::default(),
         )
         .unwrap();
         assert!(f.matches(&event("finance", Some("p1"))));
@@ -163,31 +185,37 @@ mod tests {
     #[test]
     fn token_claims_limit_what_is_seen_and_asked() {
         let p = principal(Some(&["p1"]), Some(&["finance", "guest"]));
-        let all = Filter::new(&p, None, None, &[]).unwrap();
+        let all = Filter::new(&p, None, None, Default::default()).unwrap();
         assert!(all.matches(&event("guest", Some("p1"))));
         assert!(!all.matches(&event("guest", Some("p2"))));
         assert!(!all.matches(&event("tasks", None)));
         assert!(matches!(
-            Filter::new(&p, Some(vec!["tasks".into()]), None, &[]),
+            Filter::new(&p, Some(vec!["tasks".into()]), None, Default::default()),
             Err(ApiError::Forbidden(_))
         ));
         assert!(matches!(
-            Filter::new(&p, None, Some("p2".into()), &[]),
+            Filter::new(&p, None, Some("p2".into()), Default::default()),
             Err(ApiError::Forbidden(_))
         ));
         assert!(matches!(
-            Filter::new(&p, Some(vec!["bad name".into()]), None, &[]),
+            Filter::new(&p, Some(vec!["bad name".into()]), None, Default::default()),
             Err(ApiError::BadParameter(_))
         ));
         assert!(matches!(
-            Filter::new(&p, Some(vec![]), None, &[]),
+            Filter::new(&p, Some(vec![]), None, Default::default()),
             Err(ApiError::BadParameter(_))
         ));
     }
 
     #[test]
     fn kill_switch_hides_services() {
-        let f = Filter::new(&principal(None, None), None, None, &["analytics".into()]).unwrap();
+        let f = Filter::new(
+            &principal(None, None),
+            None,
+            None,
+            Arc::new(["analytics".to_owned()].into()),
+        )
+        .unwrap();
         assert!(!f.matches(&event("analytics", None)));
         assert!(f.matches(&event("finance", None)));
     }

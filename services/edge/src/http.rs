@@ -13,7 +13,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::{extract_token, Role};
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::{poll, publish};
+use crate::{control, poll, publish, sse, ws};
 
 /// Builds the node's router.
 pub fn router(node: Arc<Node>) -> Router {
@@ -25,6 +25,17 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(
             "/v1/{service}/realtime/subscribe",
             get(poll::subscribe_alias),
+        )
+        .route("/v2/realtime/stream", get(ws::stream))
+        .route("/v2/realtime/sse", get(sse::sse))
+        .route(
+            "/v2/realtime/update-services",
+            post(control::update_services),
+        )
+        .route("/v2/realtime/disconnect", post(control::disconnect))
+        .route(
+            "/v2/realtime/switches",
+            get(control::get_switches).put(control::put_switches),
         )
         .route("/v2/realtime/publish", post(publish::publish))
         .route("/v2/realtime/metrics", get(metrics_json))
@@ -41,7 +52,7 @@ pub fn router(node: Arc<Node>) -> Router {
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST])
+                .allow_methods([Method::GET, Method::POST, Method::PUT])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
                 .allow_credentials(true),
         );

@@ -1,5 +1,5 @@
 //! Herald edge node: delivers events from NATS JetStream to clients over
-//! long-poll (and, in later modules, WebSocket and SSE), resumable on any node.
+//! long-poll, WebSocket and SSE, resumable on any node.
 //!
 //! - [`config`]: settings from flags and environment, validated up front.
 //! - [`server`]: `run(listener, config, shutdown)`, the entry point.
@@ -11,13 +11,17 @@
 //! - [`ingest`]: NATS messages to buffered events or counted rejections.
 //! - [`reader`]: a client's cursor over its org's events, shared by every transport.
 //! - [`auth`], [`filter`]: tokens and what each client may see.
-//! - [`http`], [`poll`], [`publish`]: the HTTP endpoints.
+//! - [`http`], [`poll`], [`ws`], [`sse`], [`publish`]: the endpoints.
+//! - [`connections`], [`control`], [`switches`]: open streams and their
+//!   limits, control across nodes over NATS, kill switches.
 //! - [`error`], [`metrics`], [`telemetry`]: errors as HTTP answers, counters,
 //!   logs and traces.
 
 pub mod auth;
 pub mod buffer;
 pub mod config;
+pub mod connections;
+pub mod control;
 pub mod error;
 pub mod filter;
 pub mod head;
@@ -33,7 +37,10 @@ pub mod publish;
 pub mod reader;
 pub mod registry;
 pub mod server;
+pub mod sse;
+pub mod switches;
 pub mod telemetry;
+pub mod ws;
 
 pub use config::Config;
 pub use server::{run, RunError};

@@ -9,9 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
 use crate::config::Config;
+use crate::connections::Connections;
 use crate::jetstream::{EventStream, StreamHead};
 use crate::metrics::{Gauges, Metrics};
 use crate::registry::Registry;
+use crate::switches::Switches;
 
 /// Shared state of a running node.
 pub struct Node {
@@ -39,6 +41,10 @@ pub struct Node {
     pub draining: CancellationToken,
     /// Polls in progress.
     pub polls: AtomicU64,
+    /// Open WebSocket and SSE connections.
+    pub connections: Arc<Connections>,
+    /// Kill switches.
+    pub switches: Switches,
 }
 
 impl Node {
@@ -49,6 +55,8 @@ impl Node {
         client: async_nats::Client,
         verifier: Verifier,
     ) -> Arc<Self> {
+        let (config_disabled, config_disabled_services) =
+            (config.disabled, config.disabled_services.clone());
         let stream = EventStream::new(
             client.clone(),
             &config.stream,
@@ -79,6 +87,8 @@ impl Node {
             started: Instant::now(),
             draining: CancellationToken::new(),
             polls: AtomicU64::new(0),
+            connections: Arc::new(Connections::default()),
+            switches: Switches::new(config_disabled, &config_disabled_services),
         })
     }
 
@@ -119,15 +129,16 @@ impl Node {
     /// Gauges for the metrics endpoints.
     pub fn gauges(&self) -> Gauges {
         let o = self.orgs.stats();
+        let (websocket, sse) = self.connections.counts();
         Gauges {
-            websocket: 0,
-            sse: 0,
+            websocket,
+            sse,
             longpoll: self.polls.load(Relaxed),
             orgs_total: o.total,
             orgs_active: o.active,
             buffered_events: o.buffered,
             waiters: o.waiters,
-            quarantined: 0,
+            quarantined: self.connections.quarantined.load(Relaxed),
         }
     }
 }

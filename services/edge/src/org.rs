@@ -97,6 +97,11 @@ impl OrgHub {
         (s.buffer.settled(), s.epoch.clone())
     }
 
+    /// Sequence above which the buffer holds every event of the org.
+    pub fn floor(&self) -> u64 {
+        self.state().buffer.floor()
+    }
+
     /// Events buffered.
     pub fn buffered(&self) -> usize {
         self.state().buffer.len()

@@ -72,7 +72,7 @@ impl PollParams {
 }
 
 /// `key=value` pairs of a query string, percent-decoded.
-fn form_pairs(query: &str) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|s| !s.is_empty())
@@ -182,7 +182,7 @@ async fn serve(
         &principal,
         params.services,
         params.property,
-        &node.config.disabled_services,
+        node.switches.disabled_services(),
     )?;
     let timeout = params.timeout.unwrap_or(node.config.poll_timeout);
 

@@ -90,6 +90,7 @@ impl Reader {
 
     /// Reads what is there now, at most `limit` events; never waits for new ones.
     pub async fn step(&mut self, node: &Node, limit: usize) -> Result<Step, StreamError> {
+        self.filter.set_disabled(node.switches.disabled_services());
         loop {
             self.changes.borrow_and_update();
             let (read, epoch) = self.lease.read(self.cursor, &self.filter, limit);

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
 use crate::node::Node;
-use crate::{head, http, nats};
+use crate::{control, head, http, nats, switches};
 
 /// Longest pause between looks for idle orgs.
 const EVICT_EVERY_MAX: Duration = Duration::from_secs(5);
@@ -50,6 +50,8 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "stream not reachable yet; will keep trying"),
     }
     tokio::spawn(head::sample(Arc::clone(&node)));
+    tokio::spawn(control::follow(Arc::clone(&node)));
+    tokio::spawn(switches::follow(Arc::clone(&node)));
     let n = Arc::clone(&node);
     tokio::spawn(async move {
         while let Some(signal) = losses.recv().await {

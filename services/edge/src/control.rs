@@ -1,0 +1,263 @@
+//! Control across nodes. A request to any node publishes a control message on
+//! `herald.control.<org>`; every node subscribes to `herald.control.*` and
+//! applies it to the matching connections it holds. Used by
+//! `POST /v2/realtime/update-services` (change a user's subscriptions in
+//! place), `POST /v2/realtime/disconnect` (close a user's or an org's
+//! connections, for logout and permission changes) and the kill switch
+//! endpoints `GET`/`PUT /v2/realtime/switches`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{extract_token, Principal, Role};
+use crate::connections::Control;
+use crate::error::ApiError;
+use crate::filter::Filter;
+use crate::node::Node;
+use crate::switches::{self, SwitchState};
+
+/// Subject prefix of control messages.
+pub const CONTROL_PREFIX: &str = "herald.control";
+/// Close code for connections closed by an admin disconnect.
+pub const CLOSE_DISCONNECTED: u16 = 4001;
+
+/// A control message on `herald.control.<org>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ControlMessage {
+    /// Change the subscription of every connection of `user`.
+    #[serde(rename_all = "camelCase")]
+    Update {
+        /// The user (`sub`).
+        user: String,
+        /// New services.
+        services: Vec<String>,
+        /// New property filter.
+        property_id: Option<String>,
+    },
+    /// Close the connections of `user`, or of the whole org.
+    #[serde(rename_all = "camelCase")]
+    Disconnect {
+        /// The user, or `None` for everyone in the org.
+        user: Option<String>,
+        /// Close code.
+        code: u16,
+        /// Reason sent with the close.
+        reason: String,
+    },
+}
+
+/// Applies control messages from every node until the node drains.
+pub async fn follow(node: Arc<Node>) {
+    let mut sub = loop {
+        match node.client.subscribe(format!("{CONTROL_PREFIX}.*")).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to control messages; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => match m { Some(m) => m, None => break },
+            _ = node.draining.cancelled() => break,
+        };
+        let Some(org) = msg
+            .subject
+            .as_str()
+            .strip_prefix(CONTROL_PREFIX)
+            .and_then(|s| s.strip_prefix('.'))
+        else {
+            continue;
+        };
+        let parsed: ControlMessage = match serde_json::from_slice(&msg.payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%org, error = %e, "ignoring malformed control message");
+                continue;
+            }
+        };
+        let reached = match parsed {
+            ControlMessage::Update {
+                user,
+                services,
+                property_id,
+            } => node.connections.dispatch(
+                org,
+                Some(&user),
+                &Control::Update {
+                    services,
+                    property: property_id,
+                },
+            ),
+            ControlMessage::Disconnect { user, code, reason } => {
+                node.connections
+                    .dispatch(org, user.as_deref(), &Control::Close { code, reason })
+            }
+        };
+        tracing::debug!(%org, reached, "control message applied");
+    }
+}
+
+async fn send(node: &Node, org: &str, message: &ControlMessage) -> Result<(), ApiError> {
+    let payload = serde_json::to_vec(message).map_err(|_| ApiError::Internal)?;
+    node.client
+        .publish(format!("{CONTROL_PREFIX}.{org}"), payload.into())
+        .await
+        .map_err(|_| ApiError::Unavailable("NATS is not reachable".into()))?;
+    node.client
+        .flush()
+        .await
+        .map_err(|_| ApiError::Unavailable("NATS is not reachable".into()))
+}
+
+fn principal(node: &Node, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    node.verifier.verify(extract_token(headers, None)?)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadParameter(format!("invalid body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateServices {
+    services: Vec<String>,
+    #[serde(default)]
+    property_id: Option<String>,
+}
+
+/// `POST /v2/realtime/update-services`: the caller's own connections, on every node.
+pub async fn update_services(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let who = principal(&node, &headers)?;
+    if who.org == "*" {
+        return Err(ApiError::Forbidden(
+            "a cross-org token has no connections".into(),
+        ));
+    }
+    let req: UpdateServices = parse(&body)?;
+    // Checked here so the caller learns of a forbidden change; every
+    // connection checks again against its own token.
+    Filter::new(
+        &who,
+        Some(req.services.clone()),
+        req.property_id.clone(),
+        Default::default(),
+    )?;
+    let message = ControlMessage::Update {
+        user: who.user.clone(),
+        services: req.services,
+        property_id: req.property_id,
+    };
+    send(&node, &who.org, &message).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": true}))))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Disconnect {
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    org_id: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /v2/realtime/disconnect` (role `admin`): closes a user's
+/// connections, or every connection of the org, on every node, with 4001.
+pub async fn disconnect(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let who = principal(&node, &headers)?;
+    if who.role != Some(Role::Admin) {
+        return Err(ApiError::Forbidden(
+            "disconnecting needs the admin role".into(),
+        ));
+    }
+    let req: Disconnect = parse(&body)?;
+    let org = match (who.org.as_str(), req.org_id.as_deref()) {
+        ("*", Some(org)) => org.to_owned(),
+        ("*", None) => {
+            return Err(ApiError::BadParameter(
+                "orgId is required with a cross-org token".into(),
+            ))
+        }
+        (own, Some(other)) if own != other => {
+            return Err(ApiError::Forbidden(
+                "orgId differs from the token's org".into(),
+            ))
+        }
+        (own, _) => own.to_owned(),
+    };
+    herald_proto::subject::check_token("orgId", &org)
+        .map_err(|e| ApiError::BadParameter(e.to_string()))?;
+    let reason = req
+        .reason
+        .unwrap_or_else(|| "disconnected by an administrator".into());
+    let message = ControlMessage::Disconnect {
+        user: req.user_id,
+        code: CLOSE_DISCONNECTED,
+        reason,
+    };
+    send(&node, &org, &message).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": true}))))
+}
+
+/// `GET /v2/realtime/switches` (role `admin`): this node's effective switches.
+pub async fn get_switches(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = principal(&node, &headers)?;
+    if who.role != Some(Role::Admin) {
+        return Err(ApiError::Forbidden("switches need the admin role".into()));
+    }
+    let mut services: Vec<String> = node.switches.disabled_services().iter().cloned().collect();
+    services.sort();
+    Ok(Json(json!({
+        "disabled": node.switches.disabled(),
+        "disabledServices": services,
+        "cluster": node.switches.runtime(),
+    })))
+}
+
+/// `PUT /v2/realtime/switches` (role `admin` with `org: "*"`): sets the
+/// cluster-wide switches; every node applies them within a second or two.
+pub async fn put_switches(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<SwitchState>, ApiError> {
+    let who = principal(&node, &headers)?;
+    if who.role != Some(Role::Admin) || who.org != "*" {
+        return Err(ApiError::Forbidden(
+            "cluster switches need an admin token with org '*'".into(),
+        ));
+    }
+    let state: SwitchState = parse(&body)?;
+    for s in &state.disabled_services {
+        herald_proto::subject::check_token("service", s)
+            .map_err(|e| ApiError::BadParameter(e.to_string()))?;
+    }
+    switches::store(&node, &state).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot store switches");
+        ApiError::Unavailable("cannot store the switches in NATS".into())
+    })?;
+    Ok(Json(state))
+}

@@ -1,0 +1,172 @@
+//! Kill switches. `HERALD_DISABLED` and `HERALD_DISABLED_SERVICES` set them
+//! for one node at start; an operator flips them for the whole cluster at
+//! runtime through `PUT /v2/realtime/switches`, which stores them in the NATS
+//! key-value bucket `HERALD_SWITCHES`. Every node reads the bucket every
+//! `HERALD_HEAD_INTERVAL`; a switch is on when either source turns it on.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+use async_nats::jetstream::{self, kv};
+use serde::{Deserialize, Serialize};
+
+use crate::connections::Control;
+use crate::node::Node;
+
+/// Bucket holding the cluster-wide switches.
+pub const BUCKET: &str = "HERALD_SWITCHES";
+/// Key of the switches document.
+const KEY: &str = "switches";
+/// Close code of a stream refused or closed by the kill switch.
+pub const CLOSE_DISABLED: u16 = 4503;
+
+/// The switches as stored and as answered by the admin endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchState {
+    /// Refuse realtime streams.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Services not delivered.
+    #[serde(default)]
+    pub disabled_services: Vec<String>,
+}
+
+/// This node's effective switches.
+pub struct Switches {
+    env_disabled: bool,
+    env_services: Vec<String>,
+    disabled: AtomicBool,
+    services: RwLock<Arc<HashSet<String>>>,
+    runtime: RwLock<SwitchState>,
+}
+
+impl Switches {
+    /// Switches from the node's configuration.
+    pub fn new(disabled: bool, services: &[String]) -> Self {
+        Self {
+            env_disabled: disabled,
+            env_services: services.to_vec(),
+            disabled: AtomicBool::new(disabled),
+            services: RwLock::new(Arc::new(services.iter().cloned().collect())),
+            runtime: RwLock::new(SwitchState::default()),
+        }
+    }
+
+    /// Realtime streams refused.
+    pub fn disabled(&self) -> bool {
+        self.disabled.load(Relaxed)
+    }
+
+    /// Services not delivered.
+    pub fn disabled_services(&self) -> Arc<HashSet<String>> {
+        Arc::clone(&self.services.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The cluster-wide (runtime) part.
+    pub fn runtime(&self) -> SwitchState {
+        self.runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies a runtime state; true when streams just got disabled.
+    fn apply(&self, state: SwitchState) -> bool {
+        let was = self.disabled();
+        let now = self.env_disabled || state.disabled;
+        self.disabled.store(now, Relaxed);
+        let services: HashSet<String> = self
+            .env_services
+            .iter()
+            .chain(&state.disabled_services)
+            .cloned()
+            .collect();
+        *self.services.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(services);
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = state;
+        now && !was
+    }
+}
+
+/// Stores a new cluster-wide state.
+pub async fn store(node: &Node, state: &SwitchState) -> Result<(), String> {
+    let js = jetstream::new(node.client.clone());
+    let store = match js.get_key_value(BUCKET).await {
+        Ok(s) => s,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: BUCKET.into(),
+                history: 1,
+                num_replicas: node.config.stream_replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    store
+        .put(KEY, bytes.into())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Reads the bucket until the node drains, applying what it finds.
+pub async fn follow(node: Arc<Node>) {
+    let js = jetstream::new(node.client.clone());
+    let mut store = None;
+    loop {
+        if store.is_none() {
+            store = js.get_key_value(BUCKET).await.ok();
+        }
+        if let Some(s) = &store {
+            match s.get(KEY).await {
+                Ok(value) => {
+                    let state = value
+                        .and_then(|v| serde_json::from_slice::<SwitchState>(&v).ok())
+                        .unwrap_or_default();
+                    if state != node.switches.runtime() {
+                        tracing::warn!(?state, "kill switches changed");
+                        if node.switches.apply(state) {
+                            let close = Control::Close {
+                                code: CLOSE_DISABLED,
+                                reason: "realtime disabled".into(),
+                            };
+                            node.connections.broadcast(&close);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot read kill switches"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(node.config.head_interval) => {}
+            _ = node.draining.cancelled() => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn either_source_turns_a_switch_on() {
+        let s = Switches::new(false, &["analytics".into()]);
+        assert!(!s.disabled());
+        assert!(s.apply(SwitchState {
+            disabled: true,
+            disabled_services: vec!["tasks".into()]
+        }));
+        assert!(s.disabled());
+        assert!(
+            s.disabled_services().contains("analytics") && s.disabled_services().contains("tasks")
+        );
+        assert!(!s.apply(SwitchState::default()));
+        assert!(!s.disabled());
+        let env = Switches::new(true, &[]);
+        env.apply(SwitchState::default());
+        assert!(env.disabled(), "the environment's switch stays on");
+    }
+}
