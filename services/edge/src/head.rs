@@ -11,7 +11,7 @@ pub async fn sample(node: Arc<Node>) {
     let mut failing = false;
     let mut warned_republish = false;
     loop {
-        match node.stream.head().await {
+        match node.fresh_head().await {
             Ok(head) => {
                 if failing {
                     tracing::info!(stream = %node.stream.name(), "stream reachable again");
@@ -24,7 +24,6 @@ pub async fn sample(node: Arc<Node>) {
                     );
                     warned_republish = true;
                 }
-                node.set_head(head);
             }
             Err(e) => {
                 if !failing {

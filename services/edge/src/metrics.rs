@@ -111,6 +111,8 @@ pub struct Metrics {
     pub waiter_cap_hits: AtomicU64,
     /// Resets sent to clients.
     pub resets: AtomicU64,
+    /// Stream connections closed as slow consumers (4008).
+    pub slow_closes: AtomicU64,
     latency: Mutex<BTreeMap<String, Histogram>>,
 }
 
@@ -201,6 +203,7 @@ impl Metrics {
             "buffers": {"total_size": g.buffered_events},
             "waiters": g.waiters,
             "waiterCapHits": self.waiter_cap_hits.load(Relaxed),
+            "slowConsumerCloses": self.slow_closes.load(Relaxed),
             "quarantined": g.quarantined,
             "latencyMs": latency,
         })
@@ -295,6 +298,12 @@ impl Metrics {
             "counter",
             "History reads from the stream.",
             &[(String::new(), n(self.history_reads.load(Relaxed)))],
+        );
+        line(
+            "herald_slow_consumer_closes_total",
+            "counter",
+            "Stream connections closed as slow consumers.",
+            &[(String::new(), n(self.slow_closes.load(Relaxed)))],
         );
         line(
             "herald_resets_total",

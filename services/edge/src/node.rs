@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::connections::Connections;
-use crate::jetstream::{EventStream, StreamHead};
+use crate::jetstream::{EventStream, StreamError, StreamHead};
 use crate::metrics::{Gauges, Metrics};
 use crate::registry::Registry;
 use crate::switches::Switches;
@@ -45,6 +45,8 @@ pub struct Node {
     pub connections: Arc<Connections>,
     /// Kill switches.
     pub switches: Switches,
+    /// When the last head request started, and what it found (single-flight).
+    head_sample: tokio::sync::Mutex<Option<(Instant, StreamHead)>>,
 }
 
 impl Node {
@@ -89,6 +91,7 @@ impl Node {
             polls: AtomicU64::new(0),
             connections: Arc::new(Connections::default()),
             switches: Switches::new(config_disabled, &config_disabled_services),
+            head_sample: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -108,6 +111,23 @@ impl Node {
                 true
             }
         });
+    }
+
+    /// A head sampled after this call began: covers every event stored
+    /// before it. Concurrent callers share one request.
+    pub async fn fresh_head(&self) -> Result<StreamHead, StreamError> {
+        let asked = Instant::now();
+        let mut last = self.head_sample.lock().await;
+        if let Some((started, head)) = &*last {
+            if *started >= asked {
+                return Ok(head.clone());
+            }
+        }
+        let started = Instant::now();
+        let head = self.stream.head().await?;
+        *last = Some((started, head.clone()));
+        self.set_head(head.clone());
+        Ok(head)
     }
 
     /// The latest head sample.

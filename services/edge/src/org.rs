@@ -59,6 +59,7 @@ pub struct OrgHub {
     /// When it was last used, node uptime in ms.
     pub last_used_ms: AtomicU64,
     loss: Notify,
+    subscribed: watch::Sender<bool>,
     /// Stops the ingestion task.
     pub cancel: CancellationToken,
 }
@@ -77,6 +78,7 @@ impl OrgHub {
             users: AtomicUsize::new(0),
             last_used_ms: AtomicU64::new(0),
             loss: Notify::new(),
+            subscribed: watch::channel(false).0,
             cancel: CancellationToken::new(),
         })
     }
@@ -110,6 +112,13 @@ impl OrgHub {
     /// A receiver that changes whenever new events are settled.
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.settled.subscribe()
+    }
+
+    /// Waits (at most `max`) until the org's live subscription was sent to
+    /// NATS, so that a first client rarely depends on the start-up audits.
+    pub async fn wait_subscribed(&self, max: Duration) {
+        let mut rx = self.subscribed.subscribe();
+        let _ = tokio::time::timeout(max, rx.wait_for(|s| *s)).await;
     }
 
     /// Live messages may have been lost: distrust the feed until proven again.
@@ -246,6 +255,7 @@ pub async fn ingest(hub: Arc<OrgHub>, node: Arc<Node>) {
     // Best effort only: a flush does not prove the server registered the
     // subscription, which is why the feed starts unproven.
     let _ = node.client.flush().await;
+    hub.subscribed.send_replace(true);
     tracing::debug!(org = %hub.org, "org subscribed");
     let mut trust = Trust::unproven();
     let mut head_rx = node.head.subscribe();
@@ -332,9 +342,14 @@ async fn handle_live(
 }
 
 async fn audit(hub: &OrgHub, node: &Node, trust: &mut Trust) {
-    let Some(head) = node.current_head() else {
-        trust.next_audit = Instant::now() + AUDIT_RETRY;
-        return;
+    // Sampled after the audit began, so it covers every event stored before.
+    let head = match node.fresh_head().await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::debug!(org = %hub.org, error = %e, "audit cannot sample the head; will retry");
+            trust.next_audit = Instant::now() + AUDIT_RETRY;
+            return;
+        }
     };
     if hub.settled().1 != head.epoch {
         // The epoch change is handled by the head watch first.

@@ -25,6 +25,8 @@ use crate::org::OrgHub;
 use crate::reader::{Reader, Step};
 use crate::registry::Registry;
 
+/// Longest wait for a new org's live subscription before serving.
+pub(crate) const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 /// Retry-After for a poll refused by the waiter cap.
 const WAITER_CAP_RETRY_SECS: u32 = 5;
 
@@ -188,8 +190,9 @@ async fn serve(
 
     node.polls.fetch_add(1, Relaxed);
     let _counted = PollGuard(&node);
-    let lease = Registry::lease(&node, &principal.org)?;
     let deadline = Instant::now() + timeout;
+    let lease = Registry::lease(&node, &principal.org)?;
+    lease.wait_subscribed(SUBSCRIBE_WAIT).await;
     let mut reader = Reader::new(lease, filter, params.last_seq);
     if reader.check_epoch(params.epoch.as_deref()) {
         return Ok(reset(&node, ResetReason::EpochChanged, &reader));

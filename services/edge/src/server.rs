@@ -88,10 +88,16 @@ pub async fn run(
     });
     let serving = tokio::spawn(async move { server.await });
     draining.cancelled().await;
-    match tokio::time::timeout(drain_timeout, serving).await {
+    let deadline = tokio::time::Instant::now() + drain_timeout;
+    match tokio::time::timeout_at(deadline, serving).await {
         Ok(Ok(result)) => result?,
         Ok(Err(join)) => tracing::error!(error = %join, "server task failed"),
         Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
+    }
+    // Upgraded (WebSocket) and streaming (SSE) connections are not tracked by
+    // the HTTP server: wait for them to send their 1012 and go.
+    while node.connections.counts() != (0, 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     node.orgs.shutdown();
     let _ = node.client.flush().await;

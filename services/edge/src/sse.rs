@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::filter::{split_services, Filter};
 use crate::ingest::now_ms;
 use crate::node::Node;
-use crate::poll::form_pairs;
+use crate::poll::{form_pairs, SUBSCRIBE_WAIT};
 use crate::reader::{Reader, Step};
 use crate::registry::Registry;
 use crate::ws::BATCH_EVENTS;
@@ -113,6 +113,7 @@ pub async fn sse(
             LimitError::User => ApiError::TooMany("too many connections for this user".into()),
         })?;
     let lease = Registry::lease(&node, &principal.org)?;
+    lease.wait_subscribed(SUBSCRIBE_WAIT).await;
     let mut reader = Reader::new(lease, filter, params.last_seq);
     let epoch_changed = reader.check_epoch(params.epoch.as_deref());
 

@@ -37,7 +37,7 @@ use crate::error::ApiError;
 use crate::filter::Filter;
 use crate::ingest::{now_ms, StoredEvent};
 use crate::node::Node;
-use crate::poll::form_pairs;
+use crate::poll::{form_pairs, SUBSCRIBE_WAIT};
 use crate::reader::{Reader, Step};
 use crate::registry::Registry;
 use crate::switches::CLOSE_DISABLED;
@@ -231,6 +231,9 @@ impl Outbound {
     /// Starts writing the next queued frame when nothing is in flight.
     fn start_next(&mut self) {
         if self.in_flight.is_some() {
+            return;
+        }
+        if self.queue.is_empty() || self.sink.is_none() {
             return;
         }
         let (Some(msg), Some(mut sink)) = (self.queue.pop_front(), self.sink.take()) else {
@@ -435,6 +438,10 @@ impl Connection {
         }
         if let Some(closing) = closing {
             tracing::debug!(code = closing.code, reason = %closing.reason, "closing stream");
+            if closing.code == close::SLOW_CONSUMER {
+                conn.node.metrics.slow_closes.fetch_add(1, Relaxed);
+                tracing::info!(org = %conn.principal.org, user = %conn.principal.user, "slow consumer closed");
+            }
             conn.out.close(incoming, closing).await;
         }
     }
@@ -710,6 +717,7 @@ async fn handshake(
     )
     .map_err(|e| Closing::from_api(&e))?;
     let lease = Registry::lease(node, &principal.org).map_err(|e| Closing::from_api(&e))?;
+    lease.wait_subscribed(SUBSCRIBE_WAIT).await;
     let mut reader = Reader::new(lease, filter, last_seq);
     let epoch_changed = reader.check_epoch(epoch.as_deref());
     Ok(Some((reader, epoch_changed)))

@@ -1,0 +1,164 @@
+//! The command line: `herald-loadgen longpoll …` and `herald-loadgen ingest …`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Benchmarks a Herald edge node.
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald-loadgen",
+    version,
+    about = "Herald benchmark load generator"
+)]
+pub struct Cli {
+    /// The benchmark to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Hold N long-polls over M orgs, publish at a fixed rate, measure wake
+    /// latency, completeness, ingestion and edge memory per held poll.
+    Longpoll(LongpollArgs),
+    /// Hold long-polls, publish as fast as possible, measure the rate the
+    /// edge ingests at and whether every poller catches up.
+    Ingest(IngestArgs),
+}
+
+/// Which edge and NATS to use.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Start a private nats-server (`HERALD_NATS_SERVER`, `.tools/bin` or
+    /// `PATH`) and a `herald-edge` from `--edge-bin`; `--edge`, `--nats` and
+    /// `--edge-pid` are then ignored.
+    #[arg(long)]
+    pub spawn: bool,
+
+    /// The `herald-edge` binary `--spawn` runs (build it with
+    /// `cargo build --release -p herald-edge`).
+    #[arg(long, default_value = "target/release/herald-edge")]
+    pub edge_bin: PathBuf,
+
+    /// Extra `KEY=VALUE` environment for the spawned edge (repeatable).
+    #[arg(long = "edge-env", value_name = "KEY=VALUE")]
+    pub edge_env: Vec<String>,
+
+    /// Base URL of a running edge node.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub edge: String,
+
+    /// NATS URL the events are published to.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+
+    /// HS256 secret the edge verifies tokens with (generated with `--spawn`).
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Process id of a running edge, to read its memory and CPU time.
+    #[arg(long)]
+    pub edge_pid: Option<u32>,
+
+    /// Process id of a running nats-server, to read its CPU time.
+    #[arg(long)]
+    pub nats_pid: Option<u32>,
+}
+
+/// How many polls, over how many orgs and services.
+#[derive(Debug, Clone, Args)]
+pub struct PollArgs {
+    /// Concurrent long-poll chains, each on its own connection.
+    #[arg(long, default_value_t = 10_000)]
+    pub polls: usize,
+
+    /// Orgs the polls are spread over (poll i belongs to org i mod M).
+    #[arg(long, default_value_t = 2_000)]
+    pub orgs: usize,
+
+    /// Services events are published to; every poll subscribes to all of them.
+    #[arg(long, value_delimiter = ',', default_value = "finance,tasks,guest")]
+    pub services: Vec<String>,
+
+    /// Hold each poll asks for, in seconds (`timeout=`).
+    #[arg(long, default_value_t = 25)]
+    pub poll_timeout: u64,
+
+    /// Polls being opened at the same time while ramping up.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+
+    /// Prefix of the org ids (`<prefix>-o<i>`) and user ids.
+    #[arg(long, default_value = "load")]
+    pub prefix: String,
+}
+
+/// Where results go besides standard output.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Append a results section to this Markdown file.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+
+    /// Title of the results section.
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+/// `herald-loadgen longpoll`.
+#[derive(Debug, Clone, Args)]
+pub struct LongpollArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub polls: PollArgs,
+
+    /// Events published per second.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+
+    /// Publishes awaiting their ack at most.
+    #[arg(long, default_value_t = 1024)]
+    pub in_flight: usize,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `herald-loadgen ingest`.
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub polls: PollArgs,
+
+    /// Events to publish, as fast as NATS acknowledges them.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
+
+    /// Publishes awaiting their ack at most.
+    #[arg(long, default_value_t = 4096)]
+    pub in_flight: usize,
+
+    /// Seconds the pollers get to receive every event after the last ack.
+    #[arg(long, default_value_t = 60)]
+    pub catch_up_timeout: u64,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}

@@ -1,0 +1,58 @@
+//! Herald's benchmark load generator.
+//!
+//! One command reproduces a benchmark: with `--spawn` it starts its own
+//! nats-server and `herald-edge`, otherwise it drives an edge that already
+//! runs. Both scenarios hold N long-poll chains over M orgs, publish through
+//! JetStream, and check every delivery against the publish acks.
+//!
+//! - [`cli`]: the subcommands `longpoll` and `ingest` and their flags.
+//! - [`target`]: the edge and NATS under test, spawned or external.
+//! - [`session`]: what both scenarios share: opening the polls, memory per
+//!   held poll, waiting for pollers to catch up, collecting the results.
+//! - [`poller`]: one long-poll chain on its own HTTP/1 connection.
+//! - [`publish`]: paced or flat-out JetStream publishing, acks per org.
+//! - [`verify`]: lost, duplicated and out-of-order deliveries; latency.
+//! - [`probe`], [`procfs`]: the edge's metrics endpoint, and process memory,
+//!   CPU time and machine facts from `/proc`.
+//! - [`longpoll`], [`ingest`]: the two scenarios.
+//! - [`outcome`]: the figures and goals both scenarios report alike.
+//! - [`report`]: the printed summary and the Markdown results section.
+
+pub mod cli;
+pub mod error;
+pub mod ingest;
+pub mod longpoll;
+pub mod outcome;
+pub mod poller;
+pub mod probe;
+pub mod procfs;
+pub mod publish;
+pub mod report;
+pub mod session;
+pub mod target;
+pub mod verify;
+
+pub use error::LoadError;
+
+/// Runs the subcommand of `cli`, prints its summary and, when asked,
+/// appends it to the Markdown file.
+pub async fn run(cli: cli::Cli) -> Result<(), LoadError> {
+    let command_line = report::command_line();
+    let (report, markdown) = match cli.command {
+        cli::Command::Longpoll(args) => {
+            let markdown = args.output.markdown.clone();
+            (longpoll::run(args).await?, markdown)
+        }
+        cli::Command::Ingest(args) => {
+            let markdown = args.output.markdown.clone();
+            (ingest::run(args).await?, markdown)
+        }
+    };
+    let report = report.with_command(command_line);
+    print!("{}", report.text());
+    if let Some(path) = markdown {
+        report.append_markdown(&path)?;
+        println!("results appended to {}", path.display());
+    }
+    Ok(())
+}
