@@ -10,7 +10,7 @@
 //! - [`token`]: HS256 test JWTs with Herald's claims, and `alg: none` tokens.
 //! - [`http`]: JSON requests and free ports.
 //! - [`fixture`]: NATS plus edge nodes, publishing and polling helpers.
-//! - [`ws`]: a WebSocket client for the stream endpoint.
+//! - [`ws`], [`sse`]: WebSocket and SSE clients for the stream endpoints.
 //!
 //! Every wait has a timeout and panics with the process log when it expires.
 
@@ -19,6 +19,7 @@ pub mod fixture;
 pub mod http;
 pub mod nats_server;
 mod process;
+pub mod sse;
 pub mod token;
 pub mod ws;
 
@@ -26,5 +27,6 @@ pub use edge::{EdgeOptions, EdgeProcess};
 pub use fixture::{seqs_of, Herald, Polled, SECRET};
 pub use http::{free_port, get_json, post_json};
 pub use nats_server::{nats_server_binary, NatsCluster, NatsServer};
+pub use sse::{SseClient, SseMessage};
 pub use token::{hs256_with, unsigned_alg_none, TokenBuilder};
 pub use ws::{Received, WsClient};
