@@ -205,6 +205,8 @@ async fn serve(
         })?;
         match step {
             Step::Events(events) => return Ok(answer(&node, &events, &reader)),
+            // Report how far the scan got rather than holding it.
+            Step::Progress => return Ok(answer(&node, &[], &reader)),
             Step::Reset(reason) => return Ok(reset(&node, reason, &reader)),
             Step::Quiet => {
                 if Instant::now() >= deadline || node.draining.is_cancelled() {

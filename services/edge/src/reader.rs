@@ -25,6 +25,9 @@ pub enum Step {
     Reset(ResetReason),
     /// Nothing matching now; the cursor moved to the quiet cursor.
     Quiet,
+    /// A history scan stopped at its limit without finding anything
+    /// matching; the cursor moved forward and there is more to read at once.
+    Progress,
 }
 
 /// A cursor into one org's events with a filter.
@@ -130,7 +133,7 @@ impl Reader {
                         return Ok(Step::Events(events));
                     }
                     if scanned < floor {
-                        return Ok(Step::Quiet);
+                        return Ok(Step::Progress);
                     }
                 }
             }

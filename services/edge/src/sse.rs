@@ -212,6 +212,7 @@ async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseS
                     st.last_id = st.reader.cursor();
                 }
                 Ok(Step::Quiet) => st.waiting = true,
+                Ok(Step::Progress) => {}
                 Err(e) => {
                     tracing::warn!(org = %st.principal.org, error = %e, "stream read failed; retrying");
                     tokio::time::sleep(RETRY).await;

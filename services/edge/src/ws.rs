@@ -477,6 +477,7 @@ impl Connection {
                         waiting = true;
                         self.quarantine.behind = false;
                     }
+                    Ok(Step::Progress) => {}
                     Err(e) => {
                         tracing::warn!(org = %self.principal.org, error = %e, "stream read failed; retrying");
                         retry_at = Some(Instant::now() + RETRY);
