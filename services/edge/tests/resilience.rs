@@ -392,3 +392,44 @@ async fn live_messages_the_node_never_saw_are_filled_from_the_stream() {
         .await;
     assert_eq!(r.seqs(), vec![lone]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_stream_with_another_config_is_left_alone() {
+    let nats = herald_testkit::NatsServer::start().await;
+    let js = async_nats::jetstream::new(nats.connect().await);
+    let theirs = async_nats::jetstream::stream::Config {
+        name: "HERALD_EVENTS".into(),
+        subjects: vec!["herald.events.>".into()],
+        max_age: Duration::from_secs(3600),
+        republish: Some(async_nats::jetstream::stream::Republish {
+            source: "herald.events.>".into(),
+            destination: "herald.live.>".into(),
+            headers_only: false,
+        }),
+        ..Default::default()
+    };
+    js.create_stream(theirs).await.unwrap();
+    let edge = herald_testkit::EdgeProcess::spawn(
+        EDGE,
+        herald_testkit::EdgeOptions::new(nats.url(), herald_testkit::SECRET),
+    )
+    .await;
+    let info = js
+        .get_stream("HERALD_EVENTS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(
+        info.config.max_age,
+        Duration::from_secs(3600),
+        "the node did not rewrite the stream"
+    );
+    assert!(
+        edge.log().contains("max_age: wanted 86400s, found 3600s"),
+        "{}",
+        edge.log()
+    );
+}
