@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Runs every check of the Herald workspace: formatting (warning only), a build
+# of all targets, the Rust tests (cargo-nextest when installed, else cargo
+# test) and, when present, the browser SDK's tests in clients/js and its
+# real-browser end-to-end tests in clients/js/e2e (needs Chromium; installed
+# with apt-get when missing and running as root).
+# Exits non-zero when anything but formatting fails.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+"$repo/scripts/setup.sh"
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+export HERALD_NATS_SERVER="$repo/.tools/bin/nats-server"
+
+failed=()
+step() { echo; echo "==> $*"; }
+
+step "cargo fmt --all -- --check (warning only)"
+if ! cargo fmt --all -- --check >/dev/null 2>&1; then
+    echo "warning: code is not rustfmt-formatted (run: cargo fmt --all)"
+fi
+
+step "cargo build --workspace --all-targets"
+if cargo build --workspace --all-targets; then
+    if cargo nextest --version >/dev/null 2>&1; then
+        step "cargo nextest run --workspace --no-fail-fast"
+        cargo nextest run --workspace --no-fail-fast || failed+=("rust tests (nextest)")
+    else
+        step "cargo test --workspace (cargo-nextest not installed)"
+        cargo test --workspace --no-fail-fast || failed+=("rust tests (cargo test)")
+    fi
+else
+    failed+=("cargo build")
+fi
+
+if [[ -f clients/js/package.json ]]; then
+    step "clients/js: npm install and npm test"
+    command -v npm >/dev/null 2>&1 || { echo "error: npm not found (needed for clients/js)" >&2; exit 1; }
+    (
+        cd clients/js
+        if [[ -f package-lock.json ]]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+        npm test
+    ) || failed+=("clients/js tests")
+fi
+
+# Browser end-to-end tests of the SDK: real nats-server, two real edge nodes,
+# the demo server and headless Chromium (clients/js/e2e).
+e2e_tests() {
+    local chromium="${HERALD_CHROMIUM:-/usr/bin/chromium}"
+    if [[ ! -x "$chromium" ]]; then
+        if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            echo "Chromium not found at $chromium: installing the Debian package chromium"
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+                && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+                || { echo "error: apt-get install chromium failed" >&2; return 1; }
+        fi
+        if [[ ! -x "$chromium" ]]; then
+            echo "error: the browser tests need Chromium at $chromium: install it (Debian/Ubuntu: sudo apt-get install chromium) or set HERALD_CHROMIUM" >&2
+            return 1
+        fi
+    fi
+    command -v npm >/dev/null 2>&1 || { echo "error: npm not found (needed for clients/js/e2e)" >&2; return 1; }
+    cargo build -p herald-edge || return 1
+    if [[ -f clients/js/demo/package.json ]]; then
+        (cd clients/js/demo && npm ci --no-audit --no-fund) || return 1
+    fi
+    (cd clients/js/e2e && npm ci --no-audit --no-fund) || return 1
+    (
+        cd clients/js/e2e
+        HERALD_CHROMIUM="$chromium" HERALD_EDGE_BIN="$repo/target/debug/herald-edge" npm test
+    )
+}
+if [[ -f clients/js/e2e/package.json ]]; then
+    step "clients/js/e2e: browser end-to-end tests (Chromium, nats-server, two edges)"
+    e2e_tests || failed+=("browser e2e tests")
+fi
+
+echo
+if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "all checks passed"
