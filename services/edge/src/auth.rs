@@ -56,6 +56,38 @@ impl Principal {
         }
     }
 
+    /// The org a request acts on: the token's own, or `body_org` for a
+    /// cross-org (`org: "*"`) token. Naming another org is 403.
+    pub fn target_org(&self, body_org: Option<&str>) -> Result<String, ApiError> {
+        let org = match (self.org.as_str(), body_org) {
+            ("*", Some(org)) => org,
+            ("*", None) => {
+                return Err(ApiError::BadParameter(
+                    "orgId is required with a cross-org token".into(),
+                ))
+            }
+            (own, Some(other)) if own != other => {
+                return Err(ApiError::Forbidden(
+                    "orgId differs from the token's org".into(),
+                ))
+            }
+            (own, _) => own,
+        };
+        herald_proto::subject::check_token("orgId", org)
+            .map_err(|e| ApiError::BadParameter(e.to_string()))?;
+        Ok(org.to_owned())
+    }
+
+    /// Refuses tokens that cannot subscribe (cross-org ones).
+    pub fn must_subscribe(self) -> Result<Self, ApiError> {
+        if self.org == "*" {
+            return Err(ApiError::Forbidden(
+                "a cross-org token cannot subscribe".into(),
+            ));
+        }
+        Ok(self)
+    }
+
     /// True when the token carries `role`; admins may do everything.
     pub fn has_role(&self, role: Role) -> bool {
         self.role == Some(role) || self.role == Some(Role::Admin)

@@ -191,22 +191,7 @@ pub async fn disconnect(
         ));
     }
     let req: Disconnect = parse(&body)?;
-    let org = match (who.org.as_str(), req.org_id.as_deref()) {
-        ("*", Some(org)) => org.to_owned(),
-        ("*", None) => {
-            return Err(ApiError::BadParameter(
-                "orgId is required with a cross-org token".into(),
-            ))
-        }
-        (own, Some(other)) if own != other => {
-            return Err(ApiError::Forbidden(
-                "orgId differs from the token's org".into(),
-            ))
-        }
-        (own, _) => own.to_owned(),
-    };
-    herald_proto::subject::check_token("orgId", &org)
-        .map_err(|e| ApiError::BadParameter(e.to_string()))?;
+    let org = who.target_org(req.org_id.as_deref())?;
     let reason = req
         .reason
         .unwrap_or_else(|| "disconnected by an administrator".into());

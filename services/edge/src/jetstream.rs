@@ -157,46 +157,47 @@ fn head_of(info: &stream::Info) -> StreamHead {
 
 /// Human-readable differences between the wanted and the actual config.
 pub fn differences(want: &stream::Config, have: &stream::Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut check = |field: &str, w: String, h: String| {
-        if w != h {
-            out.push(format!("{field}: wanted {w}, found {h}"));
-        }
-    };
-    check(
-        "subjects",
-        format!("{:?}", want.subjects),
-        format!("{:?}", have.subjects),
-    );
-    check(
-        "retention",
-        format!("{:?}", want.retention),
-        format!("{:?}", have.retention),
-    );
-    check(
-        "storage",
-        format!("{:?}", want.storage),
-        format!("{:?}", have.storage),
-    );
-    check(
-        "max_age",
-        format!("{:?}", want.max_age),
-        format!("{:?}", have.max_age),
-    );
-    check(
-        "duplicate_window",
-        format!("{:?}", want.duplicate_window),
-        format!("{:?}", have.duplicate_window),
-    );
-    check(
-        "num_replicas",
-        want.num_replicas.to_string(),
-        have.num_replicas.to_string(),
-    );
-    check(
-        "republish",
-        format!("{:?}", want.republish),
-        format!("{:?}", have.republish),
-    );
+    let fields = [
+        (
+            "subjects",
+            format!("{:?}", want.subjects),
+            format!("{:?}", have.subjects),
+        ),
+        (
+            "retention",
+            format!("{:?}", want.retention),
+            format!("{:?}", have.retention),
+        ),
+        (
+            "storage",
+            format!("{:?}", want.storage),
+            format!("{:?}", have.storage),
+        ),
+        (
+            "max_age",
+            format!("{:?}", want.max_age),
+            format!("{:?}", have.max_age),
+        ),
+        (
+            "duplicate_window",
+            format!("{:?}", want.duplicate_window),
+            format!("{:?}", have.duplicate_window),
+        ),
+        (
+            "num_replicas",
+            want.num_replicas.to_string(),
+            have.num_replicas.to_string(),
+        ),
+        (
+            "republish",
+            format!("{:?}", want.republish),
+            format!("{:?}", have.republish),
+        ),
+    ];
+    let out = fields
+        .into_iter()
+        .filter(|(_, w, h)| w != h)
+        .map(|(field, w, h)| format!("{field}: wanted {w}, found {h}"))
+        .collect();
     out
 }

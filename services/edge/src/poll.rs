@@ -174,12 +174,10 @@ async fn serve(
             "node is draining; retry on another node".into(),
         ));
     }
-    let principal = node.verifier.verify(extract_token(headers, None)?)?;
-    if principal.org == "*" {
-        return Err(ApiError::Forbidden(
-            "a cross-org token cannot subscribe".into(),
-        ));
-    }
+    let principal = node
+        .verifier
+        .verify(extract_token(headers, None)?)?
+        .must_subscribe()?;
     let filter = Filter::new(
         &principal,
         params.services,

@@ -35,20 +35,7 @@ pub async fn publish(
     }
     let req: PublishRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadParameter(format!("invalid publish body: {e}")))?;
-    let org = match (principal.org.as_str(), req.org_id.as_deref()) {
-        ("*", Some(org)) => org.to_owned(),
-        ("*", None) => {
-            return Err(ApiError::BadParameter(
-                "orgId is required with a cross-org token".into(),
-            ))
-        }
-        (own, Some(other)) if own != other => {
-            return Err(ApiError::Forbidden(
-                "orgId differs from the token's org".into(),
-            ))
-        }
-        (own, _) => own.to_owned(),
-    };
+    let org = principal.target_org(req.org_id.as_deref())?;
     if req.event_type.is_empty() {
         return Err(ApiError::BadParameter("eventType is required".into()));
     }

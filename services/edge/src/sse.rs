@@ -87,12 +87,8 @@ pub async fn sse(
         .filter(|_| node.config.allow_query_token);
     let principal = node
         .verifier
-        .verify(extract_token(&headers, query_token)?)?;
-    if principal.org == "*" {
-        return Err(ApiError::Forbidden(
-            "a cross-org token cannot subscribe".into(),
-        ));
-    }
+        .verify(extract_token(&headers, query_token)?)?
+        .must_subscribe()?;
     let filter = Filter::new(
         &principal,
         params.services,

@@ -169,13 +169,8 @@ fn admit(
     let principal = node
         .verifier
         .verify(token)
+        .and_then(Principal::must_subscribe)
         .map_err(|e| Closing::from_api(&e))?;
-    if principal.org == "*" {
-        return Err(Closing::new(
-            close::FORBIDDEN,
-            "a cross-org token cannot subscribe",
-        ));
-    }
     let registration = node
         .connections
         .register(
