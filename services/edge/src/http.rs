@@ -54,7 +54,8 @@ pub fn router(node: Arc<Node>) -> Router {
                 .allow_origin(AllowOrigin::list(origins))
                 .allow_methods([Method::GET, Method::POST, Method::PUT])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-                .allow_credentials(true),
+                .allow_credentials(true)
+                .expose_headers([header::RETRY_AFTER]),
         );
     }
     app.with_state(node)

@@ -1,0 +1,154 @@
+// React bindings (`@herald/client/react`): a provider for the client, hooks
+// for events and status, and a TanStack Query cache patcher. A thin layer: all
+// behaviour lives in the core; React is an optional peer dependency and
+// TanStack Query is typed structurally, not imported.
+
+import {
+  createContext,
+  createElement,
+  useCallback,
+  useContext,
+  useEffect,
+  useLayoutEffect,
+  useRef,
+  useSyncExternalStore,
+  type ReactElement,
+  type ReactNode,
+} from 'react';
+import { watchState } from '../client.js';
+import type { HeraldEvent, RealtimeClient, RealtimeState } from '../types.js';
+
+const RealtimeContext = createContext<RealtimeClient | null>(null);
+
+export interface RealtimeProviderProps {
+  client: RealtimeClient;
+  children?: ReactNode;
+}
+
+/** Makes `client` available to the hooks below. Create the client once, outside render. */
+export function RealtimeProvider({ client, children }: RealtimeProviderProps): ReactElement {
+  return createElement(RealtimeContext.Provider, { value: client }, children);
+}
+
+/** The client of the nearest {@link RealtimeProvider}. */
+export function useRealtimeClient(): RealtimeClient {
+  const client = useContext(RealtimeContext);
+  if (client === null) throw new Error('herald: wrap the tree in <RealtimeProvider client={…}>');
+  return client;
+}
+
+// useLayoutEffect warns during server rendering; nothing runs there anyway.
+const useIsomorphicLayoutEffect = typeof document !== 'undefined' ? useLayoutEffect : useEffect;
+
+/**
+ * Calls `handler` for every event of `service` while the component is
+ * mounted. The latest `handler` is always used, without resubscribing, so an
+ * inline arrow function is fine.
+ */
+export function useRealtimeService(service: string, handler: (e: HeraldEvent) => void): void {
+  const client = useRealtimeClient();
+  const latest = useRef(handler);
+  useIsomorphicLayoutEffect(() => {
+    latest.current = handler;
+  });
+  useEffect(() => client.subscribe(service, (e) => latest.current(e)), [client, service]);
+}
+
+/** The client's state; re-renders when it changes. */
+export function useRealtimeStatus(): RealtimeState {
+  const client = useRealtimeClient();
+  const subscribe = useCallback((onChange: () => void) => watchState(client, onChange), [client]);
+  // state() returns the same object until something changes, as useSyncExternalStore requires.
+  const get = useCallback(() => client.state(), [client]);
+  return useSyncExternalStore(subscribe, get, get);
+}
+
+// ---- TanStack Query cache patching ---------------------------------------
+
+/** A query key, as TanStack Query has them. */
+export type QueryKey = readonly unknown[];
+
+/** The part of TanStack Query's QueryClient the patcher uses. */
+export interface QueryClientLike {
+  // `any` so that QueryClient's generic signatures are assignable.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  setQueryData(queryKey: QueryKey, updater: (old: any) => any): unknown;
+  invalidateQueries(filters: { queryKey: QueryKey }): unknown;
+}
+
+/** A row-level patch: `update` gets the cached data (undefined when absent) and returns the new data. */
+export interface CachePatch {
+  queryKey: QueryKey;
+  update(old: unknown): unknown;
+}
+
+export interface QueryCachePatcherOptions {
+  /** Trailing debounce of aggregate invalidations, per key. Default 250 ms. */
+  debounceMs?: number;
+  /** Maps an event to the cache entries it patches in place, or null when it patches none. */
+  patch?: (event: HeraldEvent) => CachePatch | CachePatch[] | null | undefined;
+  /**
+   * Aggregate keys to invalidate (debounced) for an event. Default: nothing
+   * when `patch` patched something, else `[event.service]`.
+   */
+  invalidate?: (event: HeraldEvent) => QueryKey[] | null | undefined;
+}
+
+/** An event handler (pass it to `useRealtimeService` or `client.subscribe`). */
+export interface QueryCachePatcher {
+  (event: HeraldEvent): void;
+  /** Runs pending invalidations now. */
+  flush(): void;
+  /** Drops pending invalidations. */
+  dispose(): void;
+}
+
+/**
+ * Turns events into TanStack Query cache updates: rows are patched at once
+ * with `setQueryData`, aggregates (totals, counts, lists the event cannot
+ * patch) are invalidated with `invalidateQueries`, debounced so a burst of
+ * events costs one refetch. A steady stream still refetches at least every
+ * `max(1 s, 4 × debounceMs)`.
+ */
+export function createQueryCachePatcher(
+  queryClient: QueryClientLike,
+  options: QueryCachePatcherOptions = {},
+): QueryCachePatcher {
+  const debounceMs = options.debounceMs ?? 250;
+  const maxWaitMs = Math.max(1_000, 4 * debounceMs);
+  const pending = new Map<string, { key: QueryKey; timer: ReturnType<typeof setTimeout>; first: number }>();
+
+  const fire = (hash: string) => {
+    const p = pending.get(hash);
+    if (p === undefined) return;
+    clearTimeout(p.timer);
+    pending.delete(hash);
+    void Promise.resolve(queryClient.invalidateQueries({ queryKey: p.key })).catch(() => {});
+  };
+
+  const schedule = (key: QueryKey) => {
+    const hash = JSON.stringify(key);
+    const now = Date.now();
+    const p = pending.get(hash);
+    const first = p?.first ?? now;
+    if (p !== undefined) clearTimeout(p.timer);
+    const wait = Math.max(0, Math.min(debounceMs, first + maxWaitMs - now));
+    pending.set(hash, { key, first, timer: setTimeout(() => fire(hash), wait) });
+  };
+
+  const patcher = ((event: HeraldEvent) => {
+    const result = options.patch?.(event);
+    const patches = result == null ? [] : Array.isArray(result) ? result : [result];
+    for (const p of patches) queryClient.setQueryData(p.queryKey, (old: unknown) => p.update(old));
+    const keys = options.invalidate !== undefined ? options.invalidate(event) : patches.length === 0 ? [[event.service]] : [];
+    for (const key of keys ?? []) schedule(key);
+  }) as QueryCachePatcher;
+  patcher.flush = () => {
+    for (const hash of [...pending.keys()]) fire(hash);
+  };
+  patcher.dispose = () => {
+    for (const p of pending.values()) clearTimeout(p.timer);
+    pending.clear();
+  };
+  return patcher;
+}

@@ -1,0 +1,94 @@
+// The public types of the SDK: options, delivered events, state and the client
+// handle. Everything here is re-exported by index.ts; nothing here does I/O.
+
+/** A transport, in the order the client prefers them by default. */
+export type TransportKind = 'websocket' | 'sse' | 'longpoll';
+
+/** Why the server asked the app to refetch its state. */
+export type ResetReason = 'history_gone' | 'epoch_changed';
+
+/** Options of {@link createRealtimeClient}. */
+export interface RealtimeOptions {
+  /** Edge base URLs, e.g. `["http://127.0.0.1:8080","http://127.0.0.1:8081"]`, tried in turn. */
+  urls: string[];
+  /**
+   * Returns a token for the edge. Called for the initial token and whenever a
+   * fresh one is needed (server `refresh`, 401/4001, a JWT close to its `exp`).
+   * Only the leader tab calls it; followers receive the result over the tab bus.
+   */
+  getToken: () => Promise<string>;
+  /** Services to subscribe to from the start (union with `subscribe()` calls). */
+  services?: string[];
+  /** Only events of this property (plus org-wide events); `null` = every property. */
+  propertyId?: string | null;
+  /** Transports to use, in order of preference. Default `['websocket','sse','longpoll']`. */
+  transports?: TransportKind[];
+  /** Scope of leader election and of the tab bus (one per browser profile and app). Default `'herald'`. */
+  channelName?: string;
+  /** When true, `window.__realtimeState()` returns `client.state()`. */
+  debug?: boolean;
+  /** The server could not deliver every event since the last one seen: refetch. Called in every tab. */
+  onReset?: (reason: ResetReason) => void;
+  /** No working connection for longer than `staleAfterMs`: refetch. Once per outage. */
+  onStale?: () => void;
+  /** Called (at most once per task) whenever `state()` changes. */
+  onStateChange?: (s: RealtimeState) => void;
+  /** Outage length after which `onStale` fires. Default 60 000 ms. */
+  staleAfterMs?: number;
+  /** Injectable clock (ms since the epoch), for tests. Default `Date.now`. */
+  now?: () => number;
+}
+
+/** One delivered event (contract §2). */
+export interface HeraldEvent {
+  seq: number;
+  orgId: string;
+  service: string;
+  propertyId: string | null;
+  eventId: string;
+  eventType: string;
+  timestamp: number;
+  entityType?: string;
+  entityId?: string;
+  payload: unknown;
+}
+
+/** Delivery figures of one service, as seen by this tab. */
+export interface ServiceHealth {
+  /** Events handed to this tab's handlers. */
+  delivered: number;
+  /** Events dropped because this tab had already seen them. */
+  suppressedDuplicates: number;
+  /** 95th percentile of `now - event.timestamp` over recent events, ms. */
+  p95LatencyMs: number | null;
+  /** When this tab last received an event of the service (client clock, ms). */
+  lastEventAt: number | null;
+  /** How often the connection carrying this service was re-established. */
+  reconnects: number;
+}
+
+/** A snapshot of the client. */
+export interface RealtimeState {
+  status: 'connecting' | 'live' | 'degraded' | 'offline' | 'stopped';
+  role: 'leader' | 'follower' | 'unknown';
+  transport: TransportKind | null;
+  url: string | null;
+  lastSeq: number | null;
+  epoch: string | null;
+  connectionId: string | null;
+  services: Record<string, ServiceHealth>;
+}
+
+/** The handle returned by {@link createRealtimeClient}. */
+export interface RealtimeClient {
+  /** Calls `handler` for every event of `service` this tab may see. Returns the unsubscribe function. */
+  subscribe(service: string, handler: (e: HeraldEvent) => void): () => void;
+  /** In-place `update` on WebSocket (never a reconnect); SSE and long-poll apply it on the next request. */
+  setPropertyFilter(propertyId: string | null): void;
+  /** Logs every tab out: aborts requests, closes sockets, releases leadership; state becomes `stopped`. */
+  logout(): void;
+  /** Stops this tab's client (other tabs keep running; another tab takes over leadership). */
+  close(): void;
+  /** The current state; the same object until something changes. */
+  state(): RealtimeState;
+}
