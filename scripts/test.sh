@@ -40,9 +40,14 @@ fi
 if [[ -f clients/js/package.json ]]; then
     step "clients/js: npm install and npm test"
     command -v npm >/dev/null 2>&1 || { echo "error: npm not found (needed for clients/js)" >&2; exit 1; }
+    # Explicit && chains: set -e does not apply inside a `( … ) ||` list.
     (
-        cd clients/js
-        if [[ -f package-lock.json ]]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+        cd clients/js || exit 1
+        if [[ -f package-lock.json ]]; then
+            npm ci --no-audit --no-fund || exit 1
+        else
+            npm install --no-audit --no-fund || exit 1
+        fi
         npm test
     ) || failed+=("clients/js tests")
 fi

@@ -1,0 +1,255 @@
+// The demo page's script, bundled by server.mjs with esbuild straight from the
+// SDK's sources (../src/index.ts).
+//
+// URL parameters (all optional), handy for trying things out:
+//   ?transports=longpoll,sse   restrict the transports, in order of preference
+//   ?services=finance,tasks    subscribe to fewer services
+//   ?property=lisbon           start with a property filter
+//   ?sub=alice                 the user id of the minted token
+import { createRealtimeClient } from '../src/index';
+
+type Transport = 'websocket' | 'sse' | 'longpoll';
+
+interface DemoConfig {
+  edges: string[];
+  org: string;
+  services: string[];
+  properties: string[];
+}
+
+interface HeraldEvent {
+  seq: number;
+  orgId: string;
+  service: string;
+  propertyId: string | null;
+  eventId: string;
+  eventType: string;
+  timestamp: number;
+  entityType?: string;
+  entityId?: string;
+  payload: unknown;
+}
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+const params = new URLSearchParams(location.search);
+const FEED_MAX = 40;
+
+function log(msg: string) {
+  const el = $('log');
+  const line = `${new Date().toLocaleTimeString()}  ${msg}\n`;
+  el.textContent = (line + (el.textContent ?? '')).slice(0, 6000);
+}
+
+function list(s: string | null): string[] {
+  return (s ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+}
+
+function fmtMs(ms: number | null | undefined): string {
+  if (ms == null || !Number.isFinite(ms)) return '–';
+  return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
+}
+
+function quantile(sorted: number[], q: number): number {
+  if (!sorted.length) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[i];
+}
+
+function el(tag: string, cls?: string, text?: string): HTMLElement {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text != null) e.textContent = text;
+  return e;
+}
+
+async function main() {
+  const config: DemoConfig = await (await fetch('/api/config')).json();
+  const sub = params.get('sub') || 'demo-user';
+  const services = list(params.get('services')).length ? list(params.get('services')) : config.services;
+  const transports = list(params.get('transports')) as Transport[];
+  const initialProperty = params.get('property') || null;
+
+  $('org').textContent = `org ${config.org} · edges ${config.edges.join(', ')}`;
+
+  // --- selectors ---------------------------------------------------------
+  const propSel = $<HTMLSelectElement>('property');
+  const pubProp = $<HTMLSelectElement>('pub-property');
+  for (const p of config.properties) {
+    propSel.append(new Option(p, p));
+    pubProp.append(new Option(p, p));
+  }
+  if (initialProperty) {
+    if (![...propSel.options].some((o) => o.value === initialProperty)) propSel.append(new Option(initialProperty, initialProperty));
+    propSel.value = initialProperty;
+  }
+  pubProp.value = config.properties[0] ?? '';
+  const pubSvc = $<HTMLSelectElement>('pub-service');
+  for (const s of services) pubSvc.append(new Option(s, s));
+
+  // --- feeds -------------------------------------------------------------
+  const feeds = new Map<string, { list: HTMLOListElement; count: HTMLElement; n: number }>();
+  for (const s of services) {
+    const card = el('section', 'card feed');
+    card.dataset.service = s;
+    const h = el('h2', undefined, s);
+    const count = el('span', 'count', '0');
+    h.append(count);
+    const ol = document.createElement('ol');
+    card.append(h, ol);
+    $('feeds').append(card);
+    feeds.set(s, { list: ol, count, n: 0 });
+  }
+
+  // --- latency of our own test events ------------------------------------
+  const pending = new Map<string, number>(); // eventId -> performance.now() at click
+  const clickLatencies: number[] = [];
+
+  function showEvent(service: string, ev: HeraldEvent) {
+    const feed = feeds.get(service);
+    if (!feed) return;
+    const started = pending.get(ev.eventId);
+    let mine = '';
+    if (started != null) {
+      pending.delete(ev.eventId);
+      const ms = performance.now() - started;
+      clickLatencies.push(ms);
+      const sorted = [...clickLatencies].sort((a, b) => a - b);
+      $('lat-last').textContent = fmtMs(ms);
+      $('lat-summary').textContent =
+        `${sorted.length} test event(s): p50 ${fmtMs(quantile(sorted, 0.5))}, p95 ${fmtMs(quantile(sorted, 0.95))}, max ${fmtMs(sorted[sorted.length - 1])}`;
+      mine = ` · publish→shown ${fmtMs(ms)}`;
+    }
+    const li = el('li', 'fresh' + (mine ? ' mine' : ''));
+    li.dataset.seq = String(ev.seq);
+    li.append(el('span', 'etype', ev.eventType));
+    const entity = ev.entityType ? ` ${ev.entityType}${ev.entityId ? '#' + ev.entityId : ''}` : '';
+    const at = Number.isFinite(ev.timestamp) ? new Date(ev.timestamp).toLocaleTimeString() : '';
+    li.append(el('div', 'meta', `${at} · seq ${ev.seq} · ${ev.propertyId ?? 'org-wide'}${entity}${mine}`));
+    let payload = '';
+    try {
+      payload = ev.payload == null ? '' : JSON.stringify(ev.payload);
+    } catch {
+      payload = String(ev.payload);
+    }
+    if (payload) li.append(el('div', 'meta', payload.length > 120 ? payload.slice(0, 117) + '…' : payload));
+    feed.list.prepend(li);
+    while (feed.list.children.length > FEED_MAX) feed.list.lastElementChild?.remove();
+    feed.n += 1;
+    feed.count.textContent = String(feed.n);
+  }
+
+  // --- the client ----------------------------------------------------------
+  async function getToken(): Promise<string> {
+    const r = await fetch(`/api/token?role=user&sub=${encodeURIComponent(sub)}`);
+    if (!r.ok) throw new Error(`token endpoint answered ${r.status}`);
+    return (await r.json()).token;
+  }
+
+  const client = createRealtimeClient({
+    urls: config.edges,
+    getToken,
+    services,
+    propertyId: initialProperty,
+    ...(transports.length ? { transports } : {}),
+    debug: true,
+    onStateChange: () => render(),
+    onReset: (reason: unknown) => log(`reset: ${JSON.stringify(reason)} (a real app refetches its state here)`),
+    onStale: () => log('stale: no sign of life from the connection for a while'),
+  });
+  (window as any).__demoClient = client;
+
+  for (const s of services) {
+    client.subscribe(s, (ev: HeraldEvent) => showEvent(s, ev));
+  }
+
+  propSel.addEventListener('change', () => {
+    const id = propSel.value || null;
+    client.setPropertyFilter(id);
+    log(`property filter: ${id ?? 'all properties'}`);
+  });
+
+  $('logout').addEventListener('click', () => {
+    client.logout();
+    log('logged out: every tab of this browser profile stops');
+  });
+
+  // --- publishing ------------------------------------------------------------
+  let pubToken: { token: string; exp: number } | null = null;
+  let edgeTurn = 0;
+  $('publish').addEventListener('click', async () => {
+    const btn = $<HTMLButtonElement>('publish');
+    btn.disabled = true;
+    const service = pubSvc.value;
+    const propertyId = pubProp.value || null;
+    const verb = $<HTMLSelectElement>('pub-type').value;
+    const eventId = `demo-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+    const started = performance.now();
+    pending.set(eventId, started);
+    try {
+      if (!pubToken || pubToken.exp - Date.now() < 60_000) {
+        const r = await fetch('/api/token?role=publisher&sub=demo-publisher');
+        pubToken = await r.json();
+      }
+      const edge = config.edges[edgeTurn++ % config.edges.length];
+      const entityType = { finance: 'expense', guest: 'guest', tasks: 'task', staff: 'shift' }[service] ?? 'item';
+      const r = await fetch(`${edge}/v2/realtime/publish`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${pubToken!.token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({
+          service,
+          propertyId,
+          eventType: `${entityType}.${verb}`,
+          eventId,
+          entityType,
+          entityId: String(1 + Math.floor(Math.random() * 99)),
+          payload: { source: 'demo page', clickedAt: Date.now() },
+        }),
+      });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error(`${r.status} ${body?.error?.message ?? ''}`);
+      $('pub-result').textContent = `published ${eventId} via ${edge}: seq ${body.seq} (${fmtMs(performance.now() - started)} to ack)`;
+    } catch (err) {
+      pending.delete(eventId);
+      $('pub-result').textContent = `publish failed: ${(err as Error).message}`;
+    } finally {
+      btn.disabled = false;
+    }
+  });
+
+  // --- state panel -----------------------------------------------------------
+  function render() {
+    const s = client.state();
+    const pill = $('status-pill');
+    pill.textContent = s.status;
+    pill.className = `pill ${s.status}`;
+    const role = $('role-pill');
+    role.textContent = s.role;
+    role.className = `pill ${s.role}`;
+    $('st-status').textContent = s.status;
+    $('st-role').textContent = s.role === 'leader' ? 'leader (holds the connection)' : s.role === 'follower' ? 'follower (events from the leader tab)' : s.role;
+    $('st-transport').textContent = s.transport ?? '–';
+    $('st-url').textContent = s.url ?? '–';
+    $('st-conn').textContent = s.connectionId ?? '–';
+    $('st-seq').textContent = `${s.lastSeq ?? '–'} / ${s.epoch ?? '–'}`;
+    const rows: string[] = [];
+    for (const name of services) {
+      const m = s.services?.[name];
+      rows.push(
+        `<tr><td>${name}</td><td>${m?.delivered ?? 0}</td><td>${m?.suppressedDuplicates ?? 0}</td>` +
+          `<td>${fmtMs(m?.p95LatencyMs)}</td><td>${m?.reconnects ?? 0}</td></tr>`,
+      );
+    }
+    $('svc-stats').innerHTML = rows.join('');
+  }
+  render();
+  setInterval(render, 500);
+  log(`client started: services ${services.join(', ')}${transports.length ? `, transports ${transports.join(', ')}` : ''}`);
+}
+
+main().catch((err) => {
+  log(`error: ${(err as Error).message}`);
+  console.error(err);
+});
