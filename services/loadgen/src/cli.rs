@@ -105,6 +105,10 @@ pub struct OutputArgs {
     /// Title of the results section.
     #[arg(long)]
     pub title: Option<String>,
+
+    /// Copy the logs of a spawned edge and nats-server into this directory.
+    #[arg(long)]
+    pub logs: Option<PathBuf>,
 }
 
 /// `herald-loadgen longpoll`.

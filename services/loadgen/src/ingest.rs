@@ -99,8 +99,10 @@ pub async fn run(args: IngestArgs) -> Result<Report, LoadError> {
     let after = session.metrics().await?;
     let rss_end = pids.0.and_then(procfs::rss_kib);
     let opening = session.opening.clone();
-    let edge_log = session.target.edge_log.clone();
     let (logs, target) = session.close().await;
+    if let Some(dir) = &args.output.logs {
+        target.save_logs(dir)?;
+    }
     drop(target);
 
     let samples = samples.lock().await.clone();
@@ -108,7 +110,7 @@ pub async fn run(args: IngestArgs) -> Result<Report, LoadError> {
     let ingest_rate = published.stored as f64 / ingest_time.as_secs_f64();
     let peak = peak_rate(&samples, PEAK_WINDOW);
     let outcome = Outcome::new(
-        opening, published, &logs, before, after, cpu, caught_up, rss_end, edge_log,
+        opening, published, &logs, before, after, cpu, caught_up, rss_end,
     );
 
     let title = args.output.title.clone().unwrap_or_else(|| {

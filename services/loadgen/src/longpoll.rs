@@ -55,15 +55,17 @@ pub async fn run(args: LongpollArgs) -> Result<Report, LoadError> {
     let rss_end = pids.0.and_then(procfs::rss_kib);
     let held_end = after.waiters;
     let opening = session.opening.clone();
-    let edge_log = session.target.edge_log.clone();
     let (logs, target) = session.close().await;
+    if let Some(dir) = &args.output.logs {
+        target.save_logs(dir)?;
+    }
     drop(target);
 
     let ingested = after.ingested.saturating_sub(before.ingested);
     let ingest_rate = ingested as f64 / elapsed.as_secs_f64();
     let achieved_rate = published.stored as f64 / published.send_time.as_secs_f64().max(1e-3);
     let outcome = Outcome::new(
-        opening, published, &logs, before, after, cpu, caught_up, rss_end, edge_log,
+        opening, published, &logs, before, after, cpu, caught_up, rss_end,
     );
 
     let title = args.output.title.clone().unwrap_or_else(|| {

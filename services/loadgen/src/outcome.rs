@@ -46,8 +46,6 @@ pub struct Outcome {
     pub polls: (u64, u64, u64),
     /// The first poll failure seen.
     pub first_error: Option<String>,
-    /// Where a spawned edge logged.
-    pub edge_log: Option<String>,
 }
 
 impl Outcome {
@@ -62,7 +60,6 @@ impl Outcome {
         cpu: CpuUse,
         caught_up: bool,
         rss_end_kib: Option<u64>,
-        edge_log: Option<String>,
     ) -> Self {
         let verdict = verify(&published.acked, logs);
         let latency = latency(logs);
@@ -84,7 +81,6 @@ impl Outcome {
             rss_end_kib,
             polls,
             first_error,
-            edge_log,
         }
     }
 
@@ -189,9 +185,6 @@ impl Outcome {
                 opt1(c.machine_busy)
             ),
         );
-        if let Some(log) = &self.edge_log {
-            r.figure("edge log", log.clone());
-        }
         r.goal(Goal::new(
             "held long-polls",
             &format!("{GOAL_POLLS} across {GOAL_ORGS} orgs"),

@@ -3,6 +3,7 @@
 //! process, both gone when the benchmark ends) or already running.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use herald_testkit::{EdgeOptions, EdgeProcess, NatsServer};
 
@@ -28,8 +29,6 @@ pub struct Target {
     pub edge_pid: Option<u32>,
     /// nats-server process id, when known (CPU readings).
     pub nats_pid: Option<u32>,
-    /// Log file of a spawned edge.
-    pub edge_log: Option<String>,
     // Field order matters: the edge is killed before its nats-server.
     _edge: Option<EdgeProcess>,
     _nats: Option<NatsServer>,
@@ -76,10 +75,22 @@ impl Target {
             jwt_secret: secret,
             edge_pid: Some(edge.pid()),
             nats_pid,
-            edge_log: Some(edge.log_path().display().to_string()),
             _edge: Some(edge),
             _nats: Some(nats),
         })
+    }
+
+    /// Copies the logs of a spawned edge and nats-server into `dir` (as
+    /// `edge.log` and `nats-server.log`); they are deleted with the processes.
+    pub fn save_logs(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        if let Some(edge) = &self._edge {
+            std::fs::write(dir.join("edge.log"), edge.log())?;
+        }
+        if let Some(nats) = &self._nats {
+            std::fs::write(dir.join("nats-server.log"), nats.log())?;
+        }
+        Ok(())
     }
 
     async fn external(args: &TargetArgs) -> Result<Self, LoadError> {
@@ -106,7 +117,6 @@ impl Target {
             jwt_secret: secret,
             edge_pid: args.edge_pid,
             nats_pid: args.nats_pid,
-            edge_log: None,
             _edge: None,
             _nats: None,
         })
