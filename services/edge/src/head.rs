@@ -11,8 +11,10 @@ pub async fn sample(node: Arc<Node>) {
     let mut failing = false;
     let mut warned_republish = false;
     loop {
+        let previous = node.current_head();
         match node.fresh_head().await {
             Ok(head) => {
+                node.rotate_head(previous);
                 if failing {
                     tracing::info!(stream = %node.stream.name(), "stream reachable again");
                     failing = false;

@@ -45,6 +45,8 @@ pub struct Node {
     pub connections: Arc<Connections>,
     /// Kill switches.
     pub switches: Switches,
+    /// The periodic sample before the latest one (one to two head intervals old).
+    aged_head: std::sync::Mutex<Option<StreamHead>>,
     /// When the last head request started, and what it found (single-flight).
     head_sample: tokio::sync::Mutex<Option<(Instant, StreamHead)>>,
 }
@@ -92,6 +94,7 @@ impl Node {
             connections: Arc::new(Connections::default()),
             switches: Switches::new(config_disabled, &config_disabled_services),
             head_sample: tokio::sync::Mutex::new(None),
+            aged_head: std::sync::Mutex::new(None),
         })
     }
 
@@ -128,6 +131,19 @@ impl Node {
         *last = Some((started, head.clone()));
         self.set_head(head.clone());
         Ok(head)
+    }
+
+    /// Records a periodic sample; the one it replaces becomes the aged head.
+    pub fn rotate_head(&self, previous: Option<StreamHead>) {
+        *self.aged_head.lock().unwrap_or_else(|p| p.into_inner()) = previous;
+    }
+
+    /// A head sampled at least one head interval ago (periodic audits read up to it).
+    pub fn aged_head(&self) -> Option<StreamHead> {
+        self.aged_head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The latest head sample.

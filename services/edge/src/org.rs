@@ -226,15 +226,20 @@ impl Trust {
                 return;
             }
         }
-        self.next_audit = Instant::now() + interval;
+        self.next_audit = Instant::now() + jittered(interval);
     }
 
     fn proven_by_live(&mut self, interval: Duration) {
         if !self.proven {
             self.proven = true;
-            self.next_audit = Instant::now() + interval;
+            self.next_audit = Instant::now() + jittered(interval);
         }
     }
+}
+
+/// `interval` ±20 %, so orgs created together do not audit together.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(rand::random_range(0.8..1.2))
 }
 
 /// Feeds one org's buffer until the hub is cancelled.
@@ -259,7 +264,6 @@ pub async fn ingest(hub: Arc<OrgHub>, node: Arc<Node>) {
     tracing::debug!(org = %hub.org, "org subscribed");
     let mut trust = Trust::unproven();
     let mut head_rx = node.head.subscribe();
-    let mut batch = Vec::with_capacity(LIVE_BATCH);
     loop {
         tokio::select! {
             biased;
@@ -280,14 +284,15 @@ pub async fn ingest(hub: Arc<OrgHub>, node: Arc<Node>) {
             }
             msg = sub.next() => {
                 let Some(msg) = msg else { break };
-                batch.push(msg);
+                // Allocated per wake-up: a buffer kept per org would stay at its burst size.
+                let mut batch = vec![msg];
                 while batch.len() < LIVE_BATCH {
                     match sub.next().now_or_never() {
                         Some(Some(m)) => batch.push(m),
                         _ => break,
                     }
                 }
-                handle_live(&hub, &node, &mut trust, batch.drain(..)).await;
+                handle_live(&hub, &node, &mut trust, batch.into_iter()).await;
             }
             _ = tokio::time::sleep_until(trust.next_audit) => audit(&hub, &node, &mut trust).await,
         }
@@ -342,14 +347,26 @@ async fn handle_live(
 }
 
 async fn audit(hub: &OrgHub, node: &Node, trust: &mut Trust) {
-    // Sampled after the audit began, so it covers every event stored before.
-    let head = match node.fresh_head().await {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::debug!(org = %hub.org, error = %e, "audit cannot sample the head; will retry");
-            trust.next_audit = Instant::now() + AUDIT_RETRY;
-            return;
+    // The head must be sampled before the read so the read covers every
+    // event up to it. A feed not yet trusted needs a fresh sample (the events
+    // it may have missed are recent); a trusted one uses a sample at least
+    // one head interval old, whose events have long arrived live, so the
+    // audit usually reads nothing at all instead of re-reading events still
+    // on their way through the subscription.
+    let head = if trust.proven {
+        node.aged_head()
+    } else {
+        match node.fresh_head().await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::debug!(org = %hub.org, error = %e, "audit cannot sample the head; will retry");
+                None
+            }
         }
+    };
+    let Some(head) = head else {
+        trust.next_audit = Instant::now() + AUDIT_RETRY;
+        return;
     };
     if hub.settled().1 != head.epoch {
         // The epoch change is handled by the head watch first.

@@ -119,14 +119,16 @@ impl Reader {
                         self.cursor = self.lease.settled().0;
                         return Ok(Step::Reset(ResetReason::HistoryGone));
                     }
-                    let (events, scanned) = read_history(
+                    // Boxed: a rare path that would otherwise make every held
+                    // request's future (and its memory) larger.
+                    let (events, scanned) = Box::pin(read_history(
                         node,
                         &self.lease.org,
                         self.cursor,
                         floor,
                         &self.filter,
                         limit,
-                    )
+                    ))
                     .await?;
                     self.cursor = scanned;
                     if !events.is_empty() {

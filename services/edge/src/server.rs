@@ -78,7 +78,8 @@ pub async fn run(
     let draining = node.draining.clone();
     let drain_timeout = node.config.drain_timeout;
     let app = http::router(Arc::clone(&node));
-    let server = axum::serve(listener, app).with_graceful_shutdown({
+    // into_make_service: the router is shared, not rebuilt for every connection.
+    let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown({
         let draining = draining.clone();
         async move {
             shutdown.await;
