@@ -2,7 +2,8 @@
 //! long-poll, WebSocket and SSE, resumable on any node.
 //!
 //! - [`config`]: settings from flags and environment, validated up front.
-//! - [`server`]: `run(listener, config, shutdown)`, the entry point.
+//! - [`server`]: `run(listener, config, shutdown)`, the entry point;
+//!   [`serve`]: the HTTP/1.1 accept loop with small per-connection buffers.
 //! - [`nats`], [`jetstream`], [`head`]: the NATS connection, the event stream
 //!   and the sampled stream head (epoch, first and last sequence).
 //! - [`registry`], [`org`], [`buffer`]: per-org state created on the first
@@ -36,6 +37,7 @@ pub mod poll;
 pub mod publish;
 pub mod reader;
 pub mod registry;
+pub mod serve;
 pub mod server;
 pub mod sse;
 pub mod switches;

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
 use crate::node::Node;
-use crate::{control, head, http, nats, switches};
+use crate::{control, head, http, nats, serve, switches};
 
 /// Longest pause between looks for idle orgs.
 const EVICT_EVERY_MAX: Duration = Duration::from_secs(5);
@@ -25,9 +25,6 @@ pub enum RunError {
     /// The NATS client could not be set up.
     #[error("nats: {0}")]
     Nats(String),
-    /// Serving failed.
-    #[error("serve: {0}")]
-    Serve(#[from] std::io::Error),
 }
 
 /// Serves `listener` with `config` until `shutdown` completes.
@@ -78,22 +75,13 @@ pub async fn run(
     let draining = node.draining.clone();
     let drain_timeout = node.config.drain_timeout;
     let app = http::router(Arc::clone(&node));
-    // into_make_service: the router is shared, not rebuilt for every connection.
-    let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown({
-        let draining = draining.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("draining");
-            draining.cancel();
-        }
-    });
-    let serving = tokio::spawn(async move { server.await });
-    draining.cancelled().await;
+    let serving = tokio::spawn(serve::serve(listener, app, draining.clone()));
+    shutdown.await;
+    tracing::info!("draining");
+    draining.cancel();
     let deadline = tokio::time::Instant::now() + drain_timeout;
-    match tokio::time::timeout_at(deadline, serving).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(join)) => tracing::error!(error = %join, "server task failed"),
-        Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
+    if tokio::time::timeout_at(deadline, serving).await.is_err() {
+        tracing::warn!("drain timeout reached; closing remaining connections");
     }
     // Upgraded (WebSocket) and streaming (SSE) connections are not tracked by
     // the HTTP server: wait for them to send their 1012 and go.
