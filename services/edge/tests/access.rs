@@ -276,3 +276,45 @@ async fn metrics_need_an_admin_unless_public() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_cursors_and_odd_queries_do_not_hurt_the_node() {
+    let h = Herald::start(EDGE, 1).await;
+    let token = h.token("acme");
+    for q in [
+        "lastSeq=18446744073709551615&timeout=0",
+        "lastSeq=0&timeout=0",
+        "lastSeq=18446744073709551615&epoch=x&timeout=0",
+        "services=finance&services=tasks&timeout=0",
+        "%zz=%&&&=&timeout=0",
+        "propertyId=&services=finance&timeout=0",
+    ] {
+        let r = h.poll(0, &token, q).await;
+        assert!(
+            r.status == 200 || r.status == 400,
+            "{q}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    let mut ws =
+        herald_testkit::WsClient::connect(&h.edges[0].base_url(), "", Some(&token), None).await;
+    ws.send(json!({"type": "hello", "version": 1, "services": ["finance"], "lastSeq": u64::MAX}))
+        .await;
+    assert_eq!(ws.frame().await["type"], "ack");
+    let seq = h
+        .publish("acme", "finance", None, json!({"eventType": "x"}))
+        .await;
+    assert_eq!(
+        h.poll(0, &token, &format!("lastSeq={}&timeout=5", seq - 1))
+            .await
+            .seqs(),
+        vec![seq]
+    );
+    assert_eq!(
+        get_json(&format!("{}/healthz", h.edges[0].base_url()), None)
+            .await
+            .0,
+        200
+    );
+}
