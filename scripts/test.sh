@@ -43,11 +43,11 @@ if [[ -f clients/js/package.json ]]; then
     # Explicit && chains: set -e does not apply inside a `( … ) ||` list.
     (
         cd clients/js || exit 1
-        if [[ -f package-lock.json ]]; then
-            npm ci --no-audit --no-fund || exit 1
-        else
-            npm install --no-audit --no-fund || exit 1
-        fi
+        # `npm install` (not `npm ci`): npm 11 records only this platform's
+        # optional packages (rollup's native builds) in the lock file, and
+        # `npm ci` then refuses the lock as out of sync. `npm install` keeps
+        # the locked versions and fills in the platform package.
+        npm install --no-audit --no-fund || exit 1
         npm test
     ) || failed+=("clients/js tests")
 fi

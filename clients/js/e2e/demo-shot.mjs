@@ -85,8 +85,14 @@ export async function captureDemo(stack, outFile) {
       clickLatencies.push(Number.parseFloat(await page.textContent('#lat-last')));
       await sleep(250);
     }
+    // The follower gets each event over BroadcastChannel a moment after the
+    // leader: wait for both to show as many as the leader.
     const shown = await page.$$eval('.feed li', (l) => l.length);
-    const followerShown = await follower.$$eval('.feed li', (l) => l.length);
+    let followerShown = 0;
+    await waitFor(
+      async () => (followerShown = await follower.$$eval('.feed li', (l) => l.length)) >= shown,
+      { timeout: 5_000, what: 'the follower tab to show every event' },
+    ).catch(() => {});
     await sleep(1300); // let the highlight fade and the stats refresh
     fs.mkdirSync(path.dirname(outFile), { recursive: true });
     await page.screenshot({ path: outFile, fullPage: true });
