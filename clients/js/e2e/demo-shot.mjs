@@ -64,6 +64,9 @@ export async function captureDemo(stack, outFile) {
     // a second tab of the same profile: a follower, fed by the page above
     const follower = await ctx.newPage();
     await follower.goto(stack.demo.url);
+    // Events published before the follower has joined the tab bus are not
+    // replayed to it: wait until it shows the shared live state.
+    await waitFor(async () => (await follower.textContent('#st-status')) === 'live', { timeout: 20_000, what: 'the follower tab live' });
 
     for (let i = 0; i < 28; i++) {
       await stack.publish({ ...hotelEvent(i), stamp: false });

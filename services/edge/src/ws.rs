@@ -55,6 +55,8 @@ const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Pause before reading the stream again after a failed history read.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often a blocked write is checked again once it passed the slow-client timeout.
+const SLOW_RECHECK: Duration = Duration::from_millis(500);
 
 /// Close codes of the contract.
 pub mod close {
@@ -453,6 +455,7 @@ impl Connection {
         let mut waiting = false;
         let mut retry_at: Option<Instant> = None;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut recheck_at = Instant::now();
         loop {
             if self.out.idle() && !waiting && retry_at.is_none() {
                 match self.reader.step(&node, BATCH_EVENTS).await {
@@ -480,8 +483,10 @@ impl Connection {
                 }
             }
             self.out.start_next();
-            let slow_deadline = if self.out.busy() && self.quarantine.behind {
-                self.out.since + node.config.slow_client_timeout
+            // A write blocked this long gets checked: behind the buffer means
+            // the client is stuck and loses events, so it is closed.
+            let slow_deadline = if self.out.busy() {
+                (self.out.since + node.config.slow_client_timeout).max(recheck_at)
             } else {
                 far
             };
@@ -561,7 +566,11 @@ impl Connection {
                     tracing::info!(org = %self.principal.org, user = %self.principal.user, "connection left quarantine");
                 }
                 _ = tokio::time::sleep_until(slow_deadline), if slow_deadline < far => {
-                    return Some(Closing::new(close::SLOW_CONSUMER, "slow consumer"));
+                    if self.reader.cursor() < self.reader.lease().floor() {
+                        return Some(Closing::new(close::SLOW_CONSUMER, "slow consumer"));
+                    }
+                    // Blocked, but nothing is lost yet: look again shortly.
+                    recheck_at = Instant::now() + SLOW_RECHECK;
                 }
             }
         }
