@@ -1,4 +1,5 @@
-//! The command line: `herald-loadgen longpoll …` and `herald-loadgen ingest …`.
+//! The command line: `herald-loadgen longpoll …`, `ingest …`, and the
+//! stream scenarios `stream …`, `fanout …` and `resume …`.
 
 use std::path::PathBuf;
 
@@ -26,6 +27,18 @@ pub enum Command {
     /// Hold long-polls, publish as fast as possible, measure the rate the
     /// edge ingests at and whether every poller catches up.
     Ingest(IngestArgs),
+    /// Hold N WebSocket (optionally some SSE and long-poll) clients over M
+    /// orgs on one or more edges, publish at a fixed rate; publish-to-receive
+    /// latency, exactly-once in-order delivery, connect time and edge memory
+    /// per idle connection.
+    Stream(StreamArgs),
+    /// K WebSocket connections in one org; publish at increasing rates and
+    /// find the highest fan-out rate every connection keeps up with, without loss.
+    Fanout(FanoutArgs),
+    /// Clients on edge A, publishing throughout, `kill -9` edge A mid-run:
+    /// clients resume on edge B with their last seq; lost and duplicated
+    /// events per client and time to recover.
+    Resume(ResumeArgs),
 }
 
 /// Which edge and NATS to use.
@@ -65,6 +78,21 @@ pub struct TargetArgs {
     /// Process id of a running nats-server, to read its CPU time.
     #[arg(long)]
     pub nats_pid: Option<u32>,
+
+    /// Edge nodes `--spawn` starts, all on the one nats-server (stream
+    /// scenarios; `longpoll` and `ingest` use exactly one).
+    #[arg(long, default_value_t = 1)]
+    pub edge_nodes: usize,
+
+    /// Base URLs of running edge nodes, comma-separated (stream scenarios;
+    /// replaces `--edge`).
+    #[arg(long, value_delimiter = ',')]
+    pub edges: Vec<String>,
+
+    /// Process ids of the `--edges`, in the same order (memory and CPU
+    /// readings; `resume` kills the first with SIGKILL).
+    #[arg(long, value_delimiter = ',')]
+    pub edge_pids: Vec<u32>,
 }
 
 /// How many polls, over how many orgs and services.
@@ -161,6 +189,182 @@ pub struct IngestArgs {
     /// Seconds the pollers get to receive every event after the last ack.
     #[arg(long, default_value_t = 60)]
     pub catch_up_timeout: u64,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// Stream clients: how many, over how many orgs, over which transports.
+#[derive(Debug, Clone, Args)]
+pub struct StreamClientArgs {
+    /// Concurrent clients, each with its own connection and user.
+    #[arg(long, default_value_t = 20_000)]
+    pub clients: usize,
+
+    /// Orgs the clients are spread over (client i belongs to org i mod M).
+    #[arg(long, default_value_t = 4_000)]
+    pub orgs: usize,
+
+    /// Share of the clients that use SSE instead of WebSocket (0–1).
+    #[arg(long, default_value_t = 0.0)]
+    pub sse_share: f64,
+
+    /// Share of the clients that long-poll instead of WebSocket (0–1).
+    #[arg(long, default_value_t = 0.0)]
+    pub longpoll_share: f64,
+
+    /// Services events are published to; every client subscribes to all of them.
+    #[arg(long, value_delimiter = ',', default_value = "finance,tasks,guest")]
+    pub services: Vec<String>,
+
+    /// Clients connecting (up to their ack) at the same time while ramping up.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+
+    /// Prefix of the org ids (`<prefix>-o<i>`) and user ids (`<prefix>-u<i>`).
+    #[arg(long, default_value = "load")]
+    pub prefix: String,
+}
+
+/// `herald-loadgen stream`.
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub clients: StreamClientArgs,
+
+    /// Events published per second.
+    #[arg(long, default_value_t = 2_000.0)]
+    pub rate: f64,
+
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+
+    /// Publishes awaiting their ack at most.
+    #[arg(long, default_value_t = 1024)]
+    pub in_flight: usize,
+
+    /// Seconds the clients get to receive every event after the last ack.
+    #[arg(long, default_value_t = 30)]
+    pub catch_up_timeout: u64,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `herald-loadgen fanout`.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// WebSocket connections, all in one org, each its own user.
+    #[arg(long, default_value_t = 5_000)]
+    pub clients: usize,
+
+    /// Publish rates to try, events/s, in increasing order; stops at the
+    /// first rate not sustained.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "5,10,20,40,60,80,100,150,200,300,400"
+    )]
+    pub rates: Vec<f64>,
+
+    /// Seconds of publishing per rate.
+    #[arg(long, default_value_t = 10)]
+    pub step_duration: u64,
+
+    /// A rate is sustained when every connection has every event within
+    /// this many seconds after the last publish ack (and nothing was lost,
+    /// repeated, reordered, and no connection dropped).
+    #[arg(long, default_value_t = 2.0)]
+    pub grace: f64,
+
+    /// After the first rate not sustained, rates tried between it and the
+    /// last sustained one (bisection).
+    #[arg(long, default_value_t = 2)]
+    pub refine: u32,
+
+    /// Longest wait for every connection to catch up between rates.
+    #[arg(long, default_value_t = 60)]
+    pub drain_timeout: u64,
+
+    /// Services events are published to; every client subscribes to all of them.
+    #[arg(long, value_delimiter = ',', default_value = "finance,tasks,guest")]
+    pub services: Vec<String>,
+
+    /// Clients connecting (up to their ack) at the same time while ramping up.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+
+    /// Prefix of the org id (`<prefix>-fanout`) and user ids.
+    #[arg(long, default_value = "load")]
+    pub prefix: String,
+
+    /// Publishes awaiting their ack at most.
+    #[arg(long, default_value_t = 1024)]
+    pub in_flight: usize,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `herald-loadgen resume`.
+#[derive(Debug, Clone, Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// WebSocket clients, all connected to the first edge.
+    #[arg(long, default_value_t = 2_000)]
+    pub clients: usize,
+
+    /// Orgs the clients are spread over (client i belongs to org i mod M).
+    #[arg(long, default_value_t = 400)]
+    pub orgs: usize,
+
+    /// Events published per second, before, during and after the kill.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 40)]
+    pub duration: u64,
+
+    /// Seconds after publishing starts at which the first edge is killed.
+    #[arg(long, default_value_t = 15.0)]
+    pub kill_after: f64,
+
+    /// Publishes awaiting their ack at most.
+    #[arg(long, default_value_t = 1024)]
+    pub in_flight: usize,
+
+    /// Seconds the clients get to receive every event after the last ack.
+    #[arg(long, default_value_t = 60)]
+    pub catch_up_timeout: u64,
+
+    /// Services events are published to; every client subscribes to all of them.
+    #[arg(long, value_delimiter = ',', default_value = "finance,tasks,guest")]
+    pub services: Vec<String>,
+
+    /// Clients connecting (up to their ack) at the same time while ramping up.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+
+    /// Prefix of the org ids and user ids.
+    #[arg(long, default_value = "load")]
+    pub prefix: String,
 
     #[command(flatten)]
     #[allow(missing_docs)]

@@ -1,12 +1,15 @@
 //! Herald's benchmark load generator.
 //!
 //! One command reproduces a benchmark: with `--spawn` it starts its own
-//! nats-server and `herald-edge`, otherwise it drives an edge that already
-//! runs. Both scenarios hold N long-poll chains over M orgs, publish through
-//! JetStream, and check every delivery against the publish acks.
+//! nats-server and `herald-edge` node(s), otherwise it drives edges that
+//! already run. The long-poll scenarios hold N long-poll chains over M orgs;
+//! the stream scenarios hold N WebSocket (and optionally SSE and long-poll)
+//! clients. All publish through JetStream and check every delivery against
+//! the publish acks.
 //!
-//! - [`cli`]: the subcommands `longpoll` and `ingest` and their flags.
-//! - [`target`]: the edge and NATS under test, spawned or external.
+//! - [`cli`]: the subcommands `longpoll`, `ingest`, `stream`, `fanout`,
+//!   `resume` and their flags.
+//! - [`target`]: the edges and NATS under test, spawned or external.
 //! - [`session`]: what both scenarios share: opening the polls, memory per
 //!   held poll, waiting for pollers to catch up, collecting the results.
 //! - [`poller`]: one long-poll chain on its own HTTP/1 connection.
@@ -14,12 +17,18 @@
 //! - [`verify`]: lost, duplicated and out-of-order deliveries; latency.
 //! - [`probe`], [`procfs`]: the edge's metrics endpoint, and process memory,
 //!   CPU time and machine facts from `/proc`.
-//! - [`longpoll`], [`ingest`]: the two scenarios.
+//! - [`longpoll`], [`ingest`]: the two long-poll scenarios.
+//! - [`fleet`]: stream clients, one task per WebSocket or SSE connection,
+//!   reconnecting with their cursor; [`streaming`]: what the stream
+//!   scenarios share (limits, planning, opening, memory per connection).
+//! - [`stream`], [`fanout`], [`resume`]: the three stream scenarios.
 //! - [`outcome`]: the figures and goals both scenarios report alike.
 //! - [`report`]: the printed summary and the Markdown results section.
 
 pub mod cli;
 pub mod error;
+pub mod fanout;
+pub mod fleet;
 pub mod ingest;
 pub mod longpoll;
 pub mod outcome;
@@ -28,7 +37,10 @@ pub mod probe;
 pub mod procfs;
 pub mod publish;
 pub mod report;
+pub mod resume;
 pub mod session;
+pub mod stream;
+pub mod streaming;
 pub mod target;
 pub mod verify;
 
@@ -46,6 +58,18 @@ pub async fn run(cli: cli::Cli) -> Result<(), LoadError> {
         cli::Command::Ingest(args) => {
             let markdown = args.output.markdown.clone();
             (ingest::run(args).await?, markdown)
+        }
+        cli::Command::Stream(args) => {
+            let markdown = args.output.markdown.clone();
+            (stream::run(args).await?, markdown)
+        }
+        cli::Command::Fanout(args) => {
+            let markdown = args.output.markdown.clone();
+            (fanout::run(args).await?, markdown)
+        }
+        cli::Command::Resume(args) => {
+            let markdown = args.output.markdown.clone();
+            (resume::run(args).await?, markdown)
         }
     };
     let report = report.with_command(command_line);

@@ -33,6 +33,39 @@ pub struct EdgeMetrics {
     pub orgs: u64,
     /// `waiterCapHits`.
     pub waiter_cap_hits: u64,
+    /// `connections.websocket`: open WebSocket streams.
+    pub websocket: u64,
+    /// `connections.sse`: open SSE streams.
+    pub sse: u64,
+    /// `events.dropped`: deliveries dropped (quarantine, kill switch).
+    pub dropped: u64,
+    /// `slowConsumerCloses`: streams closed with 4008.
+    pub slow_closes: u64,
+    /// `quarantined`: stream connections quarantined right now.
+    pub quarantined: u64,
+}
+
+impl EdgeMetrics {
+    /// The figures of several edges added up.
+    pub fn sum(all: &[EdgeMetrics]) -> EdgeMetrics {
+        all.iter().fold(EdgeMetrics::default(), |a, m| EdgeMetrics {
+            ingested: a.ingested + m.ingested,
+            delivered: a.delivered + m.delivered,
+            rejected: a.rejected + m.rejected,
+            gaps_filled: a.gaps_filled + m.gaps_filled,
+            history_reads: a.history_reads + m.history_reads,
+            resets: a.resets + m.resets,
+            waiters: a.waiters + m.waiters,
+            longpoll: a.longpoll + m.longpoll,
+            orgs: a.orgs + m.orgs,
+            waiter_cap_hits: a.waiter_cap_hits + m.waiter_cap_hits,
+            websocket: a.websocket + m.websocket,
+            sse: a.sse + m.sse,
+            dropped: a.dropped + m.dropped,
+            slow_closes: a.slow_closes + m.slow_closes,
+            quarantined: a.quarantined + m.quarantined,
+        })
+    }
 }
 
 /// Fetches the edge's metrics.
@@ -96,6 +129,11 @@ fn parse(v: &Value) -> EdgeMetrics {
         longpoll: n(&["connections", "longpoll"]),
         orgs: n(&["orgs", "total"]),
         waiter_cap_hits: n(&["waiterCapHits"]),
+        websocket: n(&["connections", "websocket"]),
+        sse: n(&["connections", "sse"]),
+        dropped: n(&["events", "dropped"]),
+        slow_closes: n(&["slowConsumerCloses"]),
+        quarantined: n(&["quarantined"]),
     }
 }
 
@@ -107,7 +145,8 @@ mod tests {
     fn reads_the_contract_fields() {
         let v = serde_json::json!({
             "events": {"ingested": 7, "delivered": 9, "rejected": 1},
-            "connections": {"longpoll": 3}, "orgs": {"total": 2}, "waiters": 3
+            "connections": {"longpoll": 3, "websocket": 4, "sse": 5}, "orgs": {"total": 2}, "waiters": 3,
+            "slowConsumerCloses": 6
         });
         let m = parse(&v);
         assert_eq!(
@@ -122,5 +161,7 @@ mod tests {
             (7, 9, 1, 3, 2, 3)
         );
         assert_eq!(m.gaps_filled, 0);
+        assert_eq!((m.websocket, m.sse, m.slow_closes), (4, 5, 6));
+        assert_eq!(EdgeMetrics::sum(&[m, m]).websocket, 8);
     }
 }

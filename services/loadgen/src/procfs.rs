@@ -73,9 +73,23 @@ pub struct CpuUse {
 impl CpuSnapshot {
     /// Reads the CPU time of `edge`, `nats` and this process now.
     pub fn take(edge: Option<u32>, nats: Option<u32>) -> Self {
+        Self::take_all(edge.as_slice(), nats)
+    }
+
+    /// Like [`take`](Self::take), adding up several edge processes (none
+    /// when any of them cannot be read).
+    pub fn take_all(edges: &[u32], nats: Option<u32>) -> Self {
+        let edge = if edges.is_empty() {
+            None
+        } else {
+            edges
+                .iter()
+                .map(|p| process_ticks(&p.to_string()))
+                .sum::<Option<u64>>()
+        };
         Self {
             at: Instant::now(),
-            edge: edge.and_then(|p| process_ticks(&p.to_string())),
+            edge,
             nats: nats.and_then(|p| process_ticks(&p.to_string())),
             loadgen: process_ticks("self"),
             machine: machine_ticks(),
@@ -110,6 +124,34 @@ impl CpuSnapshot {
             others,
         }
     }
+}
+
+/// Open file descriptors of process `pid`.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// The 1-minute load average.
+pub fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Size of the ephemeral port range (`net.ipv4.ip_local_port_range`).
+pub fn ephemeral_ports() -> Option<u32> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = range.split_whitespace().map(|v| v.parse::<u32>());
+    let (lo, hi) = (it.next()?.ok()?, it.next()?.ok()?);
+    Some(hi.saturating_sub(lo) + 1)
+}
+
+/// The soft and hard open-files limits of this process.
+pub fn nofile_limits() -> Option<(u64, u64)> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE).ok()
 }
 
 /// The first process whose command line contains every one of `needles`.
@@ -202,5 +244,7 @@ mod tests {
         let b = CpuSnapshot::take(None, None);
         assert!(a.until(&b).loadgen.is_some());
         assert!(Machine::describe().cpus >= 1);
+        assert!(open_fds(std::process::id()).is_some_and(|n| n >= 3));
+        assert!(loadavg().is_some() && ephemeral_ports().is_some_and(|n| n > 1000));
     }
 }

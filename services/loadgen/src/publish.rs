@@ -72,6 +72,9 @@ pub struct Publisher {
     services: Vec<String>,
     /// Makes event ids unique across runs against the same stream.
     run: String,
+    /// Index of the next event; event ids stay unique across calls of
+    /// [`publish`](Self::publish) (JetStream would drop a repeated id as a duplicate).
+    next: u64,
     rng: StdRng,
 }
 
@@ -95,6 +98,7 @@ impl Publisher {
             orgs,
             services,
             run: format!("{:08x}", rand::random::<u32>()),
+            next: 0,
             rng: StdRng::from_os_rng(),
         })
     }
@@ -135,11 +139,12 @@ impl Publisher {
                 "herald.events.{}.{service}.{property}",
                 self.orgs[org]
             );
-            let event_id = format!("{}-{i}", self.run);
+            let n = self.next + i;
+            let event_id = format!("{}-{n}", self.run);
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("{service}:{event_id}").as_str());
             let body = format!(
-                r#"{{"eventType":"load.tick","eventId":"{event_id}","payload":{{"t":{},"i":{i}}}}}"#,
+                r#"{{"eventType":"load.tick","eventId":"{event_id}","payload":{{"t":{},"i":{n}}}}}"#,
                 wall_ns()
             );
             out.sent += 1;
@@ -154,6 +159,7 @@ impl Publisher {
                 Err(e) => record(&mut out, (org, Err(e.to_string()))),
             }
         }
+        self.next += total;
         out.send_time = started.elapsed();
         while let Some(r) = in_flight.next().await {
             record(&mut out, r);

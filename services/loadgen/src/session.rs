@@ -99,7 +99,12 @@ impl Session {
                 args.polls as u64 + SPARE_FDS
             )));
         }
-        let target = Target::prepare(target_args).await?;
+        if target_args.edge_nodes != 1 || target_args.edges.len() > 1 {
+            return Err(LoadError::Setup(
+                "long-poll scenarios drive one edge; drop --edge-nodes/--edges".into(),
+            ));
+        }
+        let target = Target::prepare(target_args, &[]).await?;
         let probe = Probe::new(&target.edge_url)?;
         wait_for_metrics(&probe).await?;
         let orgs: Vec<String> = (0..args.orgs.min(args.polls))
@@ -229,7 +234,7 @@ impl Session {
     }
 }
 
-async fn wait_for_metrics(probe: &Probe) -> Result<(), LoadError> {
+pub(crate) async fn wait_for_metrics(probe: &Probe) -> Result<(), LoadError> {
     let deadline = Instant::now() + METRICS_TIMEOUT;
     loop {
         match probe.metrics().await {

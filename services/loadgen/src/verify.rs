@@ -17,6 +17,10 @@ pub struct Verdict {
     pub received: u64,
     /// Owed deliveries that never arrived.
     pub lost: u64,
+    /// Part of `lost` above the highest sequence the client received: still
+    /// in flight when the benchmark stopped looking (a client that fell
+    /// behind), rather than a gap.
+    pub pending: u64,
     /// Events received more than once by the same poller (extra copies).
     pub duplicated: u64,
     /// Events that arrived after one with a higher sequence (duplicates included).
@@ -34,32 +38,93 @@ impl Verdict {
     }
 }
 
+/// How one client's deliveries compare with what was stored for its org.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCheck {
+    /// Deliveries owed.
+    pub owed: u64,
+    /// Events received (copies included).
+    pub received: u64,
+    /// Owed events never received.
+    pub lost: u64,
+    /// Part of `lost` above the highest sequence received (not yet arrived,
+    /// rather than skipped).
+    pub pending: u64,
+    /// Extra copies received.
+    pub duplicated: u64,
+    /// Events not above every earlier one.
+    pub out_of_order: u64,
+    /// Events received that no ack names.
+    pub unexpected: u64,
+}
+
+impl ClientCheck {
+    /// Nothing lost, repeated or reordered.
+    pub fn exact(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.out_of_order == 0
+    }
+}
+
+/// Compares one log with the sorted stored sequences of its org.
+pub fn check(owed: &[u64], log: &PollerLog) -> ClientCheck {
+    let mut distinct = log.seqs.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let found = count_common(owed, &distinct);
+    let top = distinct.last().copied().unwrap_or(0);
+    let above = owed.len() - owed.partition_point(|&s| s <= top);
+    ClientCheck {
+        owed: owed.len() as u64,
+        received: log.seqs.len() as u64,
+        lost: (owed.len() - found) as u64,
+        pending: above as u64,
+        duplicated: (log.seqs.len() - distinct.len()) as u64,
+        out_of_order: log.out_of_order,
+        unexpected: (distinct.len() - found) as u64,
+    }
+}
+
 /// Compares each poller's log with the sorted stored sequences of its org.
 pub fn verify(acked: &[Vec<u64>], logs: &[PollerLog]) -> Verdict {
     let mut v = Verdict {
         pollers: logs.len(),
         ..Verdict::default()
     };
-    let mut distinct = Vec::new();
     for log in logs {
         let owed: &[u64] = acked.get(log.org as usize).map_or(&[], Vec::as_slice);
-        distinct.clear();
-        distinct.extend_from_slice(&log.seqs);
-        distinct.sort_unstable();
-        distinct.dedup();
-        let duplicated = (log.seqs.len() - distinct.len()) as u64;
-        let found = count_common(owed, &distinct);
-        v.expected += owed.len() as u64;
-        v.received += log.seqs.len() as u64;
-        v.lost += (owed.len() - found) as u64;
-        v.duplicated += duplicated;
-        v.out_of_order += log.out_of_order;
-        v.unexpected += (distinct.len() - found) as u64;
-        if found == owed.len() && duplicated == 0 && log.out_of_order == 0 {
+        let c = check(owed, log);
+        v.expected += c.owed;
+        v.received += c.received;
+        v.lost += c.lost;
+        v.pending += c.pending;
+        v.duplicated += c.duplicated;
+        v.out_of_order += c.out_of_order;
+        v.unexpected += c.unexpected;
+        if c.exact() {
             v.complete_pollers += 1;
         }
     }
     v
+}
+
+/// Percentiles of plain samples (e.g. per-client times), in their unit.
+pub fn percentiles(samples: &mut [f64]) -> Latency {
+    if samples.is_empty() {
+        return Latency::default();
+    }
+    samples.sort_unstable_by(f64::total_cmp);
+    let at = |q: f64| {
+        let rank = ((samples.len() as f64) * q).ceil() as usize;
+        samples[rank.clamp(1, samples.len()) - 1]
+    };
+    Latency {
+        count: samples.len() as u64,
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: samples[samples.len() - 1],
+    }
 }
 
 /// Size of the intersection of two sorted, duplicate-free lists.
@@ -183,6 +248,21 @@ mod tests {
         );
         assert_eq!(v.complete_pollers, 2);
         assert!(!v.exact());
+    }
+
+    #[test]
+    fn plain_percentiles() {
+        let mut v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        let p = percentiles(&mut v);
+        assert_eq!((p.count, p.p50, p.p99, p.max), (100, 50.0, 99.0, 100.0));
+        assert_eq!(percentiles(&mut []).count, 0);
+        let c = check(&[1, 2, 3], &log(0, &[1, 3, 3], 1));
+        assert_eq!(
+            (c.lost, c.pending, c.duplicated, c.out_of_order),
+            (1, 0, 1, 1)
+        );
+        let behind = check(&[1, 2, 3, 4], &log(0, &[1, 2], 0));
+        assert_eq!((behind.lost, behind.pending), (2, 2));
     }
 
     #[test]
