@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+
+use tokio::sync::Notify;
 
 /// Commands a connection accepts from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +41,37 @@ pub enum Transport {
 /// Commands queued per connection before further ones are dropped.
 const CONTROL_QUEUE: usize = 16;
 
+/// A connection's queue of control commands. Allocated only when used: a
+/// channel would cost every idle connection a preallocated block.
+#[derive(Default)]
+struct Inbox {
+    queue: Mutex<VecDeque<Control>>,
+    ready: Notify,
+}
+
+impl Inbox {
+    fn try_send(&self, control: Control) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= CONTROL_QUEUE {
+            return false;
+        }
+        q.push_back(control);
+        drop(q);
+        self.ready.notify_one();
+        true
+    }
+
+    fn pop(&self) -> Option<Control> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+}
+
 struct Entry {
     id: u64,
-    tx: mpsc::Sender<Control>,
+    inbox: Arc<Inbox>,
 }
 
 type Key = (Arc<str>, Arc<str>);
@@ -72,14 +102,29 @@ pub struct Registration {
     key: Key,
     id: u64,
     transport: Transport,
-    /// Commands for this connection.
-    pub control: mpsc::Receiver<Control>,
+    inbox: Arc<Inbox>,
 }
 
 impl Registration {
     /// Connection id, unique on this node.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The next command for this connection (cancel-safe). Never `None`;
+    /// the option keeps call sites shaped like a channel's.
+    pub async fn recv(&self) -> Option<Control> {
+        loop {
+            if let Some(c) = self.inbox.pop() {
+                return Some(c);
+            }
+            self.inbox.ready.notified().await;
+        }
+    }
+
+    /// A command already queued, without waiting.
+    pub fn try_recv(&self) -> Option<Control> {
+        self.inbox.pop()
     }
 }
 
@@ -136,15 +181,18 @@ impl Connections {
             return Err(LimitError::User);
         }
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
-        let (tx, control) = mpsc::channel(CONTROL_QUEUE);
-        list.push(Entry { id, tx });
+        let inbox = Arc::new(Inbox::default());
+        list.push(Entry {
+            id,
+            inbox: Arc::clone(&inbox),
+        });
         self.counter(transport).fetch_add(1, Relaxed);
         Ok(Registration {
             conns: Arc::clone(self),
             key,
             id,
             transport,
-            control,
+            inbox,
         })
     }
 
@@ -158,7 +206,7 @@ impl Connections {
                 continue;
             }
             for e in list {
-                if e.tx.try_send(control.clone()).is_ok() {
+                if e.inbox.try_send(control.clone()) {
                     reached += 1;
                 }
             }
@@ -171,7 +219,7 @@ impl Connections {
         self.map()
             .values()
             .flatten()
-            .filter(|e| e.tx.try_send(control.clone()).is_ok())
+            .filter(|e| e.inbox.try_send(control.clone()))
             .count()
     }
 }
@@ -207,11 +255,11 @@ mod tests {
     #[test]
     fn dispatches_by_org_and_user() {
         let c = Arc::new(Connections::default());
-        let mut a = c
+        let a = c
             .register("acme", "u1", Transport::WebSocket, 10, 10)
             .unwrap();
-        let mut b = c.register("acme", "u2", Transport::Sse, 10, 10).unwrap();
-        let mut other = c
+        let b = c.register("acme", "u2", Transport::Sse, 10, 10).unwrap();
+        let other = c
             .register("globex", "u1", Transport::WebSocket, 10, 10)
             .unwrap();
         let close = Control::Close {
@@ -219,11 +267,11 @@ mod tests {
             reason: "bye".into(),
         };
         assert_eq!(c.dispatch("acme", Some("u1"), &close), 1);
-        assert_eq!(a.control.try_recv().unwrap(), close);
-        assert!(b.control.try_recv().is_err());
+        assert_eq!(a.try_recv().unwrap(), close);
+        assert!(b.try_recv().is_none());
         assert_eq!(c.dispatch("acme", None, &close), 2);
-        assert!(b.control.try_recv().is_ok());
-        assert!(other.control.try_recv().is_err());
+        assert!(b.try_recv().is_some());
+        assert!(other.try_recv().is_none());
         assert_eq!(c.broadcast(&close), 3);
     }
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use herald_edge::{run, Config, RunError};
 
+/// Pending connections the kernel queues before the node accepts them.
+const BACKLOG: u32 = 4096;
 /// Exit code for bad configuration (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 /// Exit code when the address cannot be bound or serving fails (EX_UNAVAILABLE).
@@ -19,7 +21,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let _telemetry = herald_edge::telemetry::init(&config);
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match bind(config.listen) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(addr = %config.listen, error = %e, "cannot bind");
@@ -37,6 +39,19 @@ async fn main() -> ExitCode {
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     }
+}
+
+/// Binds with a listen backlog of [`BACKLOG`]: the default of 128 drops
+/// connections when thousands of clients reconnect at once (a node failed).
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 async fn shutdown_signal() {

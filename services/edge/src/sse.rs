@@ -220,7 +220,7 @@ async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseS
             biased;
             _ = st.node.draining.cancelled() => st.done = true,
             _ = tokio::time::sleep_until(st.expires_at) => st.done = true,
-            cmd = st.registration.control.recv() => match cmd {
+            cmd = st.registration.recv() => match cmd {
                 Some(Control::Close { .. }) => st.done = true,
                 Some(Control::Update { services, property }) => {
                     match Filter::new(&st.principal, Some(services), property, st.node.switches.disabled_services()) {

@@ -494,12 +494,7 @@ impl Connection {
             tokio::select! {
                 biased;
                 _ = node.draining.cancelled() => return Some(Closing::new(close::DRAINING, "node draining; reconnect elsewhere")),
-                r = self.out.written(), if busy => {
-                    if r.is_err() {
-                        return None;
-                    }
-                }
-                cmd = self.registration.control.recv() => match cmd {
+                cmd = self.registration.recv() => match cmd {
                     Some(Control::Close { code, reason }) => return Some(Closing::new(code, reason)),
                     Some(Control::Update { services, property }) => {
                         if let Err(c) = self.update(services, property) {
@@ -532,17 +527,6 @@ impl Connection {
                         Incoming::Bad(why) => return Some(Closing::new(close::BAD_MESSAGE, why)),
                     }
                 }
-                changed = self.reader.changed(), if waiting || busy => {
-                    if !changed {
-                        return Some(Closing::new(close::TRY_AGAIN, "org state released"));
-                    }
-                    waiting = false;
-                    if busy && self.reader.cursor() < self.reader.lease().floor() {
-                        if let Some(c) = self.overflowed() {
-                            return Some(c);
-                        }
-                    }
-                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > ping_every * 2 {
                         return Some(Closing::new(close::BAD_MESSAGE, "no pong for two pings"));
@@ -571,6 +555,26 @@ impl Connection {
                     }
                     // Blocked, but nothing is lost yet: look again shortly.
                     recheck_at = Instant::now() + SLOW_RECHECK;
+                }
+                // Writes and new events come last: under load they are always
+                // ready and must not starve the pings, the client's pongs and
+                // the timers above (which are rarely ready, so they cannot
+                // starve the writes).
+                r = self.out.written(), if busy => {
+                    if r.is_err() {
+                        return None;
+                    }
+                }
+                changed = self.reader.changed(), if waiting || busy => {
+                    if !changed {
+                        return Some(Closing::new(close::TRY_AGAIN, "org state released"));
+                    }
+                    waiting = false;
+                    if busy && self.reader.cursor() < self.reader.lease().floor() {
+                        if let Some(c) = self.overflowed() {
+                            return Some(c);
+                        }
+                    }
                 }
             }
         }
