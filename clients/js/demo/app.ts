@@ -7,27 +7,13 @@
 //   ?property=lisbon           start with a property filter
 //   ?sub=alice                 the user id of the minted token
 import { createRealtimeClient } from '../src/index';
-
-type Transport = 'websocket' | 'sse' | 'longpoll';
+import type { HeraldEvent, TransportKind as Transport } from '../src/index';
 
 interface DemoConfig {
   edges: string[];
   org: string;
   services: string[];
   properties: string[];
-}
-
-interface HeraldEvent {
-  seq: number;
-  orgId: string;
-  service: string;
-  propertyId: string | null;
-  eventId: string;
-  eventType: string;
-  timestamp: number;
-  entityType?: string;
-  entityId?: string;
-  payload: unknown;
 }
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
