@@ -104,6 +104,11 @@ impl OrgHub {
         self.state().buffer.floor()
     }
 
+    /// Highest sequence up to which this node has every event of the org.
+    pub fn settled_seq(&self) -> u64 {
+        self.state().buffer.settled()
+    }
+
     /// Events buffered.
     pub fn buffered(&self) -> usize {
         self.state().buffer.len()
@@ -312,7 +317,7 @@ async fn handle_live(
         let Some(meta) = ingest::live_meta(msg.headers.as_ref(), node.stream.name()) else {
             continue;
         };
-        let (settled, _) = hub.settled();
+        let settled = hub.settled_seq();
         if meta.seq <= settled {
             continue;
         }

@@ -364,8 +364,11 @@ async fn a_client_that_stops_reading_is_quarantined_then_closed_4008_while_other
     let h = Herald::start_with(
         EDGE,
         1,
+        // The buffer must be small next to the burst (so the stalled client
+        // falls behind it) yet roomy for a client that reads (so a briefly
+        // busy test runner does not get the healthy client quarantined).
         &[
-            ("HERALD_ORG_BUFFER_EVENTS", "50"),
+            ("HERALD_ORG_BUFFER_EVENTS", "1000"),
             ("HERALD_SLOW_CLIENT_TIMEOUT", "2s"),
             ("HERALD_MAX_EVENT_BYTES", "65536"),
         ],
@@ -374,35 +377,55 @@ async fn a_client_that_stops_reading_is_quarantined_then_closed_4008_while_other
     let token = h.token("acme");
     let base = h.edges[0].base_url();
     let mut slow = WsClient::connect(&base, "", Some(&token), None).await;
-    slow.hello(&["finance", "analytics"], None, None, None)
+    slow.hello(&["bulk", "finance", "analytics"], None, None, None)
         .await;
     let mut healthy =
         WsClient::connect(&base, "", Some(&h.user("acme").sub("u2").build()), None).await;
     healthy
         .hello(&["finance", "analytics"], None, None, None)
         .await;
+    // The healthy client reads all along, from before the burst starts.
+    let (expect_tx, expect_rx) = tokio::sync::oneshot::channel::<usize>();
+    let healthy_reader = tokio::spawn(async move {
+        let (mut got, mut expected, mut expect_rx) = (Vec::new(), None, expect_rx);
+        while expected.is_none_or(|n| got.len() < n) {
+            tokio::select! {
+                n = &mut expect_rx, if expected.is_none() => expected = Some(n.unwrap_or(0)),
+                batch = healthy.events(1) => got.extend(seqs_of(&batch)),
+            }
+        }
+        got
+    });
 
-    // About 24 MB, far more than loopback socket buffers hold.
+    // About 25 MB of `bulk` (only the slow client wants it), far more than
+    // loopback socket buffers hold, between small finance and analytics events.
     let js = async_nats::jetstream::new(h.nats_client().clone());
     let blob = "y".repeat(8_000);
     let mut acks = Vec::new();
-    for i in 0..3000 {
-        let svc = if i % 10 == 0 { "analytics" } else { "finance" };
-        let body = json!({"eventType": "x", "payload": blob}).to_string();
-        acks.push(
+    for i in 0..4000 {
+        let (svc, payload) = match i % 4 {
+            0 => (
+                if i % 8 == 0 { "analytics" } else { "finance" },
+                json!({"i": i}),
+            ),
+            _ => ("bulk", json!(blob)),
+        };
+        let body = json!({"eventType": "x", "payload": payload}).to_string();
+        acks.push((
+            svc,
             js.publish(format!("herald.events.acme.{svc}.p1"), body.into())
                 .await
                 .unwrap(),
-        );
+        ));
     }
     let mut published = Vec::new();
-    for a in acks {
-        published.push(a.await.unwrap().sequence);
+    for (svc, a) in acks {
+        let seq = a.await.unwrap().sequence;
+        if svc != "bulk" {
+            published.push(seq);
+        }
     }
-    let healthy_reader = tokio::spawn(async move {
-        let got = healthy.events(3000).await;
-        seqs_of(&got)
-    });
+    let _ = expect_tx.send(published.len());
     assert_eq!(
         healthy_reader.await.unwrap(),
         published,
