@@ -149,6 +149,26 @@ pub struct Config {
     /// Longest SIGTERM drain before the process exits.
     #[arg(long, env = "HERALD_DRAIN_TIMEOUT", default_value = "8s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+
+    // --- Feed integrity and memory (org feed, buffers, history reads) ---
+    /// Live messages the NATS client queues per org subscription before it
+    /// drops (a tuning knob; tests make it tiny to force drops).
+    #[arg(
+        long,
+        env = "HERALD_NATS_SUBSCRIPTION_CAPACITY",
+        default_value_t = 16_384
+    )]
+    pub nats_subscription_capacity: usize,
+
+    /// Live messages queued per org between NATS and the org task; past
+    /// it (or past `HERALD_LIVE_QUEUE_BYTES`) messages are dropped here and
+    /// read back from the stream.
+    #[arg(long, env = "HERALD_LIVE_QUEUE_MESSAGES", default_value_t = 16_384)]
+    pub live_queue_messages: usize,
+
+    /// Payload bytes queued per org between NATS and the org task.
+    #[arg(long, env = "HERALD_LIVE_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub live_queue_bytes: usize,
 }
 
 /// A secret string that never prints.
@@ -242,6 +262,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Bounds of each org's live queue.
+    pub fn live_queue_limits(&self) -> crate::live::QueueLimits {
+        crate::live::QueueLimits {
+            messages: self.live_queue_messages.max(1),
+            bytes: self.live_queue_bytes.max(1),
+        }
     }
 
     /// The NATS URLs as a list.

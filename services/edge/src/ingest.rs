@@ -2,6 +2,7 @@
 //! stream) into buffered events, or into rejections that are counted, logged
 //! with their sequence and skipped.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
@@ -81,7 +82,13 @@ pub fn live_meta(headers: Option<&HeaderMap>, stream: &str) -> Option<LiveMeta> 
     if h.get("Nats-Stream")?.as_str() != stream {
         return None;
     }
-    let seq = h.get("Nats-Sequence")?.as_str().parse().ok()?;
+    // Sequence 0 never exists; refusing it keeps `seq - 1` safe everywhere.
+    let seq = h
+        .get("Nats-Sequence")?
+        .as_str()
+        .parse()
+        .ok()
+        .filter(|s: &u64| *s > 0)?;
     let last_subject_seq = h
         .get("Nats-Last-Sequence")
         .and_then(|v| v.as_str().parse().ok())
@@ -173,6 +180,55 @@ fn decode(
     }
 }
 
+/// Rejections logged per [`LOG_WINDOW`] at most; the rest are only counted.
+const LOG_BURST: u64 = 20;
+/// Window of the rejection log throttle, in ms.
+const LOG_WINDOW: i64 = 10_000;
+/// Longest detail of a logged rejection (it may echo publisher text).
+const LOG_DETAIL: usize = 200;
+
+static LOG_WINDOW_START: AtomicI64 = AtomicI64::new(0);
+static LOG_IN_WINDOW: AtomicU64 = AtomicU64::new(0);
+
+/// Logs a skipped message with its sequence, at most [`LOG_BURST`] lines
+/// per ten seconds per node, its detail cut to [`LOG_DETAIL`] bytes.
+pub fn log_rejected(org: &str, seq: u64, reason: &str, detail: &str) {
+    let now = now_ms();
+    let start = LOG_WINDOW_START.load(Relaxed);
+    if now - start >= LOG_WINDOW
+        && LOG_WINDOW_START
+            .compare_exchange(start, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        let skipped = LOG_IN_WINDOW.swap(0, Relaxed).saturating_sub(LOG_BURST);
+        if skipped > 0 {
+            tracing::warn!(skipped, "more rejected messages were not logged");
+        }
+    }
+    if LOG_IN_WINDOW.fetch_add(1, Relaxed) < LOG_BURST {
+        let detail = truncate(detail, LOG_DETAIL);
+        tracing::warn!(
+            org,
+            seq,
+            reason,
+            detail,
+            "rejected stored event; skipping it"
+        );
+    }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -226,6 +282,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn truncates_at_char_boundaries() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+    }
+
+    #[test]
     fn parses_nats_timestamps() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(
@@ -258,6 +321,14 @@ mod tests {
             })
         );
         assert_eq!(live_meta(Some(&h), "OTHER"), None);
+        h.insert("Nats-Sequence", "0");
+        assert_eq!(
+            live_meta(Some(&h), "HERALD_EVENTS"),
+            None,
+            "sequence 0 never exists"
+        );
+        h.insert("Nats-Sequence", "18446744073709551616");
+        assert_eq!(live_meta(Some(&h), "HERALD_EVENTS"), None, "over u64");
         assert_eq!(live_meta(None, "HERALD_EVENTS"), None);
     }
 

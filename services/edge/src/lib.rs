@@ -6,9 +6,10 @@
 //!   [`serve`]: the HTTP/1.1 accept loop with small per-connection buffers.
 //! - [`nats`], [`jetstream`], [`head`]: the NATS connection, the event stream
 //!   and the sampled stream head (epoch, first and last sequence).
-//! - [`registry`], [`org`], [`buffer`]: per-org state created on the first
-//!   client, the ingestion task with gap detection and filling, and the ring
-//!   of recent events read by cursor.
+//! - [`registry`], [`org`], [`live`], [`buffer`]: per-org state created on
+//!   the first client, the ingestion task that keeps the buffer gap-free,
+//!   the bounded live queue that marks every possible loss in order, and
+//!   the ring of recent events read by cursor.
 //! - [`ingest`]: NATS messages to buffered events or counted rejections.
 //! - [`reader`]: a client's cursor over its org's events, shared by every transport.
 //! - [`auth`], [`filter`]: tokens and what each client may see.
@@ -29,6 +30,7 @@ pub mod head;
 pub mod http;
 pub mod ingest;
 pub mod jetstream;
+pub mod live;
 pub mod metrics;
 pub mod nats;
 pub mod node;

@@ -103,6 +103,10 @@ pub struct Metrics {
     rejected: [AtomicU64; REJECT_REASONS.len()],
     /// Times a gap in the live feed was found and filled from the stream.
     pub gaps_filled: AtomicU64,
+    /// Loss marks in live feeds (overflow, reconnect, slow consumer), each repaired from the stream.
+    pub live_losses: AtomicU64,
+    /// Live messages refused for a sequence beyond the stream head.
+    pub forged: AtomicU64,
     /// Events recovered from the stream by gap filling.
     pub gap_events: AtomicU64,
     /// Reads of history from the stream for clients behind the buffer.
@@ -196,6 +200,8 @@ impl Metrics {
                 "rejected": self.rejected_total(),
                 "rejectedByReason": rejected,
                 "gapsFilled": self.gaps_filled.load(Relaxed),
+                "liveLosses": self.live_losses.load(Relaxed),
+                "forged": self.forged.load(Relaxed),
                 "gapEvents": self.gap_events.load(Relaxed),
                 "historyReads": self.history_reads.load(Relaxed),
                 "resets": self.resets.load(Relaxed),

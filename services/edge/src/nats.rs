@@ -1,40 +1,29 @@
 //! The node's NATS connection: reconnects forever, and turns the client's
 //! connection events into the signals the rest of the node needs (readiness,
-//! and "live messages may have been lost" for gap detection).
+//! and a counter of "live messages may have been lost" that every org's live
+//! pump watches).
 
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 use crate::config::Config;
 
-/// Something that can have cost the node live messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LossSignal {
-    /// The connection came (back) up; anything published while it was down was missed.
-    Reconnected,
-    /// A subscription overflowed and messages were dropped client-side.
-    SlowConsumer,
-}
-
-/// Messages buffered per subscription before the client drops (and reports a
-/// slow consumer). Large enough to ride out a burst; bounded so a stuck org
-/// task cannot grow memory without limit.
-const SUBSCRIPTION_CAPACITY: usize = 16 * 1024;
-
 /// Connects to NATS. Retries the first connection and every reconnection
-/// forever with capped backoff; connection events arrive on the returned channel.
+/// forever with capped backoff. The returned counter moves on every event
+/// that can have cost live messages (a slow consumer, a new connection).
 pub async fn connect(
     config: &Config,
     node_id: &str,
-) -> Result<(Client, mpsc::Receiver<LossSignal>), async_nats::ConnectError> {
-    let (tx, rx) = mpsc::channel(64);
+) -> Result<(Client, watch::Receiver<u64>), async_nats::ConnectError> {
+    let (tx, rx) = watch::channel(0u64);
+    let tx = std::sync::Arc::new(tx);
     let options = ConnectOptions::new()
         .name(format!("herald-edge {node_id}"))
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .subscription_capacity(config.nats_subscription_capacity.max(1))
         .connection_timeout(Duration::from_secs(3))
         .request_timeout(Some(Duration::from_secs(5)))
         .ping_interval(Duration::from_secs(10))
@@ -45,27 +34,26 @@ pub async fn connect(
         .event_callback(move |event| {
             let tx = tx.clone();
             async move {
-                let signal = match event {
+                let lost = match event {
                     Event::Connected => {
                         tracing::info!("nats connected");
-                        Some(LossSignal::Reconnected)
+                        true
                     }
                     Event::Disconnected => {
                         tracing::warn!("nats disconnected");
-                        None
+                        false
                     }
                     Event::SlowConsumer(sid) => {
                         tracing::warn!(sid, "nats slow consumer: live messages dropped, will refill from the stream");
-                        Some(LossSignal::SlowConsumer)
+                        true
                     }
                     other => {
                         tracing::info!(event = %other, "nats event");
-                        None
+                        false
                     }
                 };
-                if let Some(signal) = signal {
-                    // A full channel already holds a pending signal of the same effect.
-                    let _ = tx.try_send(signal);
+                if lost {
+                    tx.send_modify(|n| *n = n.wrapping_add(1));
                 }
             }
         });

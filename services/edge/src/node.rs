@@ -23,6 +23,8 @@ pub struct Node {
     pub node_id: String,
     /// NATS connection.
     pub client: async_nats::Client,
+    /// Moves on every NATS event that can have cost live messages.
+    pub losses: watch::Receiver<u64>,
     /// The event stream.
     pub stream: EventStream,
     /// Publishing through JetStream with dedup and retries.
@@ -57,6 +59,7 @@ impl Node {
         config: Config,
         node_id: String,
         client: async_nats::Client,
+        losses: watch::Receiver<u64>,
         verifier: Verifier,
     ) -> Arc<Self> {
         let (config_disabled, config_disabled_services) =
@@ -81,6 +84,7 @@ impl Node {
             config,
             node_id,
             client,
+            losses,
             stream,
             publisher,
             verifier,

@@ -1,29 +1,35 @@
 //! One org on one node: its buffer, the waiters on it, and the task that
 //! feeds it from NATS.
 //!
-//! The task subscribes to the org's RePublished live subject and appends
-//! events in sequence order. A live message is only appended when nothing of
-//! the org can be missing before it; otherwise the gap is first read from the
-//! stream. "Missing" is suspected after a subscribe (the server may not have
-//! registered the subscription yet), after a reconnect or slow-consumer
-//! event, and when a message's `Nats-Last-Sequence` names an event on its
-//! subject the node never saw. Audits (a read of the stream from the
-//! settled point up to a sampled head) fill what a quiet org might miss and
-//! advance quiet cursors.
+//! The task takes the org's RePublished live messages from its
+//! [`LiveQueue`](crate::live::LiveQueue) and appends events in sequence
+//! order. The buffer's `settled` point never passes a sequence the node has
+//! not either received or read past in the stream:
+//! - just after subscribing (the servers may not route the subject here
+//!   yet) every live message is checked by reading the stream up to it;
+//! - at a loss mark in the queue (overflow, reconnect, slow consumer)
+//!   nothing live is appended until the stream was read up to a head sampled
+//!   after the mark;
+//! - a message whose `Nats-Last-Sequence` names an event on its subject the
+//!   node never saw makes it read the gap first;
+//! - a live sequence beyond the stream's head is refused (forged headers).
+//!
+//! Audits (a read of the stream from the settled point up to a sampled head)
+//! fill what a quiet org might miss and advance quiet cursors.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{BufferRead, OrgBuffer};
 use crate::filter::Filter;
 use crate::ingest::{self, Decoded, StoredEvent};
-use crate::jetstream::StreamError;
+use crate::jetstream::{StreamError, StreamHead};
+use crate::live::{self, Live, LiveQueue, LossSources, QueueLimits};
 use crate::node::Node;
 
 /// Live messages handled per wake-up before waiters are notified.
@@ -35,6 +41,11 @@ const UNPROVEN_AUDITS: [Duration; 3] = [
     Duration::from_millis(400),
     Duration::from_millis(1500),
 ];
+/// A live sequence this far past the last head sample is checked against a
+/// fresh one before it is believed.
+const PLAUSIBLE_AHEAD: u64 = 100_000;
+/// Longest wait for the subscription's flush before the feed starts anyway.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 /// Wait before retrying a failed audit.
 const AUDIT_RETRY: Duration = Duration::from_secs(1);
 /// Most stored messages one history read scans, so one poll cannot keep the node busy.
@@ -58,7 +69,8 @@ pub struct OrgHub {
     pub users: AtomicUsize,
     /// When it was last used, node uptime in ms.
     pub last_used_ms: AtomicU64,
-    loss: Notify,
+    /// Live messages on their way from NATS to the task.
+    live: Arc<LiveQueue>,
     subscribed: watch::Sender<bool>,
     /// Stops the ingestion task.
     pub cancel: CancellationToken,
@@ -66,7 +78,13 @@ pub struct OrgHub {
 
 impl OrgHub {
     /// A hub whose buffer is complete up to `start` in `epoch`.
-    pub fn new(org: &str, capacity: usize, start: u64, epoch: String) -> Arc<Self> {
+    pub fn new(
+        org: &str,
+        capacity: usize,
+        live: QueueLimits,
+        start: u64,
+        epoch: String,
+    ) -> Arc<Self> {
         Arc::new(Self {
             org: org.into(),
             state: Mutex::new(State {
@@ -77,7 +95,7 @@ impl OrgHub {
             waiters: AtomicUsize::new(0),
             users: AtomicUsize::new(0),
             last_used_ms: AtomicU64::new(0),
-            loss: Notify::new(),
+            live: Arc::new(LiveQueue::new(live)),
             subscribed: watch::channel(false).0,
             cancel: CancellationToken::new(),
         })
@@ -126,11 +144,6 @@ impl OrgHub {
         let _ = tokio::time::timeout(max, rx.wait_for(|s| *s)).await;
     }
 
-    /// Live messages may have been lost: distrust the feed until proven again.
-    pub fn signal_loss(&self) {
-        self.loss.notify_one();
-    }
-
     fn notify(&self) {
         let settled = self.state().buffer.settled();
         self.settled.send_if_modified(|v| {
@@ -159,7 +172,7 @@ impl OrgHub {
                 s.buffer.advance(seq);
                 drop(s);
                 node.metrics.reject(reason);
-                tracing::warn!(org = %self.org, seq, reason, %detail, "rejected stored event; skipping it");
+                ingest::log_rejected(&self.org, seq, reason, &detail);
             }
         }
     }
@@ -170,7 +183,9 @@ impl OrgHub {
     async fn catch_up(&self, node: &Node, until: u64, settle: bool) -> Result<usize, StreamError> {
         let mut read = 0;
         loop {
-            let from = self.state().buffer.settled() + 1;
+            let Some(from) = self.state().buffer.settled().checked_add(1) else {
+                break;
+            };
             if from > until {
                 break;
             }
@@ -193,53 +208,36 @@ impl OrgHub {
         Ok(read)
     }
 
-    /// Forgets the buffer when the stream was recreated.
-    fn reset_epoch(&self, epoch: &str) -> bool {
+    /// Forgets the buffer when the stream was recreated; it restarts at the
+    /// new stream's head (clients get a reset to there, never a replay of
+    /// the new stream from its start).
+    fn reset_epoch(&self, head: &StreamHead) -> bool {
         let mut s = self.state();
-        if s.epoch == epoch {
+        if s.epoch == head.epoch {
             return false;
         }
-        s.buffer.reset(0);
-        s.epoch = epoch.to_owned();
+        s.buffer.reset(head.last_seq);
+        s.epoch = head.epoch.clone();
         true
     }
 }
 
-/// Whether the live feed of an org can be trusted to be gap-free.
-struct Trust {
-    proven: bool,
-    step: usize,
-    next_audit: Instant,
-}
-
-impl Trust {
-    fn unproven() -> Self {
-        Self {
-            proven: false,
-            step: 0,
-            next_audit: Instant::now() + UNPROVEN_AUDITS[0],
-        }
-    }
-
-    fn audit_done(&mut self, interval: Duration) {
-        if !self.proven {
-            self.step += 1;
-            if self.step >= UNPROVEN_AUDITS.len() {
-                self.proven = true;
-            } else {
-                self.next_audit = Instant::now() + UNPROVEN_AUDITS[self.step];
-                return;
-            }
-        }
-        self.next_audit = Instant::now() + jittered(interval);
-    }
-
-    fn proven_by_live(&mut self, interval: Duration) {
-        if !self.proven {
-            self.proven = true;
-            self.next_audit = Instant::now() + jittered(interval);
-        }
-    }
+/// How far an org's live feed is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Just subscribed: the server may not route the live subject to this
+    /// node yet, so every live message is checked against the stream (read
+    /// up to it) before it is appended.
+    Unproven {
+        /// Start-up audits done so far.
+        step: usize,
+    },
+    /// A loss was marked: nothing live is appended until the stream was
+    /// read up to a head sampled after the mark.
+    Recovering,
+    /// Every live message is appended as it comes: nothing was lost since
+    /// the last proof.
+    Trusted,
 }
 
 /// `interval` ±20 %, so orgs created together do not audit together.
@@ -247,10 +245,54 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(rand::random_range(0.8..1.2))
 }
 
+/// The state of one org's feed in its task.
+struct Feed {
+    trust: Trust,
+    next_audit: Instant,
+}
+
+impl Feed {
+    fn new() -> Self {
+        Self {
+            trust: Trust::Unproven { step: 0 },
+            next_audit: Instant::now() + jittered(UNPROVEN_AUDITS[0]),
+        }
+    }
+
+    /// A loss was marked: recover at once (a feed still unproven stays so).
+    fn lost(&mut self) {
+        if self.trust == Trust::Trusted {
+            self.trust = Trust::Recovering;
+        }
+        self.next_audit = Instant::now();
+    }
+
+    /// A read of the stream up to a head sampled after the last mark succeeded.
+    fn audited(&mut self, interval: Duration) {
+        if let Trust::Unproven { step } = self.trust {
+            if step + 1 < UNPROVEN_AUDITS.len() {
+                self.trust = Trust::Unproven { step: step + 1 };
+                self.next_audit = Instant::now() + jittered(UNPROVEN_AUDITS[step + 1]);
+                return;
+            }
+        }
+        self.trust = Trust::Trusted;
+        self.next_audit = Instant::now() + jittered(interval);
+    }
+
+    /// A read of the stream failed: try again soon, trusting nothing new.
+    fn failed(&mut self) {
+        if self.trust == Trust::Trusted {
+            self.trust = Trust::Recovering;
+        }
+        self.next_audit = Instant::now() + AUDIT_RETRY;
+    }
+}
+
 /// Feeds one org's buffer until the hub is cancelled.
 pub async fn ingest(hub: Arc<OrgHub>, node: Arc<Node>) {
     let subject = herald_proto::subject::org_live_filter(&hub.org);
-    let mut sub = loop {
+    let sub = loop {
         tokio::select! {
             _ = hub.cancel.cancelled() => return,
             r = node.client.subscribe(subject.clone()) => match r {
@@ -262,58 +304,72 @@ pub async fn ingest(hub: Arc<OrgHub>, node: Arc<Node>) {
             },
         }
     };
-    // Best effort only: a flush does not prove the server registered the
-    // subscription, which is why the feed starts unproven.
-    let _ = node.client.flush().await;
+    let sources = LossSources {
+        events: node.losses.clone(),
+        stats: node.client.statistics(),
+    };
+    tokio::spawn(live::pump(
+        sub,
+        Arc::clone(&hub.live),
+        sources,
+        hub.cancel.clone(),
+    ));
+    // Best effort only: a flush does not prove that every server routes the
+    // subject here yet, which is why the feed starts unproven.
+    let _ = tokio::time::timeout(FLUSH_WAIT, node.client.flush()).await;
     hub.subscribed.send_replace(true);
     tracing::debug!(org = %hub.org, "org subscribed");
-    let mut trust = Trust::unproven();
+    let mut feed = Feed::new();
     let mut head_rx = node.head.subscribe();
     loop {
         tokio::select! {
             biased;
             _ = hub.cancel.cancelled() => break,
-            _ = hub.loss.notified() => trust = Trust::unproven(),
             changed = head_rx.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                let epoch = head_rx.borrow_and_update().as_ref().map(|h| h.epoch.clone());
-                if let Some(epoch) = epoch {
-                    if hub.reset_epoch(&epoch) {
-                        tracing::warn!(org = %hub.org, %epoch, "stream was recreated; org buffer reset");
+                let head = head_rx.borrow_and_update().clone();
+                if let Some(head) = head {
+                    if hub.reset_epoch(&head) {
+                        tracing::warn!(org = %hub.org, epoch = %head.epoch, "stream was recreated; org buffer restarts at its head");
                         hub.notify();
-                        trust = Trust::unproven();
+                        feed = Feed::new();
                     }
                 }
             }
-            msg = sub.next() => {
-                let Some(msg) = msg else { break };
+            _ = tokio::time::sleep_until(feed.next_audit) => audit(&hub, &node, &mut feed).await,
+            _ = hub.live.ready() => {
                 // Allocated per wake-up: a buffer kept per org would stay at its burst size.
-                let mut batch = vec![msg];
-                while batch.len() < LIVE_BATCH {
-                    match sub.next().now_or_never() {
-                        Some(Some(m)) => batch.push(m),
-                        _ => break,
+                loop {
+                    let batch = hub.live.take(LIVE_BATCH);
+                    if batch.is_empty() {
+                        break;
                     }
+                    handle_live(&hub, &node, &mut feed, batch).await;
                 }
-                handle_live(&hub, &node, &mut trust, batch.into_iter()).await;
             }
-            _ = tokio::time::sleep_until(trust.next_audit) => audit(&hub, &node, &mut trust).await,
         }
     }
-    let _ = sub.unsubscribe().await;
     tracing::debug!(org = %hub.org, "org released");
 }
 
-async fn handle_live(
-    hub: &OrgHub,
-    node: &Node,
-    trust: &mut Trust,
-    msgs: impl Iterator<Item = async_nats::Message>,
-) {
-    let interval = node.config.audit_interval;
-    for msg in msgs {
+async fn handle_live(hub: &OrgHub, node: &Node, feed: &mut Feed, batch: Vec<Live>) {
+    // While unproven, one stream read covers the batch up to its newest
+    // message (or up to the next loss mark).
+    let mut verified_to = 0;
+    for (i, item) in batch.iter().enumerate() {
+        let msg = match item {
+            Live::Lost => {
+                node.metrics.live_losses.fetch_add(1, Relaxed);
+                feed.lost();
+                // Everything up to a head sampled from now on is read from
+                // the stream; later live messages are trusted again.
+                audit(hub, node, feed).await;
+                continue;
+            }
+            Live::Message(m) => m,
+        };
         let Some(meta) = ingest::live_meta(msg.headers.as_ref(), node.stream.name()) else {
             continue;
         };
@@ -321,44 +377,98 @@ async fn handle_live(
         if meta.seq <= settled {
             continue;
         }
+        if !plausible(node, meta.seq).await {
+            node.metrics.forged.fetch_add(1, Relaxed);
+            ingest::log_rejected(
+                &hub.org,
+                meta.seq,
+                "forged",
+                "live sequence beyond the stream head",
+            );
+            continue;
+        }
         // The previous message on this subject is newer than what we hold: we missed it.
         let missed_on_subject = meta.last_subject_seq > settled;
-        if !trust.proven || missed_on_subject {
-            match hub.catch_up(node, meta.seq - 1, true).await {
-                Ok(n) => {
-                    if n > 0 {
-                        node.metrics.gaps_filled.fetch_add(1, Relaxed);
-                        node.metrics.gap_events.fetch_add(n as u64, Relaxed);
-                        tracing::info!(org = %hub.org, events = n, up_to = meta.seq - 1, "filled a gap in the live feed from the stream");
+        match feed.trust {
+            // The stream read that ends recovery covers this message.
+            Trust::Recovering => continue,
+            Trust::Unproven { .. } => {
+                // Read the stream up to and including these messages: nothing
+                // of the org before them can be missing afterwards.
+                if meta.seq > verified_to {
+                    verified_to = newest_before_mark(&batch[i..], node).max(meta.seq);
+                    if let Err(e) = fill(hub, node, verified_to).await {
+                        tracing::warn!(org = %hub.org, error = %e, "gap fill failed; will retry");
+                        feed.failed();
                     }
-                    trust.proven_by_live(interval);
                 }
-                Err(e) => {
-                    // Without the gap filled this message cannot be appended;
-                    // the next audit reads it from the stream instead.
+                continue;
+            }
+            Trust::Trusted if missed_on_subject => {
+                if let Err(e) = fill(hub, node, meta.seq - 1).await {
                     tracing::warn!(org = %hub.org, error = %e, "gap fill failed; will retry");
-                    *trust = Trust::unproven();
-                    trust.next_audit = Instant::now() + AUDIT_RETRY;
-                    break;
+                    feed.failed();
+                    continue;
                 }
             }
+            Trust::Trusted => {}
         }
         let span = crate::telemetry::ingest_span(&hub.org, meta.seq, msg.headers.as_ref());
         let _entered = span.as_ref().map(tracing::Span::enter);
-        let decoded = ingest::decode_live(&msg, meta, &hub.org, node.config.max_event_bytes);
+        let decoded = ingest::decode_live(msg, meta, &hub.org, node.config.max_event_bytes);
         hub.apply(node, decoded);
     }
     hub.notify();
 }
 
-async fn audit(hub: &OrgHub, node: &Node, trust: &mut Trust) {
+/// The highest live sequence in `items` before the first loss mark.
+fn newest_before_mark(items: &[Live], node: &Node) -> u64 {
+    items
+        .iter()
+        .map_while(|item| match item {
+            Live::Message(m) => Some(m),
+            Live::Lost => None,
+        })
+        .filter_map(|m| ingest::live_meta(m.headers.as_ref(), node.stream.name()))
+        .map(|meta| meta.seq)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Reads the org's stored events up to `until` from the stream, counting
+/// what the live feed had not delivered.
+async fn fill(hub: &OrgHub, node: &Node, until: u64) -> Result<(), StreamError> {
+    let n = hub.catch_up(node, until, true).await?;
+    if n > 0 {
+        node.metrics.gaps_filled.fetch_add(1, Relaxed);
+        node.metrics.gap_events.fetch_add(n as u64, Relaxed);
+        tracing::debug!(org = %hub.org, events = n, up_to = until, "read events from the stream");
+    }
+    Ok(())
+}
+
+/// False for a live sequence beyond the stream's head (a forged or corrupt
+/// header); a sequence far past the last sample is checked against a fresh one.
+async fn plausible(node: &Node, seq: u64) -> bool {
+    let known = node.current_head().map_or(0, |h| h.last_seq);
+    if seq <= known.saturating_add(PLAUSIBLE_AHEAD) {
+        return true;
+    }
+    match node.fresh_head().await {
+        Ok(h) => seq <= h.last_seq,
+        // Cannot tell now: the message is not trusted; recovery reads the stream.
+        Err(_) => false,
+    }
+}
+
+async fn audit(hub: &OrgHub, node: &Node, feed: &mut Feed) {
     // The head must be sampled before the read so the read covers every
-    // event up to it. A feed not yet trusted needs a fresh sample (the events
-    // it may have missed are recent); a trusted one uses a sample at least
-    // one head interval old, whose events have long arrived live, so the
-    // audit usually reads nothing at all instead of re-reading events still
-    // on their way through the subscription.
-    let head = if trust.proven {
+    // event up to it. A feed not trusted needs a sample taken now (the
+    // events it may have missed are recent); a trusted one uses a sample at
+    // least one head interval old, whose events have long arrived live, so
+    // the audit usually reads nothing at all instead of re-reading events
+    // still on their way through the subscription.
+    let head = if feed.trust == Trust::Trusted {
         node.aged_head()
     } else {
         match node.fresh_head().await {
@@ -370,12 +480,12 @@ async fn audit(hub: &OrgHub, node: &Node, trust: &mut Trust) {
         }
     };
     let Some(head) = head else {
-        trust.next_audit = Instant::now() + AUDIT_RETRY;
+        feed.failed();
         return;
     };
     if hub.settled().1 != head.epoch {
         // The epoch change is handled by the head watch first.
-        trust.next_audit = Instant::now() + AUDIT_RETRY;
+        feed.failed();
         return;
     }
     match hub.catch_up(node, head.last_seq, true).await {
@@ -385,11 +495,11 @@ async fn audit(hub: &OrgHub, node: &Node, trust: &mut Trust) {
                 node.metrics.gap_events.fetch_add(n as u64, Relaxed);
                 tracing::info!(org = %hub.org, events = n, "audit recovered events the live feed had not delivered");
             }
-            trust.audit_done(node.config.audit_interval);
+            feed.audited(node.config.audit_interval);
         }
         Err(e) => {
             tracing::warn!(org = %hub.org, error = %e, "audit failed; will retry");
-            trust.next_audit = Instant::now() + AUDIT_RETRY;
+            feed.failed();
         }
     }
 }
@@ -409,7 +519,10 @@ pub async fn read_history(
     let mut events = Vec::new();
     let mut cursor = after;
     for _ in 0..HISTORY_SCAN_LIMIT {
-        let Some(msg) = node.stream.next_for_org(org, cursor + 1).await? else {
+        let Some(from) = cursor.checked_add(1) else {
+            return Ok((events, until));
+        };
+        let Some(msg) = node.stream.next_for_org(org, from).await? else {
             return Ok((events, until));
         };
         if msg.sequence > until {

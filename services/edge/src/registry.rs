@@ -76,6 +76,7 @@ impl Registry {
                 let hub = OrgHub::new(
                     org,
                     node.config.org_buffer_events,
+                    node.config.live_queue_limits(),
                     head.last_seq,
                     head.epoch,
                 );
@@ -89,13 +90,6 @@ impl Registry {
             hub,
             node: Arc::clone(node),
         })
-    }
-
-    /// Tells every org that live messages may have been lost.
-    pub fn signal_loss(&self) {
-        for hub in self.map().values() {
-            hub.signal_loss();
-        }
     }
 
     /// Releases orgs without clients for longer than `idle`; returns how many.

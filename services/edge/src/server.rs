@@ -36,10 +36,10 @@ pub async fn run(
     config.validate()?;
     let verifier = Verifier::from_config(&config).map_err(ConfigError)?;
     let node_id = config.resolved_node_id();
-    let (client, mut losses) = nats::connect(&config, &node_id)
+    let (client, losses) = nats::connect(&config, &node_id)
         .await
         .map_err(|e| RunError::Nats(e.to_string()))?;
-    let node = Node::new(config, node_id, client, verifier);
+    let node = Node::new(config, node_id, client, losses, verifier);
     tracing::info!(node = %node.node_id, addr = ?listener.local_addr().ok(), stream = %node.stream.name(), "herald-edge starting");
 
     match node.stream.ensure().await {
@@ -49,13 +49,6 @@ pub async fn run(
     tokio::spawn(head::sample(Arc::clone(&node)));
     tokio::spawn(control::follow(Arc::clone(&node)));
     tokio::spawn(switches::follow(Arc::clone(&node)));
-    let n = Arc::clone(&node);
-    tokio::spawn(async move {
-        while let Some(signal) = losses.recv().await {
-            tracing::debug!(?signal, "possible live message loss; auditing every org");
-            n.orgs.signal_loss();
-        }
-    });
     let n = Arc::clone(&node);
     let evict_every =
         (node.config.org_idle_evict / 2).clamp(Duration::from_millis(100), EVICT_EVERY_MAX);
