@@ -145,7 +145,7 @@ pub async fn stream(
 /// Who a connection belongs to, as far as the upgrade request tells.
 enum Admission {
     /// The upgrade carried a valid token: authenticated and registered.
-    Authenticated(Principal, Registration),
+    Authenticated(Box<(Principal, Registration)>),
     /// The upgrade carried no token: it must come in `hello`.
     AtHello,
 }
@@ -190,7 +190,10 @@ fn admit(node: &Arc<Node>, headers: &HeaderMap, query: Option<&str>) -> Result<A
     };
     let principal = authenticate(node, token)?;
     let registration = register(node, &principal)?;
-    Ok(Admission::Authenticated(principal, registration))
+    Ok(Admission::Authenticated(Box::new((
+        principal,
+        registration,
+    ))))
 }
 
 fn authenticate(node: &Node, token: &str) -> Result<Principal, Closing> {
@@ -748,7 +751,7 @@ async fn handshake(
         ));
     };
     let (principal, registration) = match admission {
-        Admission::Authenticated(principal, registration) => (principal, registration),
+        Admission::Authenticated(admitted) => *admitted,
         Admission::AtHello => {
             let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
                 Closing::new(
