@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{check_origin, extract_token};
+use crate::auth::{check_origin, extract_token, Role};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::{control, poll, publish, sse, ws};
@@ -134,7 +134,7 @@ fn authorize_metrics(node: &Node, headers: &HeaderMap) -> Result<MetricsView, Ap
     let principal = node.verifier.verify(extract_token(headers, None)?)?;
     if principal.is_cluster_admin() {
         Ok(MetricsView::Node)
-    } else if principal.role == Some(crate::auth::Role::Admin) {
+    } else if principal.role == Some(Role::Admin) {
         Ok(MetricsView::Org(principal.org))
     } else {
         Err(ApiError::Forbidden("metrics need the admin role".into()))
