@@ -41,6 +41,10 @@ pub enum ClientMessage {
         /// Epoch the sequence belongs to.
         #[serde(default)]
         epoch: Option<Epoch>,
+        /// The token, when the upgrade request carried none (browsers cannot
+        /// set headers on a WebSocket and should not put tokens in URLs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// Answer to a ping.
     Pong,
@@ -133,7 +137,18 @@ mod tests {
         assert_eq!(filters.unwrap().property_id.as_deref(), Some("p1"));
         let bare: ClientMessage =
             serde_json::from_str(r#"{"type":"hello","version":1,"services":[]}"#).unwrap();
-        assert!(matches!(bare, ClientMessage::Hello { last_seq: None, .. }));
+        assert!(matches!(
+            bare,
+            ClientMessage::Hello {
+                last_seq: None,
+                token: None,
+                ..
+            }
+        ));
+        let with_token: ClientMessage =
+            serde_json::from_str(r#"{"type":"hello","version":1,"services":[],"token":"t"}"#)
+                .unwrap();
+        assert!(matches!(with_token, ClientMessage::Hello { token: Some(t), .. } if t == "t"));
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"nope"}"#).is_err());
     }
 

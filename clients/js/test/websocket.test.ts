@@ -14,27 +14,28 @@ function started(opts: Parameters<typeof transportContext>[0] = {}) {
 const ack = { type: 'ack', connectionId: 'n1-7', nodeId: 'n1', epoch: 'E', seq: 41, expiresAt: 1_900_000_000_000 };
 
 describe('WebSocket transport: handshake', () => {
-  it('connects to /v2/realtime/stream with the subprotocol and the token in the query', () => {
+  it('connects to /v2/realtime/stream with the subprotocol and no token in the URL', () => {
     const { socket } = started({ url: 'https://edge.test/herald/' });
     const u = new URL(socket.url);
     expect(u.protocol).toBe('wss:');
     expect(u.pathname).toBe('/herald/v2/realtime/stream');
-    expect(u.searchParams.get('token')).toBe('tok-1');
+    expect(u.searchParams.has('token')).toBe(false);
+    expect(socket.url).not.toContain('tok-1');
     expect(socket.protocol).toBe(WS_SUBPROTOCOL);
   });
 
-  it('sends hello with services, filters, lastSeq and epoch on open', () => {
+  it('sends hello with the token, services, filters, lastSeq and epoch on open', () => {
     const { socket } = started();
     socket.open();
     expect(socket.sent).toEqual([
-      { type: 'hello', version: 1, services: ['finance', 'tasks'], filters: { propertyId: 'p1' }, lastSeq: 41, epoch: 'E' },
+      { type: 'hello', version: 1, services: ['finance', 'tasks'], token: 'tok-1', filters: { propertyId: 'p1' }, lastSeq: 41, epoch: 'E' },
     ]);
   });
 
   it('omits what it does not know', () => {
     const { socket } = started({ sub: { services: ['finance'], propertyId: null }, cursor: { lastSeq: null, epoch: null } });
     socket.open();
-    expect(socket.sent).toEqual([{ type: 'hello', version: 1, services: ['finance'] }]);
+    expect(socket.sent).toEqual([{ type: 'hello', version: 1, services: ['finance'], token: 'tok-1' }]);
   });
 
   it('reports open on ack', () => {

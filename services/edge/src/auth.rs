@@ -1,9 +1,11 @@
-//! Client authentication: finds the token (header, cookie or query), checks
-//! its signature and claims, and answers what the holder may see.
+//! Client authentication: finds the token (header, cookie, query or the
+//! WebSocket `hello`), checks its signature and claims, answers what the
+//! holder may see, and guards cookie authentication against cross-site use
+//! ([`check_origin`]: one rule for every endpoint).
 
 use std::collections::HashSet;
 
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
@@ -92,6 +94,33 @@ impl Principal {
     pub fn has_role(&self, role: Role) -> bool {
         self.role == Some(role) || self.role == Some(Role::Admin)
     }
+
+    /// An admin of every org (`role: admin` with `org: "*"`): the only
+    /// holder allowed node-wide views (metrics, switches).
+    pub fn is_cluster_admin(&self) -> bool {
+        self.role == Some(Role::Admin) && self.org == "*"
+    }
+
+    /// May this publisher publish to `service` / `property`? A token limited
+    /// by `props` may not publish org-wide events: those reach every
+    /// property of the org, beyond what the token covers.
+    pub fn may_publish(&self, service: &str, property: Option<&str>) -> Result<(), ApiError> {
+        if !self.may_see_service(service) {
+            return Err(ApiError::Forbidden(format!(
+                "service '{service}' is outside the token's svcs"
+            )));
+        }
+        match (property, &self.props) {
+            (_, None) => Ok(()),
+            (Some(p), Some(allowed)) if allowed.contains(p) => Ok(()),
+            (Some(p), Some(_)) => Err(ApiError::Forbidden(format!(
+                "property '{p}' is outside the token's props"
+            ))),
+            (None, Some(_)) => Err(ApiError::Forbidden(
+                "a token limited by props cannot publish org-wide events".into(),
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -128,8 +157,19 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
         validation.leeway = LEEWAY_SECS;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
+        match config.jwt_audience.as_deref() {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = config.jwt_issuer.as_deref() {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         Ok(Self { key, validation })
     }
 
@@ -145,6 +185,8 @@ impl Verifier {
                         "token algorithm is not accepted"
                     }
                     ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
+                    ErrorKind::InvalidAudience => "token audience is not accepted",
+                    ErrorKind::InvalidIssuer => "token issuer is not accepted",
                     _ => "token is malformed",
                 };
                 ApiError::Unauthorized(why.into())
@@ -193,6 +235,18 @@ pub fn extract_token<'a>(
     headers: &'a HeaderMap,
     query_token: Option<&'a str>,
 ) -> Result<&'a str, ApiError> {
+    find_token(headers, query_token)?.ok_or_else(|| {
+        ApiError::Unauthorized("no token: send Authorization: Bearer <token>".into())
+    })
+}
+
+/// Like [`extract_token`], but `Ok(None)` when the request carries no token
+/// at all (a WebSocket client may then send it in `hello`). A malformed
+/// `Authorization` header is still an error.
+pub fn find_token<'a>(
+    headers: &'a HeaderMap,
+    query_token: Option<&'a str>,
+) -> Result<Option<&'a str>, ApiError> {
     if let Some(value) = headers.get(http::header::AUTHORIZATION) {
         let value = value
             .to_str()
@@ -207,26 +261,92 @@ pub fn extract_token<'a>(
                 "Authorization has an empty token".into(),
             ));
         }
-        return Ok(token);
+        return Ok(Some(token));
     }
-    for cookies in headers.get_all(http::header::COOKIE) {
-        let Ok(cookies) = cookies.to_str() else {
-            continue;
-        };
-        for pair in cookies.split(';') {
-            if let Some((name, value)) = pair.trim().split_once('=') {
-                if name == COOKIE && !value.is_empty() {
-                    return Ok(value);
-                }
+    if let Some(token) = cookie_token(headers) {
+        return Ok(Some(token));
+    }
+    Ok(query_token.filter(|t| !t.is_empty()))
+}
+
+/// The `herald_token` cookie, when present and not empty.
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+/// True when the request authenticates with the `herald_token` cookie: the
+/// cookie is there and no `Authorization` header takes precedence over it
+/// (the order of [`extract_token`]).
+pub fn cookie_authenticated(headers: &HeaderMap) -> bool {
+    !headers.contains_key(http::header::AUTHORIZATION) && cookie_token(headers).is_some()
+}
+
+/// The cross-site rule for cookie authentication (contract section 3). A
+/// browser attaches the cookie to requests any site makes, so a
+/// cookie-authenticated request must show it comes from an allowed page:
+///
+/// - `Origin` present: it must be in `HERALD_CORS_ORIGINS` or be the
+///   node's own origin (same host as the `Host` header), else 403 / 4003.
+/// - `Origin` absent: allowed only for a plain `GET`/`HEAD` (browsers leave it
+///   out of same-origin `EventSource` and `fetch` GETs, which only read);
+///   a WebSocket upgrade or a state-changing method (browsers always send
+///   `Origin` on those) is refused.
+///
+/// Requests authenticated by an `Authorization` header, a query token or a
+/// `hello` token cannot be forged by another site, so `Origin` does not
+/// matter for them.
+pub fn check_origin(
+    cors_origins: &[String],
+    headers: &HeaderMap,
+    method: &Method,
+    upgrade: bool,
+) -> Result<(), ApiError> {
+    if !cookie_authenticated(headers) {
+        return Ok(());
+    }
+    match headers.get(http::header::ORIGIN) {
+        Some(origin) => {
+            let origin = origin.to_str().unwrap_or("");
+            if origin_allowed(cors_origins, origin, headers) {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(
+                    "this Origin may not use cookie authentication; add it to HERALD_CORS_ORIGINS"
+                        .into(),
+                ))
             }
         }
-    }
-    match query_token {
-        Some(t) if !t.is_empty() => Ok(t),
-        _ => Err(ApiError::Unauthorized(
-            "no token: send Authorization: Bearer <token>".into(),
+        None if !upgrade && (method == Method::GET || method == Method::HEAD) => Ok(()),
+        None => Err(ApiError::Forbidden(
+            "cookie authentication needs an Origin header here; send Authorization: Bearer <token>"
+                .into(),
         )),
     }
+}
+
+/// `origin` is configured, or is this node's own origin (`Host` matches).
+fn origin_allowed(cors_origins: &[String], origin: &str, headers: &HeaderMap) -> bool {
+    if origin.is_empty() || origin == "null" {
+        return false;
+    }
+    if cors_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    !host.is_empty() && origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host))
 }
 
 #[cfg(test)]
@@ -259,6 +379,72 @@ mod tests {
             HeaderValue::from_static("Basic abc"),
         );
         assert!(extract_token(&h, None).is_err());
+    }
+
+    fn cookie_request(origin: Option<&'static str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_static("herald_token=t"),
+        );
+        h.insert(
+            http::header::HOST,
+            HeaderValue::from_static("edge.example:8080"),
+        );
+        if let Some(o) = origin {
+            h.insert(http::header::ORIGIN, HeaderValue::from_static(o));
+        }
+        h
+    }
+
+    #[test]
+    fn cookie_requests_need_an_allowed_origin() {
+        let allowed = vec!["https://app.example".to_owned()];
+        let check = |h: &HeaderMap, m: Method, up: bool| check_origin(&allowed, h, &m, up).is_ok();
+        let good = cookie_request(Some("https://app.example"));
+        let same = cookie_request(Some("http://edge.example:8080"));
+        let evil = cookie_request(Some("https://evil.example"));
+        let null = cookie_request(Some("null"));
+        let none = cookie_request(None);
+        for m in [Method::GET, Method::POST, Method::PUT] {
+            assert!(check(&good, m.clone(), false) && check(&good, m.clone(), true));
+            assert!(check(&same, m.clone(), false));
+            assert!(!check(&evil, m.clone(), false) && !check(&evil, m.clone(), true));
+            assert!(!check(&null, m.clone(), false));
+        }
+        assert!(check(&none, Method::GET, false));
+        assert!(!check(&none, Method::GET, true));
+        assert!(!check(&none, Method::POST, false));
+        // A bearer header wins over the cookie: Origin does not matter.
+        let mut bearer = evil.clone();
+        bearer.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t"),
+        );
+        assert!(check(&bearer, Method::POST, true));
+        assert!(check(&HeaderMap::new(), Method::POST, true));
+    }
+
+    #[test]
+    fn publishers_stay_within_svcs_and_props() {
+        let p = Principal {
+            user: "bot".into(),
+            org: "acme".into(),
+            props: Some(["p1".to_owned()].into()),
+            svcs: Some(["finance".to_owned()].into()),
+            role: Some(Role::Publisher),
+            exp: 0,
+        };
+        assert!(p.may_publish("finance", Some("p1")).is_ok());
+        assert!(p.may_publish("tasks", Some("p1")).is_err());
+        assert!(p.may_publish("finance", Some("p2")).is_err());
+        assert!(p.may_publish("finance", None).is_err());
+        let open = Principal {
+            props: None,
+            svcs: None,
+            ..p
+        };
+        assert!(open.may_publish("tasks", None).is_ok());
     }
 
     #[test]

@@ -169,6 +169,15 @@ pub struct Config {
     /// Payload bytes queued per org between NATS and the org task.
     #[arg(long, env = "HERALD_LIVE_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub live_queue_bytes: usize,
+
+    // --- authz: token audience and issuer ---
+    /// When set, tokens must carry this `aud` (401 otherwise).
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// When set, tokens must carry this `iss` (401 otherwise).
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
 }
 
 /// A secret string that never prints.
@@ -256,6 +265,14 @@ impl Config {
                 return bad("intervals and timeouts must be above zero");
             }
         }
+        if self.jwt_audience.as_deref() == Some("") || self.jwt_issuer.as_deref() == Some("") {
+            return bad("HERALD_JWT_AUDIENCE and HERALD_JWT_ISSUER must not be empty when set");
+        }
+        for o in &self.cors_origins {
+            if !is_origin(o) {
+                return bad("HERALD_CORS_ORIGINS entries must be origins like https://app.example.com (scheme and host, no path, no '*')");
+            }
+        }
         for s in &self.disabled_services {
             if herald_proto::subject::check_token("service", s).is_err() {
                 return bad("HERALD_DISABLED_SERVICES holds an invalid service name");
@@ -296,6 +313,17 @@ impl Config {
     }
 }
 
+/// `scheme://host[:port]` with nothing after it, as browsers send in `Origin`.
+fn is_origin(o: &str) -> bool {
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty() && !rest.contains(['/', '*', '?', '#', ' ', ','])
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -321,6 +349,8 @@ impl fmt::Debug for Config {
             .field("poll_timeout", &self.poll_timeout)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("audit_interval", &self.audit_interval)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
             .finish_non_exhaustive()
     }
 }
@@ -371,6 +401,13 @@ mod tests {
             "false",
         ]);
         assert!(!c.allow_query_token);
+        let with = |o: &str| parse(&["--jwt-secret", "0123456789abcdef", "--cors-origins", o]);
+        assert!(with("https://app.example,http://localhost:3000")
+            .validate()
+            .is_ok());
+        for bad in ["*", "app.example", "https://app.example/", "https://"] {
+            assert!(with(bad).validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -72,6 +72,7 @@ impl Inbox {
 struct Entry {
     id: u64,
     inbox: Arc<Inbox>,
+    transport: Transport,
 }
 
 type Key = (Arc<str>, Arc<str>);
@@ -185,6 +186,7 @@ impl Connections {
         list.push(Entry {
             id,
             inbox: Arc::clone(&inbox),
+            transport,
         });
         self.counter(transport).fetch_add(1, Relaxed);
         Ok(Registration {
@@ -212,6 +214,23 @@ impl Connections {
             }
         }
         reached
+    }
+
+    /// Open WebSocket and SSE connections of one org (an org admin's view).
+    pub fn org_counts(&self, org: &str) -> (u64, u64) {
+        let map = self.map();
+        let mut counts = (0, 0);
+        for e in map
+            .iter()
+            .filter(|((o, _), _)| &**o == org)
+            .flat_map(|(_, l)| l)
+        {
+            match e.transport {
+                Transport::WebSocket => counts.0 += 1,
+                Transport::Sse => counts.1 += 1,
+            }
+        }
+        counts
     }
 
     /// Sends `control` to every connection of the node.
@@ -273,5 +292,8 @@ mod tests {
         assert!(b.try_recv().is_some());
         assert!(other.try_recv().is_none());
         assert_eq!(c.broadcast(&close), 3);
+        assert_eq!(c.org_counts("acme"), (1, 1));
+        assert_eq!(c.org_counts("globex"), (1, 0));
+        assert_eq!(c.org_counts("initech"), (0, 0));
     }
 }

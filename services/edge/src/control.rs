@@ -21,6 +21,7 @@ use crate::auth::{extract_token, Principal, Role};
 use crate::connections::Control;
 use crate::error::ApiError;
 use crate::filter::Filter;
+use crate::http::require_json;
 use crate::node::Node;
 use crate::switches::{self, SwitchState};
 
@@ -148,6 +149,7 @@ pub async fn update_services(
             "a cross-org token has no connections".into(),
         ));
     }
+    require_json(&headers)?;
     let req: UpdateServices = parse(&body)?;
     // Checked here so the caller learns of a forbidden change; every
     // connection checks again against its own token.
@@ -190,6 +192,7 @@ pub async fn disconnect(
             "disconnecting needs the admin role".into(),
         ));
     }
+    require_json(&headers)?;
     let req: Disconnect = parse(&body)?;
     let org = who.target_org(req.org_id.as_deref())?;
     let reason = req
@@ -204,14 +207,17 @@ pub async fn disconnect(
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": true}))))
 }
 
-/// `GET /v2/realtime/switches` (role `admin`): this node's effective switches.
+/// `GET /v2/realtime/switches` (role `admin` with `org: "*"`): this node's
+/// effective switches. They are node-wide, so an org's admin may not read them.
 pub async fn get_switches(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let who = principal(&node, &headers)?;
-    if who.role != Some(Role::Admin) {
-        return Err(ApiError::Forbidden("switches need the admin role".into()));
+    if !who.is_cluster_admin() {
+        return Err(ApiError::Forbidden(
+            "switches need an admin token with org '*'".into(),
+        ));
     }
     let mut services: Vec<String> = node.switches.disabled_services().iter().cloned().collect();
     services.sort();
@@ -230,11 +236,12 @@ pub async fn put_switches(
     body: Bytes,
 ) -> Result<Json<SwitchState>, ApiError> {
     let who = principal(&node, &headers)?;
-    if who.role != Some(Role::Admin) || who.org != "*" {
+    if !who.is_cluster_admin() {
         return Err(ApiError::Forbidden(
             "cluster switches need an admin token with org '*'".into(),
         ));
     }
+    require_json(&headers)?;
     let state: SwitchState = parse(&body)?;
     for s in &state.disabled_services {
         herald_proto::subject::check_token("service", s)

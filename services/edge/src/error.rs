@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 413: the body is too large.
     #[error("{0}")]
     TooLarge(String),
+    /// 415: a JSON endpoint got a body that is not declared `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 429 with `Retry-After`: too many connections.
     #[error("{0}")]
     TooMany(String),
@@ -52,6 +55,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -66,6 +70,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::TooLarge(_) => "too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::TooMany(_) => "too_many_connections",
             Self::Overloaded { .. } => "overloaded",
             Self::Unavailable(_) => "unavailable",

@@ -1,16 +1,17 @@
-//! The HTTP surface: routes, health and readiness, metrics, CORS, body
-//! limits and the JSON 404.
+//! The HTTP surface: routes, health and readiness, metrics, CORS, the
+//! cross-site guard on cookie authentication, body limits and the JSON 404.
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{extract_token, Role};
+use crate::auth::{check_origin, extract_token, Role};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::{control, poll, publish, sse, ws};
@@ -26,7 +27,7 @@ pub fn router(node: Arc<Node>) -> Router {
             "/v1/{service}/realtime/subscribe",
             get(poll::subscribe_alias),
         )
-        .route("/v2/realtime/stream", get(ws::stream))
+        .route(ws::STREAM_PATH, get(ws::stream))
         .route("/v2/realtime/sse", get(sse::sse))
         .route(
             "/v2/realtime/update-services",
@@ -41,6 +42,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v2/realtime/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
         .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&node),
+            cookie_origin_guard,
+        ))
         .layer(DefaultBodyLimit::max(body_limit));
     if !node.config.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = node
@@ -61,6 +66,46 @@ pub fn router(node: Arc<Node>) -> Router {
     app.with_state(node)
 }
 
+/// Applies [`check_origin`] to every request before its handler (and
+/// before its body is read). The stream endpoint checks it itself, so that a
+/// refused browser sees close 4003 rather than a failed upgrade.
+async fn cookie_origin_guard(
+    State(node): State<Arc<Node>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() != ws::STREAM_PATH {
+        if let Err(e) = check_origin(
+            &node.config.cors_origins,
+            request.headers(),
+            request.method(),
+            false,
+        ) {
+            return e.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Refuses a body not declared as JSON: an HTML form can POST
+/// `text/plain` or form-encoded bodies across sites without a preflight, so
+/// JSON endpoints take only `application/json` (415 otherwise).
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or("");
+    if declared.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "the body must be sent with Content-Type: application/json".into(),
+        ))
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -74,13 +119,23 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
-fn authorize_metrics(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
+/// What a caller of the metrics endpoints may see.
+enum MetricsView {
+    /// Every figure of the node (cluster admin, or `HERALD_METRICS_PUBLIC`).
+    Node,
+    /// Only what the node counts for this org (an org's admin).
+    Org(String),
+}
+
+fn authorize_metrics(node: &Node, headers: &HeaderMap) -> Result<MetricsView, ApiError> {
     if node.config.metrics_public {
-        return Ok(());
+        return Ok(MetricsView::Node);
     }
     let principal = node.verifier.verify(extract_token(headers, None)?)?;
-    if principal.has_role(Role::Admin) {
-        Ok(())
+    if principal.is_cluster_admin() {
+        Ok(MetricsView::Node)
+    } else if principal.role == Some(Role::Admin) {
+        Ok(MetricsView::Org(principal.org))
     } else {
         Err(ApiError::Forbidden("metrics need the admin role".into()))
     }
@@ -90,15 +145,37 @@ async fn metrics_json(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize_metrics(&node, &headers)?;
-    Ok(Json(node.metrics.to_json(&node.node_id, node.gauges())))
+    Ok(Json(match authorize_metrics(&node, &headers)? {
+        MetricsView::Node => node.metrics.to_json(&node.node_id, node.gauges()),
+        MetricsView::Org(org) => org_metrics(&node, &org),
+    }))
+}
+
+/// An org admin's view: the org's own connections, held polls and buffered
+/// events on this node; nothing about other orgs or the node as a whole.
+fn org_metrics(node: &Node, org: &str) -> serde_json::Value {
+    let (websocket, sse) = node.connections.org_counts(org);
+    let stats = node.orgs.org_stats(org);
+    serde_json::json!({
+        "nodeId": node.node_id,
+        "orgId": org,
+        "connections": {"websocket": websocket, "sse": sse, "longpoll": stats.waiters},
+        "waiters": stats.waiters,
+        "buffers": {"events": stats.buffered},
+        "active": stats.active > 0,
+    })
 }
 
 async fn metrics_prometheus(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize_metrics(&node, &headers)?;
+    if let MetricsView::Org(_) = authorize_metrics(&node, &headers)? {
+        return Err(ApiError::Forbidden(
+            "node-wide metrics need an admin token with org '*'; an org admin reads /v2/realtime/metrics"
+                .into(),
+        ));
+    }
     let text = node.metrics.to_prometheus(&node.node_id, node.gauges());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -13,6 +13,7 @@ use http::HeaderMap;
 
 use crate::auth::{extract_token, Role};
 use crate::error::ApiError;
+use crate::http::require_json;
 use crate::node::Node;
 
 /// `POST /v2/realtime/publish` (role `publisher`).
@@ -27,6 +28,7 @@ pub async fn publish(
             "publishing needs the publisher role".into(),
         ));
     }
+    require_json(&headers)?;
     if body.len() > node.config.max_event_bytes {
         return Err(ApiError::TooLarge(format!(
             "body is over {} bytes",
@@ -41,6 +43,7 @@ pub async fn publish(
     }
     let subject = EventSubject::new(&org, &req.service, req.property_id.as_deref())
         .map_err(|e| ApiError::BadParameter(e.to_string()))?;
+    principal.may_publish(&req.service, req.property_id.as_deref())?;
     let body = EventBody {
         event_type: Some(req.event_type),
         event_id: req.event_id,

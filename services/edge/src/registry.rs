@@ -115,6 +115,21 @@ impl Registry {
         }
     }
 
+    /// Counts of one org (an org admin's view of the metrics): zero when
+    /// the node holds no state for it.
+    pub fn org_stats(&self, org: &str) -> RegistryStats {
+        let map = self.map();
+        let Some(hub) = map.get(org) else {
+            return RegistryStats::default();
+        };
+        RegistryStats {
+            total: 1,
+            active: u64::from(hub.users.load(Relaxed) > 0),
+            buffered: hub.buffered() as u64,
+            waiters: hub.waiters.load(Relaxed) as u64,
+        }
+    }
+
     /// Counts for the metrics.
     pub fn stats(&self) -> RegistryStats {
         let map = self.map();

@@ -1,11 +1,17 @@
 //! Logs and traces: `tracing` with `RUST_LOG` filtering, text or JSON lines,
 //! and an OpenTelemetry (OTLP/gRPC) exporter when an endpoint is configured.
+//!
+//! Tokens never reach a log: the node itself logs no URI, query or client
+//! frame, and the WebSocket library's trace records, which print whole
+//! frames (a `hello` or `auth` frame carries a token), are dropped whatever
+//! `RUST_LOG` asks for ([`keeps`]).
 
 use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -55,7 +61,10 @@ pub fn init(config: &Config) -> TelemetryGuard {
         },
         None => (None, None),
     };
-    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(filter_fn(|meta| keeps(meta.target(), *meta.level())))
+        .with(otel_layer);
     if config.log_json {
         registry
             .with(tracing_subscriber::fmt::layer().json())
@@ -67,6 +76,16 @@ pub fn init(config: &Config) -> TelemetryGuard {
             .init();
     }
     TelemetryGuard(provider)
+}
+
+/// Crates whose trace records print the bytes of WebSocket frames.
+const FRAME_DUMPING_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
+/// False for records that could print a token: trace records of the
+/// WebSocket library (frame dumps). Everything else is left to `RUST_LOG`.
+pub fn keeps(target: &str, level: tracing::Level) -> bool {
+    let crate_name = target.split("::").next().unwrap_or(target);
+    level != tracing::Level::TRACE || !FRAME_DUMPING_TARGETS.contains(&crate_name)
 }
 
 /// A span for the ingestion of one event, continuing the publisher's trace
@@ -95,4 +114,19 @@ pub fn ingest_span(
     let span = tracing::info_span!("herald.ingest", org, seq);
     let _ = span.set_parent(parent);
     Some(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn frame_dumps_are_never_kept() {
+        assert!(!keeps("tungstenite::protocol", Level::TRACE));
+        assert!(!keeps("tokio_tungstenite", Level::TRACE));
+        assert!(keeps("tungstenite::protocol", Level::DEBUG));
+        assert!(keeps("herald_edge::ws", Level::TRACE));
+        assert!(keeps("tungstenite_like", Level::TRACE));
+    }
 }

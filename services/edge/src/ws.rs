@@ -26,12 +26,12 @@ use herald_proto::stream::{
     ClientMessage, Filters, ServerMessage, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
 };
 use herald_proto::{DeliveredEvent, ResetReason};
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use crate::auth::{extract_token, Principal};
+use crate::auth::{check_origin, find_token, Principal};
 use crate::connections::{Control, LimitError, Registration, Transport};
 use crate::error::ApiError;
 use crate::filter::Filter;
@@ -42,6 +42,8 @@ use crate::reader::{Reader, Step};
 use crate::registry::Registry;
 use crate::switches::CLOSE_DISABLED;
 
+/// Path of the stream endpoint.
+pub const STREAM_PATH: &str = "/v2/realtime/stream";
 /// Most events in one `events` frame.
 pub const BATCH_EVENTS: usize = 100;
 /// Initial read buffer per connection; it grows for larger client frames.
@@ -131,9 +133,7 @@ pub async fn stream(
     let admitted = admit(&node, &headers, query.as_deref());
     ws.on_upgrade(move |socket| async move {
         match admitted {
-            Ok((principal, registration)) => {
-                Connection::run(node, socket, codec, principal, registration).await
-            }
+            Ok(admission) => Connection::run(node, socket, codec, admission).await,
             Err(closing) => {
                 let (sink, incoming) = socket.split();
                 Outbound::new(sink, codec).close(incoming, closing).await;
@@ -142,11 +142,18 @@ pub async fn stream(
     })
 }
 
-fn admit(
-    node: &Arc<Node>,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<(Principal, Registration), Closing> {
+/// Who a connection belongs to, as far as the upgrade request tells.
+enum Admission {
+    /// The upgrade carried a valid token: authenticated and registered.
+    Authenticated(Box<(Principal, Registration)>),
+    /// The upgrade carried no token: it must come in `hello`.
+    AtHello,
+}
+
+/// Checks the upgrade request: node state, the cross-site rule for cookies
+/// and, when the request carries a token (header, cookie or query), the
+/// token and the connection limits.
+fn admit(node: &Arc<Node>, headers: &HeaderMap, query: Option<&str>) -> Result<Admission, Closing> {
     if node.draining.is_cancelled() {
         return Err(Closing::new(
             close::DRAINING,
@@ -166,15 +173,38 @@ fn admit(
                 .map(|(_, v)| v)
         })
         .flatten();
-    let token =
-        extract_token(headers, query_token.as_deref()).map_err(|e| Closing::from_api(&e))?;
-    let principal = node
-        .verifier
+    check_origin(&node.config.cors_origins, headers, &Method::GET, true)
+        .map_err(|e| Closing::from_api(&e))?;
+    let token = find_token(headers, query_token.as_deref()).map_err(|e| Closing::from_api(&e))?;
+    let Some(token) = token else {
+        // Until its hello, such a socket counts against no limit: refuse it
+        // at once when the node is already full.
+        let (ws, sse) = node.connections.counts();
+        if (ws + sse) as usize >= node.config.max_connections {
+            return Err(Closing::new(
+                close::TOO_MANY,
+                "node connection limit reached",
+            ));
+        }
+        return Ok(Admission::AtHello);
+    };
+    let principal = authenticate(node, token)?;
+    let registration = register(node, &principal)?;
+    Ok(Admission::Authenticated(Box::new((
+        principal,
+        registration,
+    ))))
+}
+
+fn authenticate(node: &Node, token: &str) -> Result<Principal, Closing> {
+    node.verifier
         .verify(token)
         .and_then(Principal::must_subscribe)
-        .map_err(|e| Closing::from_api(&e))?;
-    let registration = node
-        .connections
+        .map_err(|e| Closing::from_api(&e))
+}
+
+fn register(node: &Node, principal: &Principal) -> Result<Registration, Closing> {
+    node.connections
         .register(
             &principal.org,
             &principal.user,
@@ -185,8 +215,7 @@ fn admit(
         .map_err(|e| match e {
             LimitError::Node => Closing::new(close::TOO_MANY, "node connection limit reached"),
             LimitError::User => Closing::new(close::TOO_MANY, "too many connections for this user"),
-        })?;
-    Ok((principal, registration))
+        })
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -390,21 +419,19 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(
-        node: Arc<Node>,
-        socket: WebSocket,
-        codec: Codec,
-        principal: Principal,
-        registration: Registration,
-    ) {
+    async fn run(node: Arc<Node>, socket: WebSocket, codec: Codec, admission: Admission) {
         let (sink, mut incoming) = socket.split();
         let mut out = Outbound::new(sink, codec);
-        let reader = match handshake(&node, &principal, &mut incoming).await {
-            Ok(Some(r)) => r,
+        let Handshake {
+            principal,
+            registration,
+            reader,
+            epoch_changed,
+        } = match handshake(&node, admission, &mut incoming).await {
+            Ok(Some(h)) => h,
             Ok(None) => return,
             Err(closing) => return out.close(incoming, closing).await,
         };
-        let (reader, epoch_changed) = reader;
         out.push(&ServerMessage::Ack {
             connection_id: format!("{}-{}", node.node_id, registration.id()),
             node_id: node.node_id.clone(),
@@ -664,12 +691,23 @@ fn token_deadlines(p: &Principal) -> (Instant, Instant) {
     (refresh, expires)
 }
 
-/// Waits for `hello` and builds the reader; `Ok(None)` when the client left.
+/// A connection after its `hello`: who it is and where it reads.
+struct Handshake {
+    principal: Principal,
+    registration: Registration,
+    reader: Reader,
+    epoch_changed: bool,
+}
+
+/// Waits for `hello`, authenticates with its token when the upgrade carried
+/// none (4001 without a valid one), and builds the reader; `Ok(None)` when
+/// the client left. A `hello` token is ignored when the upgrade was
+/// authenticated already.
 async fn handshake(
     node: &Arc<Node>,
-    principal: &Principal,
+    admission: Admission,
     incoming: &mut SplitStream<WebSocket>,
-) -> Result<Option<(Reader, bool)>, Closing> {
+) -> Result<Option<Handshake>, Closing> {
     let deadline = Instant::now() + node.config.handshake_timeout;
     let hello = loop {
         let frame = tokio::select! {
@@ -704,12 +742,27 @@ async fn handshake(
         filters,
         last_seq,
         epoch,
+        token,
     } = hello
     else {
         return Err(Closing::new(
             close::BAD_MESSAGE,
             "the first message must be hello",
         ));
+    };
+    let (principal, registration) = match admission {
+        Admission::Authenticated(admitted) => *admitted,
+        Admission::AtHello => {
+            let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+                Closing::new(
+                    close::UNAUTHENTICATED,
+                    "no token: send it in hello or in Authorization: Bearer",
+                )
+            })?;
+            let principal = authenticate(node, &token)?;
+            let registration = register(node, &principal)?;
+            (principal, registration)
+        }
     };
     if version != 1 {
         return Err(Closing::new(
@@ -719,7 +772,7 @@ async fn handshake(
     }
     let property = filters.and_then(|f| f.property_id);
     let filter = Filter::new(
-        principal,
+        &principal,
         Some(services),
         property,
         node.switches.disabled_services(),
@@ -729,5 +782,10 @@ async fn handshake(
     lease.wait_subscribed(SUBSCRIBE_WAIT).await;
     let mut reader = Reader::new(lease, filter, last_seq);
     let epoch_changed = reader.check_epoch(epoch.as_deref());
-    Ok(Some((reader, epoch_changed)))
+    Ok(Some(Handshake {
+        principal,
+        registration,
+        reader,
+        epoch_changed,
+    }))
 }

@@ -211,10 +211,14 @@ async fn bad_handshakes_are_closed_with_their_codes() {
 
     let mut bad_token = WsClient::connect(&base, "", Some("garbage"), None).await;
     assert_eq!(bad_token.close_code().await, Some(4001));
+    // Without a token on the upgrade, authentication happens at hello.
     let mut no_token = WsClient::connect(&base, "", None, None).await;
+    no_token
+        .send(json!({"type": "hello", "version": 1, "services": ["finance"]}))
+        .await;
     assert_eq!(no_token.close_code().await, Some(4001));
 
-    // The query token works (and is the browser's way).
+    // The query token works (the hello token is the browser's way).
     let mut by_query = WsClient::connect(&base, &format!("?token={token}"), None, None).await;
     by_query.hello(&["finance"], None, None, None).await;
     // A huge frame is refused without harm.
@@ -244,7 +248,16 @@ async fn query_tokens_can_be_switched_off() {
         None,
     )
     .await;
+    // The query token is ignored: the upgrade carried none, so hello must.
+    ws.send(json!({"type": "hello", "version": 1, "services": ["finance"]}))
+        .await;
     assert_eq!(ws.close_code().await, Some(4001));
+    let mut ws = WsClient::connect(&h.edges[0].base_url(), "", None, None).await;
+    ws.send(
+        json!({"type": "hello", "version": 1, "services": ["finance"], "token": h.token("acme")}),
+    )
+    .await;
+    assert_eq!(ws.frame().await["type"], "ack");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,9 +499,12 @@ async fn kill_switches_from_the_environment_and_at_runtime() {
     };
     assert_eq!(put(json!({"disabled": true})).await, 200);
     assert_eq!(open.close_code().await, Some(4503));
+    let (status, _, _) = herald_testkit::get_json(&url, Some(&admin)).await;
+    assert_eq!(status, 200);
+    // Switches are node-wide: an org's admin may not read them.
     let (status, _, _) =
         herald_testkit::get_json(&url, Some(&h.user("acme").role("admin").build())).await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 403);
     // Services switched off are not delivered, by any transport.
     assert_eq!(
         put(json!({"disabled": false, "disabledServices": ["finance"]})).await,

@@ -81,6 +81,36 @@ impl WsClient {
         Ok(WsClient { ws, protocol })
     }
 
+    /// Connects to `<base>/v2/realtime/stream<query>` with exactly the given
+    /// extra request headers (e.g. `Cookie` and `Origin`, as a browser sends them).
+    pub async fn connect_with_headers(
+        base: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> WsClient {
+        let url = format!(
+            "{}/v2/realtime/stream{query}",
+            base.replacen("http", "ws", 1)
+        );
+        let mut request = url.into_client_request().expect("websocket request");
+        for (name, value) in headers {
+            let name: tokio_tungstenite::tungstenite::http::HeaderName =
+                name.parse().expect("header name");
+            request
+                .headers_mut()
+                .insert(name, value.parse().expect("header value"));
+        }
+        let (ws, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .unwrap_or_else(|e| panic!("websocket connect to {base}: {e}"));
+        let protocol = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        WsClient { ws, protocol }
+    }
+
     fn msgpack(&self) -> bool {
         self.protocol.as_deref() == Some("herald.v1.msgpack")
     }

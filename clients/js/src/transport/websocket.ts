@@ -1,7 +1,8 @@
 // The WebSocket transport (protocol §5): `/v2/realtime/stream` with the
-// `herald.v1.json` subprotocol. The token rides in `?token=` because a browser
-// cannot set headers on a WebSocket. Sends `hello` with the subscription and
-// cursor, answers `ping` with `pong` and `refresh` with `auth`, changes the
+// `herald.v1.json` subprotocol. A browser cannot set headers on a WebSocket,
+// and a token in the URL would end up in proxy and access logs, so the token
+// rides in `hello` (the upgrade carries none). Sends `hello` with the token,
+// subscription and cursor, answers `ping` with `pong` and `refresh` with `auth`, changes the
 // subscription in place with `update`, and maps close codes to what the
 // connection loop should do next.
 
@@ -64,7 +65,7 @@ export class WebSocketTransport implements Transport {
       this.fail({ kind: 'retry', detail: 'WebSocket unavailable' });
       return;
     }
-    const url = endpoint(this.ctx.url, WS_PATH, { token: this.ctx.token }, { websocket: true, pageHref: env.baseHref() });
+    const url = endpoint(this.ctx.url, WS_PATH, {}, { websocket: true, pageHref: env.baseHref() });
     let socket: SocketLike;
     try {
       socket = env.openSocket(url, WS_SUBPROTOCOL);
@@ -94,7 +95,7 @@ export class WebSocketTransport implements Transport {
   private hello(): void {
     const sub = this.ctx.subscription();
     const { lastSeq, epoch } = this.ctx.cursor();
-    const frame: Record<string, unknown> = { type: 'hello', version: 1, services: sub.services };
+    const frame: Record<string, unknown> = { type: 'hello', version: 1, services: sub.services, token: this.ctx.token };
     if (sub.propertyId !== null) frame.filters = { propertyId: sub.propertyId };
     if (lastSeq !== null) frame.lastSeq = lastSeq;
     if (epoch !== null) frame.epoch = epoch;
