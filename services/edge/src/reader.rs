@@ -108,28 +108,37 @@ impl Reader {
                     return Ok(Step::Events(events));
                 }
                 BufferRead::Nothing { cursor } => {
+                    if cursor > self.lease.settled_seq() && self.beyond_head(node).await? {
+                        self.cursor = self.lease.settled().0;
+                        return Ok(Step::Reset(ResetReason::EpochChanged));
+                    }
                     self.cursor = cursor;
                     return Ok(Step::Quiet);
                 }
                 BufferRead::Behind { floor } => {
-                    if node
-                        .current_head()
-                        .is_some_and(|h| self.cursor + 1 < h.first_seq)
-                    {
-                        self.cursor = self.lease.settled().0;
-                        return Ok(Step::Reset(ResetReason::HistoryGone));
-                    }
+                    let from = self.cursor;
                     // Boxed: a rare path that would otherwise make every held
                     // request's future (and its memory) larger.
                     let (events, scanned) = Box::pin(read_history(
                         node,
                         &self.lease.org,
-                        self.cursor,
+                        from,
                         floor,
                         &self.filter,
                         limit,
                     ))
                     .await?;
+                    // Whether anything after the cursor is gone is decided by
+                    // the stream as it stands after the scan: a sample taken
+                    // before it could predate a purge or an expiry.
+                    let head = node.fresh_head().await?;
+                    if head.epoch != self.epoch {
+                        continue;
+                    }
+                    if from.saturating_add(1) < head.first_seq {
+                        self.cursor = self.lease.settled().0;
+                        return Ok(Step::Reset(ResetReason::HistoryGone));
+                    }
                     self.cursor = scanned;
                     if !events.is_empty() {
                         return Ok(Step::Events(events));
@@ -140,6 +149,14 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// True when the cursor is past the stream's head as it stands now: it
+    /// belongs to another incarnation of the stream (a resume without its
+    /// epoch, such as an EventSource reconnect after a recreate).
+    async fn beyond_head(&mut self, node: &Node) -> Result<bool, StreamError> {
+        let head = node.fresh_head().await?;
+        Ok(head.epoch == self.epoch && self.cursor > head.last_seq)
     }
 
     /// Waits until the org has new settled events; false when the org's state

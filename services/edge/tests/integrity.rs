@@ -185,3 +185,162 @@ async fn a_burst_that_overflows_the_live_subscription_loses_nothing() {
         "the burst must have overflowed a live feed for this test to mean anything: {m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_cursor_after_a_purge_is_reset_at_once_on_a_node_new_to_the_org() {
+    let h = Herald::start(EDGE, 1).await;
+    // Another org keeps the node's head sample fresh and the stream busy.
+    let other = h.token("globex");
+    h.poll(0, &other, "timeout=0").await;
+    let mut acme = Vec::new();
+    for i in 0..5 {
+        acme.push(
+            h.publish(
+                "acme",
+                "finance",
+                None,
+                json!({"eventType": "x", "eventId": format!("e{i}")}),
+            )
+            .await,
+        );
+    }
+    let stale = acme[0] - 1;
+    // Let the node sample the head with these events in it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let js = async_nats::jetstream::new(h.nats_client().clone());
+    js.get_stream("HERALD_EVENTS")
+        .await
+        .expect("stream")
+        .purge()
+        .await
+        .expect("purge");
+    // At once, before the next periodic head sample: the node has never
+    // served acme, so its first answer rests on what the stream says now.
+    let r = h
+        .poll(0, &h.token("acme"), &format!("lastSeq={stale}&timeout=0"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["reset"]["reason"], "history_gone",
+        "the purged events cannot be delivered, so the answer must say so: {}",
+        r.body
+    );
+    assert!(r.seqs().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_stream_resets_clients_to_its_head_not_its_start() {
+    let h = Herald::start(EDGE, 1).await;
+    let token = h.token("acme");
+    let first = h.poll(0, &token, "timeout=0").await;
+    let old_epoch = first.body["epoch"].as_str().expect("epoch").to_owned();
+    let mut cursor = first.last_seq();
+    for i in 0..8 {
+        cursor = h
+            .publish(
+                "acme",
+                "finance",
+                None,
+                json!({"eventType": "old", "eventId": format!("o{i}")}),
+            )
+            .await;
+    }
+    // An operator deletes the stream and creates it again, and publishers
+    // go on at once, before the node's next head sample: the new stream
+    // holds events 1..4 by the time the node notices.
+    let js = async_nats::jetstream::new(h.nats_client().clone());
+    let config = js
+        .get_stream("HERALD_EVENTS")
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .config
+        .clone();
+    js.delete_stream("HERALD_EVENTS").await.expect("delete");
+    js.create_stream(config).await.expect("create");
+    let mut new = Vec::new();
+    for i in 0..4 {
+        new.push(
+            h.publish(
+                "acme",
+                "finance",
+                None,
+                json!({"eventType": "new", "eventId": format!("n{i}")}),
+            )
+            .await,
+        );
+    }
+    assert_eq!(new, vec![1, 2, 3, 4]);
+    // A client of the old incarnation is reset to the new head, and is
+    // not sent the new stream from its start.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let reset = loop {
+        let r = h
+            .poll(
+                0,
+                &token,
+                &format!("lastSeq={cursor}&epoch={old_epoch}&timeout=1"),
+            )
+            .await;
+        if !r.body["reset"].is_null() {
+            break r;
+        }
+        assert!(
+            r.seqs().is_empty(),
+            "no event of the new stream under the old epoch: {}",
+            r.body
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reset: {}",
+            r.body
+        );
+    };
+    assert_eq!(
+        reset.body["reset"]["reason"], "epoch_changed",
+        "{}",
+        reset.body
+    );
+    assert!(
+        reset.last_seq() >= 4,
+        "the reset cursor {} must be at the new head (4), never the start: {}",
+        reset.last_seq(),
+        reset.body
+    );
+    let new_epoch = reset.body["epoch"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(new_epoch, old_epoch);
+    let r = h
+        .poll(
+            0,
+            &token,
+            &format!("lastSeq={}&epoch={new_epoch}&timeout=1", reset.last_seq()),
+        )
+        .await;
+    assert!(
+        r.seqs().is_empty(),
+        "no replay of the new stream: {}",
+        r.body
+    );
+
+    // An EventSource-style resume (a cursor, no epoch) beyond the new head
+    // is answered with a reset at once, not held.
+    let started = tokio::time::Instant::now();
+    let r = h
+        .poll(0, &token, &format!("lastSeq={cursor}&timeout=20"))
+        .await;
+    assert_eq!(r.body["reset"]["reason"], "epoch_changed", "{}", r.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a cursor beyond the head must not be held for the whole timeout"
+    );
+    assert_eq!(r.last_seq(), 4, "{}", r.body);
+    let next = h
+        .publish("acme", "finance", None, json!({"eventType": "after"}))
+        .await;
+    let r = h
+        .poll(0, &token, &format!("lastSeq=4&epoch={new_epoch}&timeout=5"))
+        .await;
+    assert_eq!(r.seqs(), vec![next], "{}", r.body);
+}
