@@ -170,6 +170,23 @@ pub struct Config {
     #[arg(long, env = "HERALD_LIVE_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub live_queue_bytes: usize,
 
+    /// Stream reads (gap fills and history) in flight at once on this node.
+    #[arg(long, env = "HERALD_HISTORY_READS", default_value_t = 32)]
+    pub history_reads: usize,
+
+    /// JSON bytes of recent events cached per org (besides the count limit).
+    #[arg(long, env = "HERALD_ORG_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub org_buffer_bytes: usize,
+
+    /// JSON bytes of recent events cached over all orgs of this node.
+    #[arg(long, env = "HERALD_BUFFER_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub buffer_bytes: usize,
+
+    /// JSON bytes of events in one poll answer or read step (one event
+    /// larger than that goes alone).
+    #[arg(long, env = "HERALD_MAX_READ_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_read_bytes: usize,
+
     // --- authz: token audience and issuer ---
     /// When set, tokens must carry this `aud` (401 otherwise).
     #[arg(long, env = "HERALD_JWT_AUDIENCE")]

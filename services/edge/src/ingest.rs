@@ -38,6 +38,11 @@ impl StoredEvent {
     pub fn seq(&self) -> u64 {
         self.event.seq
     }
+
+    /// Bytes it holds, as counted against buffer limits.
+    pub fn size(&self) -> usize {
+        self.json.get().len() + std::mem::size_of::<Self>()
+    }
 }
 
 /// What a message turned out to be.

@@ -2,9 +2,13 @@
 //! stream that differs, only reporting it), samples its head and epoch, and
 //! reads an org's stored events by sequence.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, context::Context, message::StreamMessage, stream, ErrorCode};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
 
 use herald_proto::subject::{org_events_filter, EVENTS_PREFIX, LIVE_PREFIX};
 
@@ -26,6 +30,23 @@ pub struct StreamHead {
 #[error("jetstream: {0}")]
 pub struct StreamError(pub String);
 
+/// Reads of one message by sequence before a read switches to a batch.
+const SINGLE_READS: usize = 4;
+/// Messages fetched per batch.
+const BATCH: usize = 256;
+/// How long an abandoned read's consumer lives on the server.
+const READ_CONSUMER_IDLE: Duration = Duration::from_secs(10);
+
+/// What [`EventStream::org_messages`] read.
+#[derive(Debug, Default)]
+pub struct OrgMessages {
+    /// The org's stored messages, oldest first.
+    pub messages: Vec<StreamMessage>,
+    /// The stream holds no message of the org in `(from - 1, complete_to]`
+    /// beyond `messages`.
+    pub complete_to: u64,
+}
+
 /// Handle on the event stream.
 #[derive(Clone)]
 pub struct EventStream {
@@ -33,16 +54,28 @@ pub struct EventStream {
     name: String,
     replicas: usize,
     max_age: Duration,
+    max_msg_size: i32,
+    reads: Arc<Semaphore>,
 }
 
 impl EventStream {
     /// A handle; nothing is sent until a method is called.
-    pub fn new(client: async_nats::Client, name: &str, replicas: usize, max_age: Duration) -> Self {
+    pub fn new(
+        client: async_nats::Client,
+        name: &str,
+        replicas: usize,
+        max_age: Duration,
+        max_event_bytes: usize,
+        concurrent_reads: usize,
+    ) -> Self {
         Self {
             js: jetstream::new(client),
             name: name.to_owned(),
             replicas,
             max_age,
+            // Headers travel in the same message; leave them room.
+            max_msg_size: i32::try_from(max_event_bytes.saturating_add(16 * 1024)).unwrap_or(i32::MAX),
+            reads: Arc::new(Semaphore::new(concurrent_reads.max(1))),
         }
     }
 
@@ -61,6 +94,7 @@ impl EventStream {
             max_age: self.max_age,
             duplicate_window: Duration::from_secs(120),
             num_replicas: self.replicas,
+            max_message_size: self.max_msg_size,
             allow_direct: true,
             republish: Some(stream::Republish {
                 source: format!("{EVENTS_PREFIX}.>"),
@@ -137,6 +171,146 @@ impl EventStream {
     }
 }
 
+impl EventStream {
+    /// The org's stored messages with `from <= seq <= until`, oldest first:
+    /// at most `max` messages and about `max_bytes` of payload. Short reads
+    /// go message by message to the stream leader; longer ones switch to
+    /// batches through a short-lived consumer (also served by the leader, so
+    /// never behind what it acknowledged). Reads in flight on this node are
+    /// bounded; a read waits for its turn.
+    pub async fn org_messages(
+        &self,
+        org: &str,
+        from: u64,
+        until: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<OrgMessages, StreamError> {
+        let _turn = self
+            .reads
+            .acquire()
+            .await
+            .map_err(|_| StreamError("node is shutting down".into()))?;
+        let mut out = OrgMessages {
+            messages: Vec::new(),
+            complete_to: from.saturating_sub(1),
+        };
+        let mut bytes = 0;
+        let mut next = from;
+        while out.messages.len() < SINGLE_READS.min(max) {
+            if next > until {
+                out.complete_to = until;
+                return Ok(out);
+            }
+            let Some(msg) = self.next_for_org(org, next).await? else {
+                out.complete_to = until;
+                return Ok(out);
+            };
+            if msg.sequence > until {
+                out.complete_to = until;
+                return Ok(out);
+            }
+            next = msg.sequence.saturating_add(1);
+            out.complete_to = msg.sequence;
+            bytes += msg.payload.len();
+            out.messages.push(msg);
+            if out.messages.len() >= max || bytes >= max_bytes {
+                return Ok(out);
+            }
+        }
+        if next > until {
+            out.complete_to = until;
+            return Ok(out);
+        }
+        self.batch_read(org, next, until, max - out.messages.len(), max_bytes.saturating_sub(bytes), &mut out)
+            .await?;
+        Ok(out)
+    }
+
+    async fn batch_read(
+        &self,
+        org: &str,
+        from: u64,
+        until: u64,
+        max: usize,
+        max_bytes: usize,
+        out: &mut OrgMessages,
+    ) -> Result<(), StreamError> {
+        let err = |e: &dyn std::fmt::Display| StreamError(e.to_string());
+        let stream = self
+            .js
+            .get_stream_no_info(&self.name)
+            .await
+            .map_err(|e| err(&e))?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                filter_subject: org_events_filter(org),
+                ack_policy: AckPolicy::None,
+                inactive_threshold: READ_CONSUMER_IDLE,
+                memory_storage: true,
+                num_replicas: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(&e))?;
+        let name = consumer.cached_info().name.clone();
+        let result = async {
+            let mut bytes = 0;
+            let mut taken = 0;
+            loop {
+                let want = BATCH.min(max - taken).max(1);
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(want)
+                    .messages()
+                    .await
+                    .map_err(|e| err(&e))?;
+                let mut got = 0;
+                while let Some(m) = batch.next().await {
+                    let m = m.map_err(|e| err(&e))?;
+                    got += 1;
+                    let info = m.info().map_err(|e| err(&e))?;
+                    let (seq, pending, time) = (info.stream_sequence, info.pending, info.published);
+                    if seq > until {
+                        out.complete_to = until;
+                        return Ok(());
+                    }
+                    let msg = m.split().0;
+                    bytes += msg.payload.len();
+                    out.complete_to = seq;
+                    out.messages.push(StreamMessage {
+                        subject: msg.subject,
+                        sequence: seq,
+                        headers: msg.headers.unwrap_or_default(),
+                        payload: msg.payload,
+                        time,
+                    });
+                    taken += 1;
+                    if pending == 0 {
+                        out.complete_to = until;
+                        return Ok(());
+                    }
+                    if taken >= max || bytes >= max_bytes {
+                        return Ok(());
+                    }
+                }
+                if got == 0 {
+                    // Nothing more of the org is stored.
+                    out.complete_to = until;
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        // Best effort: the server drops an idle consumer on its own anyway.
+        let _ = stream.delete_consumer(&name).await;
+        result
+    }
+}
+
 fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
     matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
@@ -187,6 +361,11 @@ pub fn differences(want: &stream::Config, have: &stream::Config) -> Vec<String> 
             "num_replicas",
             want.num_replicas.to_string(),
             have.num_replicas.to_string(),
+        ),
+        (
+            "max_message_size",
+            want.max_message_size.to_string(),
+            have.max_message_size.to_string(),
         ),
         (
             "republish",

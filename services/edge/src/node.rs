@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
+use crate::buffer::{BufferLimits, ByteBudget};
 use crate::config::Config;
 use crate::connections::Connections;
 use crate::jetstream::{EventStream, StreamError, StreamHead};
@@ -33,6 +34,8 @@ pub struct Node {
     pub verifier: Verifier,
     /// Counters.
     pub metrics: Metrics,
+    /// Bytes of every org buffer on this node, against `HERALD_BUFFER_BYTES`.
+    pub buffer_budget: Arc<ByteBudget>,
     /// Org states held by this node.
     pub orgs: Registry,
     /// Latest sample of the stream head (`None` until the first succeeds).
@@ -69,6 +72,8 @@ impl Node {
             &config.stream,
             config.stream_replicas,
             config.stream_max_age,
+            config.max_event_bytes,
+            config.history_reads,
         );
         // Bounded so an HTTP publish answers within about 15 s even when JetStream is away.
         let retry = herald_publisher::RetryPolicy {
@@ -80,6 +85,7 @@ impl Node {
         let publisher = herald_publisher::Publisher::new(client.clone())
             .with_stream(config.stream.clone())
             .with_retry(retry);
+        let buffer_budget = ByteBudget::new(config.buffer_bytes);
         Arc::new(Self {
             config,
             node_id,
@@ -89,6 +95,7 @@ impl Node {
             publisher,
             verifier,
             metrics: Metrics::default(),
+            buffer_budget,
             orgs: Registry::default(),
             head: watch::channel(None).0,
             head_ok_at: AtomicU64::new(0),
@@ -100,6 +107,15 @@ impl Node {
             head_sample: tokio::sync::Mutex::new(None),
             aged_head: std::sync::Mutex::new(None),
         })
+    }
+
+    /// How much each org buffer may hold.
+    pub fn buffer_limits(&self) -> BufferLimits {
+        BufferLimits {
+            events: self.config.org_buffer_events,
+            bytes: self.config.org_buffer_bytes.max(1),
+            budget: Arc::clone(&self.buffer_budget),
+        }
     }
 
     /// Milliseconds since the node started (a cheap monotonic clock).

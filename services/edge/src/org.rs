@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::{BufferRead, OrgBuffer};
+use crate::buffer::{BufferLimits, BufferRead, OrgBuffer};
 use crate::filter::Filter;
 use crate::ingest::{self, Decoded, StoredEvent};
 use crate::jetstream::{StreamError, StreamHead};
@@ -48,6 +48,9 @@ const PLAUSIBLE_AHEAD: u64 = 100_000;
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
 /// Wait before retrying a failed audit.
 const AUDIT_RETRY: Duration = Duration::from_secs(1);
+/// Messages and payload bytes one step of a gap fill reads.
+const FILL_BATCH: usize = 1024;
+const FILL_BYTES: usize = 8 * 1024 * 1024;
 /// Most stored messages one history read scans, so one poll cannot keep the node busy.
 const HISTORY_SCAN_LIMIT: usize = 5_000;
 
@@ -80,7 +83,7 @@ impl OrgHub {
     /// A hub whose buffer is complete up to `start` in `epoch`.
     pub fn new(
         org: &str,
-        capacity: usize,
+        buffer: BufferLimits,
         live: QueueLimits,
         start: u64,
         epoch: String,
@@ -88,7 +91,7 @@ impl OrgHub {
         Arc::new(Self {
             org: org.into(),
             state: Mutex::new(State {
-                buffer: OrgBuffer::new(capacity, start),
+                buffer: OrgBuffer::new(buffer, start),
                 epoch,
             }),
             settled: watch::channel(start).0,
@@ -106,9 +109,15 @@ impl OrgHub {
     }
 
     /// Reads by cursor; also returns the epoch the answer belongs to.
-    pub fn read(&self, after: u64, filter: &Filter, limit: usize) -> (BufferRead, String) {
+    pub fn read(
+        &self,
+        after: u64,
+        filter: &Filter,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (BufferRead, String) {
         let s = self.state();
-        (s.buffer.read(after, filter, limit), s.epoch.clone())
+        (s.buffer.read(after, filter, limit, max_bytes), s.epoch.clone())
     }
 
     /// Highest sequence up to which this node has every event of the org, and its epoch.
@@ -189,17 +198,22 @@ impl OrgHub {
             if from > until {
                 break;
             }
-            let Some(msg) = node.stream.next_for_org(&self.org, from).await? else {
-                break;
-            };
-            if msg.sequence > until {
+            let got = node
+                .stream
+                .org_messages(&self.org, from, until, FILL_BATCH, FILL_BYTES)
+                .await?;
+            read += got.messages.len();
+            for msg in &got.messages {
+                self.apply(
+                    node,
+                    ingest::decode_stored(msg, &self.org, node.config.max_event_bytes),
+                );
+            }
+            if got.complete_to >= until {
                 break;
             }
-            read += 1;
-            self.apply(
-                node,
-                ingest::decode_stored(&msg, &self.org, node.config.max_event_bytes),
-            );
+            // Read in steps so waiters see progress on a long fill.
+            self.notify();
         }
         if settle {
             self.state().buffer.advance(until);
@@ -505,8 +519,9 @@ async fn audit(hub: &OrgHub, node: &Node, feed: &mut Feed) {
 }
 
 /// Events of the org after `after` up to `until`, read from the stream for a
-/// client behind the buffer. Returns the matching events (at most `limit`)
-/// and the sequence up to which the client then has every matching event.
+/// client behind the buffer. Returns the matching events (at most `limit`,
+/// and about `max_bytes` of JSON) and the sequence up to which the client
+/// then has every matching event.
 pub async fn read_history(
     node: &Node,
     org: &str,
@@ -514,29 +529,40 @@ pub async fn read_history(
     until: u64,
     filter: &Filter,
     limit: usize,
+    max_bytes: usize,
 ) -> Result<(Vec<Arc<StoredEvent>>, u64), StreamError> {
     node.metrics.history_reads.fetch_add(1, Relaxed);
     let mut events = Vec::new();
+    let mut bytes = 0;
     let mut cursor = after;
-    for _ in 0..HISTORY_SCAN_LIMIT {
+    let mut scanned = 0;
+    while scanned < HISTORY_SCAN_LIMIT {
         let Some(from) = cursor.checked_add(1) else {
             return Ok((events, until));
         };
-        let Some(msg) = node.stream.next_for_org(org, from).await? else {
-            return Ok((events, until));
-        };
-        if msg.sequence > until {
+        if from > until {
             return Ok((events, until));
         }
-        cursor = msg.sequence;
-        match ingest::decode_stored(&msg, org, node.config.max_event_bytes) {
-            Decoded::Event(e) if filter.matches(&e) => {
-                events.push(e);
-                if events.len() == limit {
-                    return Ok((events, cursor));
+        let got = node
+            .stream
+            .org_messages(org, from, until, HISTORY_SCAN_LIMIT - scanned, FILL_BYTES)
+            .await?;
+        scanned += got.messages.len().max(1);
+        for msg in &got.messages {
+            cursor = msg.sequence;
+            if let Decoded::Event(e) = ingest::decode_stored(msg, org, node.config.max_event_bytes) {
+                if filter.matches(&e) {
+                    bytes += e.json.get().len();
+                    events.push(e);
+                    if events.len() == limit || bytes >= max_bytes {
+                        return Ok((events, cursor));
+                    }
                 }
             }
-            _ => {}
+        }
+        cursor = cursor.max(got.complete_to);
+        if got.complete_to >= until {
+            return Ok((events, until));
         }
     }
     Ok((events, cursor))

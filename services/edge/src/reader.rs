@@ -96,7 +96,8 @@ impl Reader {
         self.filter.set_disabled(node.switches.disabled_services());
         loop {
             self.changes.borrow_and_update();
-            let (read, epoch) = self.lease.read(self.cursor, &self.filter, limit);
+            let max_bytes = node.config.max_read_bytes;
+            let (read, epoch) = self.lease.read(self.cursor, &self.filter, limit, max_bytes);
             if epoch != self.epoch {
                 self.epoch = epoch;
                 self.cursor = self.lease.settled().0;
@@ -126,6 +127,7 @@ impl Reader {
                         floor,
                         &self.filter,
                         limit,
+                        max_bytes,
                     ))
                     .await?;
                     // Whether anything after the cursor is gone is decided by

@@ -75,7 +75,7 @@ impl Registry {
                 })?;
                 let hub = OrgHub::new(
                     org,
-                    node.config.org_buffer_events,
+                    node.buffer_limits(),
                     node.config.live_queue_limits(),
                     head.last_seq,
                     head.epoch,
