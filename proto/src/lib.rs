@@ -6,6 +6,7 @@
 //! - [`envelope`]: the body a domain service publishes (JSON or MessagePack),
 //!   decoded and checked against its subject.
 //! - [`event`]: the event as delivered to clients.
+//! - [`msgpack`]: MessagePack decoding with the JSON nesting limit.
 //! - [`cursor`]: stream sequence cursors, epochs and `reset` reasons.
 //! - [`poll`], [`stream`]: long-poll answers and WebSocket/SSE messages.
 //! - [`publish`]: the body of `POST /v2/realtime/publish`.
@@ -15,6 +16,7 @@ pub mod cursor;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod msgpack;
 pub mod poll;
 pub mod publish;
 pub mod stream;

@@ -261,9 +261,15 @@ mod tests {
             b.push(ev(s, "finance"));
         }
         let all = filter(None);
-        assert_eq!(seqs(&b.read(100, &all, 500, usize::MAX)), (vec![101, 105, 107], 107));
+        assert_eq!(
+            seqs(&b.read(100, &all, 500, usize::MAX)),
+            (vec![101, 105, 107], 107)
+        );
         // A second reader sees the same events: reading never removes.
-        assert_eq!(seqs(&b.read(100, &all, 500, usize::MAX)), (vec![101, 105, 107], 107));
+        assert_eq!(
+            seqs(&b.read(100, &all, 500, usize::MAX)),
+            (vec![101, 105, 107], 107)
+        );
         assert_eq!(seqs(&b.read(105, &all, 500, usize::MAX)), (vec![107], 107));
         assert_eq!(seqs(&b.read(107, &all, 500, usize::MAX)), (vec![], 107));
         b.advance(120);
@@ -278,7 +284,10 @@ mod tests {
         for s in 1..=6 {
             b.push(ev(s, if s % 2 == 0 { "tasks" } else { "finance" }));
         }
-        assert_eq!(seqs(&b.read(0, &filter(None), 2, usize::MAX)), (vec![1, 2], 2));
+        assert_eq!(
+            seqs(&b.read(0, &filter(None), 2, usize::MAX)),
+            (vec![1, 2], 2)
+        );
         assert_eq!(
             seqs(&b.read(0, &filter(Some(&["tasks"])), 500, usize::MAX)),
             (vec![2, 4, 6], 6)
@@ -300,7 +309,10 @@ mod tests {
             b.read(1, &filter(None), 500, usize::MAX),
             BufferRead::Behind { floor: 2 }
         ));
-        assert_eq!(seqs(&b.read(2, &filter(None), 500, usize::MAX)), (vec![3, 4, 5], 5));
+        assert_eq!(
+            seqs(&b.read(2, &filter(None), 500, usize::MAX)),
+            (vec![3, 4, 5], 5)
+        );
         b.push(ev(4, "finance"));
         assert_eq!(b.len(), 3, "old sequences are ignored");
         b.reset(0);
@@ -325,9 +337,17 @@ mod tests {
         b.push(ev(1, "finance"));
         b.push(ev(2, "finance"));
         assert!(budget.used() <= 3 * ev(1, "finance").size() + ev(1, "finance").size());
-        assert_eq!(b.len(), 1, "the node's budget is spent: only the newest stays");
+        assert_eq!(
+            b.len(),
+            1,
+            "the node's budget is spent: only the newest stays"
+        );
         drop(a);
-        assert_eq!(budget.used(), b.bytes(), "a dropped ring gives its bytes back");
+        assert_eq!(
+            budget.used(),
+            b.bytes(),
+            "a dropped ring gives its bytes back"
+        );
         // Reads stop at a byte limit, but always return one event.
         let one = ev(1, "finance").json.get().len();
         let mut c = OrgBuffer::new(limits(10), 0);
@@ -335,6 +355,9 @@ mod tests {
             c.push(ev(s, "finance"));
         }
         assert_eq!(seqs(&c.read(0, &filter(None), 500, 1)), (vec![1], 1));
-        assert_eq!(seqs(&c.read(0, &filter(None), 500, 2 * one)), (vec![1, 2], 2));
+        assert_eq!(
+            seqs(&c.read(0, &filter(None), 500, 2 * one)),
+            (vec![1, 2], 2)
+        );
     }
 }

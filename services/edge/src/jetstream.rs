@@ -74,7 +74,8 @@ impl EventStream {
             replicas,
             max_age,
             // Headers travel in the same message; leave them room.
-            max_msg_size: i32::try_from(max_event_bytes.saturating_add(16 * 1024)).unwrap_or(i32::MAX),
+            max_msg_size: i32::try_from(max_event_bytes.saturating_add(16 * 1024))
+                .unwrap_or(i32::MAX),
             reads: Arc::new(Semaphore::new(concurrent_reads.max(1))),
         }
     }
@@ -222,8 +223,15 @@ impl EventStream {
             out.complete_to = until;
             return Ok(out);
         }
-        self.batch_read(org, next, until, max - out.messages.len(), max_bytes.saturating_sub(bytes), &mut out)
-            .await?;
+        self.batch_read(
+            org,
+            next,
+            until,
+            max - out.messages.len(),
+            max_bytes.saturating_sub(bytes),
+            &mut out,
+        )
+        .await?;
         Ok(out)
     }
 

@@ -117,7 +117,10 @@ impl OrgHub {
         max_bytes: usize,
     ) -> (BufferRead, String) {
         let s = self.state();
-        (s.buffer.read(after, filter, limit, max_bytes), s.epoch.clone())
+        (
+            s.buffer.read(after, filter, limit, max_bytes),
+            s.epoch.clone(),
+        )
     }
 
     /// Highest sequence up to which this node has every event of the org, and its epoch.
@@ -550,7 +553,8 @@ pub async fn read_history(
         scanned += got.messages.len().max(1);
         for msg in &got.messages {
             cursor = msg.sequence;
-            if let Decoded::Event(e) = ingest::decode_stored(msg, org, node.config.max_event_bytes) {
+            if let Decoded::Event(e) = ingest::decode_stored(msg, org, node.config.max_event_bytes)
+            {
                 if filter.matches(&e) {
                     bytes += e.json.get().len();
                     events.push(e);

@@ -344,3 +344,38 @@ async fn a_recreated_stream_resets_clients_to_its_head_not_its_start() {
         .await;
     assert_eq!(r.seqs(), vec![next], "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_client_far_behind_on_a_sparse_filter_catches_up_without_waiting() {
+    let h = Herald::start(EDGE, 1).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    // 20,000 events of other services, with two rare ones among them.
+    let published = burst(h.nats_client().clone(), ["acme", "globex"], 20_000, 20).await;
+    let rare_a = h
+        .publish("acme", "audit", None, json!({"eventType": "rare"}))
+        .await;
+    burst(h.nats_client().clone(), ["acme", "globex"], 4_000, 20).await;
+    let rare_b = h
+        .publish("acme", "audit", None, json!({"eventType": "rare"}))
+        .await;
+    assert!(published[0].len() > 9_000);
+    let mut ws =
+        herald_testkit::WsClient::connect(&h.edges[0].base_url(), "", Some(&token), None).await;
+    let started = tokio::time::Instant::now();
+    ws.hello(&["audit"], None, Some(start), None).await;
+    // The default ping interval is 30 s: a catch-up that waited for pings
+    // between scans would need minutes.
+    let got = herald_testkit::seqs_of(&ws.events(2).await);
+    assert_eq!(got, vec![rare_a, rare_b]);
+    let live = h
+        .publish("acme", "audit", None, json!({"eventType": "live"}))
+        .await;
+    assert_eq!(herald_testkit::seqs_of(&ws.events(1).await), vec![live]);
+    eprintln!("caught up over 24,000 events in {:?}", started.elapsed());
+    let m = h.metrics(0).await;
+    assert!(
+        m["events"]["historyReads"].as_u64() < Some(100),
+        "history is read in batches, not message by message: {m}"
+    );
+}
