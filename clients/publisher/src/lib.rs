@@ -2,8 +2,9 @@
 //!
 //! A [`Publisher`] sends [`OutgoingEvent`]s to NATS JetStream on
 //! `herald.events.<org>.<service>.<property>` and waits for the stream's ack.
-//! Every event carries `Nats-Msg-Id: <service>:<eventId>`, so the retries the
-//! publisher makes on transient failures never store an event twice.
+//! Every event carries `Nats-Msg-Id: <org>:<service>:<eventId>`, so the
+//! retries the publisher makes on transient failures never store an event
+//! twice, and one org's event ids never suppress another org's events.
 //!
 //! - [`publisher`]: the [`Publisher`] and the [`PublishAck`] it returns.
 //! - [`event`]: [`OutgoingEvent`], and how it becomes subject, headers and bytes.

@@ -32,7 +32,7 @@ async fn check_stored_events(stream: &stream::Stream, count: u64) {
             msg.headers
                 .get("Nats-Msg-Id")
                 .map(|v| v.as_str().to_owned()),
-            Some(format!("{}:{event_id}", subject.service))
+            Some(format!("{}:{}:{event_id}", subject.org, subject.service))
         );
         assert!(body.timestamp.is_some() && body.entity_id.is_some());
     }

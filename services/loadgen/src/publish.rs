@@ -1,6 +1,6 @@
 //! Publishes load events through JetStream, paced or flat out, with many
 //! publishes awaiting their ack at once. Each event goes to a random org,
-//! service and property, carries `Nats-Msg-Id: <service>:<eventId>` and the
+//! service and property, carries `Nats-Msg-Id: <org>:<service>:<eventId>` and the
 //! wall-clock time of its publish (ns) in its payload; the acks give each
 //! org's stored sequences, against which deliveries are checked.
 
@@ -142,7 +142,10 @@ impl Publisher {
             let n = self.next + i;
             let event_id = format!("{}-{n}", self.run);
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("{service}:{event_id}").as_str());
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("{}:{service}:{event_id}", self.orgs[org]).as_str(),
+            );
             let body = format!(
                 r#"{{"eventType":"load.tick","eventId":"{event_id}","payload":{{"t":{},"i":{n}}}}}"#,
                 wall_ns()

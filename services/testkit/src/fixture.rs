@@ -120,7 +120,8 @@ impl Herald {
     }
 
     /// Publishes `body` to the event subject through JetStream and returns
-    /// its sequence. `Nats-Msg-Id` is `<service>:<eventId>` when the body has an `eventId`.
+    /// its sequence. `Nats-Msg-Id` is `<org>:<service>:<eventId>` when the
+    /// body has an `eventId`.
     pub async fn publish(
         &self,
         org: &str,
@@ -130,7 +131,7 @@ impl Herald {
     ) -> u64 {
         let mut headers = HeaderMap::new();
         if let Some(id) = body["eventId"].as_str() {
-            headers.insert("Nats-Msg-Id", format!("{service}:{id}").as_str());
+            headers.insert("Nats-Msg-Id", format!("{org}:{service}:{id}").as_str());
         }
         let subject = format!("herald.events.{org}.{service}.{}", property.unwrap_or("_"));
         self.publish_raw(&subject, headers, body.to_string().into_bytes())
