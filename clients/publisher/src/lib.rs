@@ -10,6 +10,8 @@
 //! - [`event`]: [`OutgoingEvent`], and how it becomes subject, headers and bytes.
 //! - [`retry`]: [`RetryPolicy`], exponential backoff with jitter.
 //! - [`error`]: [`PublishError`], and which JetStream failures are worth a retry.
+//! - [`connect`]: NATS credentials (URL, user/password, token, creds file)
+//!   turned into connect options, never logged.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,11 +32,13 @@
 //! # }
 //! ```
 
+pub mod connect;
 pub mod error;
 pub mod event;
 pub mod publisher;
 pub mod retry;
 
+pub use connect::{redact_urls, CredentialsError, NatsAuth, NatsServers};
 pub use error::PublishError;
 pub use event::OutgoingEvent;
 pub use publisher::{PublishAck, Publisher, DEFAULT_STREAM};
