@@ -79,18 +79,27 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects to NATS at `url`.
+    /// Connects to NATS at `url` (comma-separated; `user:password@` in the
+    /// URL logs in, e.g. as the `publisher` user of the shipped NATS config).
     pub async fn connect(
         url: &str,
         orgs: Vec<String>,
         services: Vec<String>,
     ) -> Result<Self, LoadError> {
-        let client = async_nats::ConnectOptions::new()
+        let shown = herald_publisher::redact_urls(url);
+        let bad = |e: herald_publisher::CredentialsError| LoadError::Nats(e.to_string());
+        let servers = herald_publisher::NatsServers::parse(url).map_err(bad)?;
+        let options = async_nats::ConnectOptions::new()
             .name("herald-loadgen")
-            .client_capacity(65_536)
-            .connect(url)
+            .client_capacity(65_536);
+        let options = match &servers.auth {
+            Some(auth) => auth.apply(options).await.map_err(bad)?,
+            None => options,
+        };
+        let client = options
+            .connect(servers.addrs)
             .await
-            .map_err(|e| LoadError::Nats(format!("connect {url}: {e}")))?;
+            .map_err(|e| LoadError::Nats(format!("connect {shown}: {e}")))?;
         let mut js = jetstream::new(client);
         js.set_timeout(ACK_TIMEOUT);
         Ok(Self {
