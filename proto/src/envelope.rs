@@ -214,8 +214,12 @@ mod tests {
         assert_eq!(ev.event_id, "e-1");
         // Only this event's own `<org>:<service>:` is stripped.
         for other in ["globex:finance:e-1", "finance:e-1"] {
-            let body = EventBody::decode(raw, Encoding::Json, &subject(), 1024).unwrap();
-            assert_eq!(body.into_event(1, subject(), Some(other), 0).event_id, other);
+            let body =
+                EventBody::decode(raw, Encoding::Json, &subject(), 1024).expect("valid body");
+            assert_eq!(
+                body.into_event(1, subject(), Some(other), 0).event_id,
+                other
+            );
         }
         assert_eq!(ev.timestamp, 1_700_000_000_000);
         assert_eq!(ev.payload, json!({"amount":10}));

@@ -218,16 +218,19 @@ mod tests {
 
     #[test]
     fn takes_credentials_out_of_urls() {
-        let s = NatsServers::parse("nats://edge:p%40ss@a:4222, nats://edge:p%40ss@b:4223").unwrap();
+        let s = NatsServers::parse("nats://edge:p%40ss@a:4222, nats://edge:p%40ss@b:4223")
+            .expect("valid");
         assert_eq!(s.auth, Some(NatsAuth::user_password("edge", "p@ss")));
         let shown: Vec<String> = s.addrs.iter().map(|a| format!("{a:?}")).collect();
-        assert!(shown.iter().all(|a| !a.contains("p%40ss") && !a.contains("edge")));
+        assert!(shown
+            .iter()
+            .all(|a| !a.contains("p%40ss") && !a.contains("edge")));
         assert_eq!((s.addrs[1].host(), s.addrs[1].port()), ("b", 4223));
 
-        let plain = NatsServers::parse("nats://127.0.0.1:4222").unwrap();
+        let plain = NatsServers::parse("nats://127.0.0.1:4222").expect("valid");
         assert_eq!(plain.auth, None);
         // One URL with credentials is enough; the others connect the same way.
-        let mixed = NatsServers::parse("nats://u:p@a:1,nats://b:2").unwrap();
+        let mixed = NatsServers::parse("nats://u:p@a:1,nats://b:2").expect("valid");
         assert_eq!(mixed.auth, Some(NatsAuth::user_password("u", "p")));
     }
 
@@ -259,7 +262,10 @@ mod tests {
             ..NatsAuth::user_password("edge", "s3cret")
         };
         let shown = format!("{auth:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("t0ken"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("t0ken"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -276,12 +282,12 @@ mod tests {
             ..NatsAuth::default()
         };
         assert!(no_password.check().is_err());
-        let servers = NatsServers::parse("nats://u:p@a:1").unwrap();
+        let servers = NatsServers::parse("nats://u:p@a:1").expect("valid");
         assert!(NatsAuth::user_password("v", "q")
             .or_from_urls(&servers)
             .is_err());
         assert_eq!(
-            NatsAuth::default().or_from_urls(&servers).unwrap(),
+            NatsAuth::default().or_from_urls(&servers).expect("valid"),
             NatsAuth::user_password("u", "p")
         );
     }

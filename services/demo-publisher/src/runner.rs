@@ -391,7 +391,14 @@ mod tests {
             nats_url: "nats://a:4222, nats://b:4222".into(),
             ..RunConfig::default()
         };
-        assert_eq!(cluster.server_addrs().expect("two urls").len(), 2);
+        assert_eq!(cluster.nats_connection().expect("two urls").0.len(), 2);
+        let with_user = RunConfig {
+            nats_url: "nats://publisher:s3cret@a:4222".into(),
+            ..RunConfig::default()
+        };
+        let (_, auth) = with_user.nats_connection().expect("credentials");
+        assert_eq!(auth, NatsAuth::user_password("publisher", "s3cret"));
+        assert!(!format!("{with_user:?}").contains("s3cret"));
     }
 
     #[test]

@@ -117,6 +117,7 @@ async fn leaves_an_existing_stream_alone_and_stops_on_shutdown() {
             orgs: vec!["solo-stays".into()],
             properties_per_org: 1,
             duration: None,
+            ..RunConfig::default()
         };
         let shutdown = tokio::time::sleep(Duration::from_millis(700));
         let summary = run(config, shutdown).await.expect("run");

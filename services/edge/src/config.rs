@@ -218,7 +218,8 @@ impl Config {
         if self.nats_urls().is_empty() {
             return bad("HERALD_NATS_URL is empty");
         }
-        self.nats_connection().map_err(|e| ConfigError(e.to_string()))?;
+        self.nats_connection()
+            .map_err(|e| ConfigError(e.to_string()))?;
         if herald_proto::subject::check_token("stream", &self.stream).is_err() {
             return bad("HERALD_STREAM must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'");
         }
@@ -396,8 +397,8 @@ mod tests {
             "--nats-url",
             "nats://edge:url-pass-1@a:4222",
         ]);
-        c.validate().unwrap();
-        let (addrs, auth) = c.nats_connection().unwrap();
+        c.validate().expect("valid");
+        let (addrs, auth) = c.nats_connection().expect("valid");
         assert_eq!(auth, NatsAuth::user_password("edge", "url-pass-1"));
         assert!(!format!("{addrs:?}").contains("url-pass-1"));
         assert!(!format!("{c:?}").contains("url-pass-1"), "{c:?}");
@@ -410,9 +411,9 @@ mod tests {
             "--nats-password",
             "env-pass-2",
         ]);
-        c.validate().unwrap();
+        c.validate().expect("valid");
         assert_eq!(
-            c.nats_connection().unwrap().1,
+            c.nats_connection().expect("valid").1,
             NatsAuth::user_password("edge", "env-pass-2")
         );
         assert!(!format!("{c:?}").contains("env-pass-2"));
@@ -420,7 +421,14 @@ mod tests {
         for bad in [
             &["--nats-user", "edge"][..],
             &["--nats-password", "p"],
-            &["--nats-user", "u", "--nats-password", "p", "--nats-token", "t"],
+            &[
+                "--nats-user",
+                "u",
+                "--nats-password",
+                "p",
+                "--nats-token",
+                "t",
+            ],
             &["--nats-url", "nats://u:p@a:1", "--nats-token", "t"],
         ] {
             let mut args = vec!["--jwt-secret", "0123456789abcdef"];

@@ -169,6 +169,9 @@ async fn the_publisher_user_cannot_forge_live_events_control_or_switches() {
     assert_eq!(got[0]["seq"], real, "{got:?}");
     assert_eq!(got[0]["eventId"], "real", "{got:?}");
     let (events, _) = h.collect(0, &token, "services=finance", start, 2).await;
-    let ids: Vec<&str> = events.iter().filter_map(|e| e["eventId"].as_str()).collect();
+    let ids: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["eventId"].as_str())
+        .collect();
     assert_eq!(ids, ["real"], "{events:?}");
 }

@@ -68,10 +68,7 @@ impl NatsUser {
 
     /// Connect options that log in as this user.
     pub fn options(&self) -> async_nats::ConnectOptions {
-        async_nats::ConnectOptions::with_user_and_password(
-            self.name.clone(),
-            self.password.clone(),
-        )
+        async_nats::ConnectOptions::with_user_and_password(self.name.clone(), self.password.clone())
     }
 }
 

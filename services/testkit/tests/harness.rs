@@ -105,7 +105,9 @@ async fn cluster_places_r3_stream_and_survives_member_restart() {
 async fn cluster_with_accounts_serves_the_shipped_users() {
     let cluster = NatsCluster::start_with_accounts(3).await;
     assert!(
-        async_nats::connect(cluster.servers()[0].url()).await.is_err(),
+        async_nats::connect(cluster.servers()[0].url())
+            .await
+            .is_err(),
         "anonymous clients are refused"
     );
     // The edge user manages streams; the publisher user publishes through
