@@ -10,6 +10,9 @@
 #   HERALD_DEV_PORT_BASE  port of edge 1; edge 2 uses the next one (default 8080)
 #   HERALD_DEV_DEMO_PORT  port of the demo page (default 8090)
 #   HERALD_DEV_SECRET     HS256 secret shared by edges and tokens (dev default)
+#   HERALD_NATS_EDGE_PASSWORD, HERALD_NATS_PUBLISHER_PASSWORD
+#                         passwords of the NATS users `edge` and `publisher`
+#                         (nats/herald.conf; dev defaults)
 #   RUST_LOG              log filter of the Rust processes (default info)
 set -euo pipefail
 
@@ -19,6 +22,10 @@ cd "$repo"
 rate="${HERALD_DEV_RATE:-5}"
 base="${HERALD_DEV_PORT_BASE:-8080}"
 secret="${HERALD_DEV_SECRET:-herald-dev-secret-change-me}"
+# NATS runs with the shipped users (nats/herald.conf): edges log in as `edge`,
+# the demo and `nats pub` as `publisher` (events only).
+export HERALD_NATS_EDGE_PASSWORD="${HERALD_NATS_EDGE_PASSWORD:-herald-dev-edge}"
+export HERALD_NATS_PUBLISHER_PASSWORD="${HERALD_NATS_PUBLISHER_PASSWORD:-herald-dev-publisher}"
 nats_port=4222
 nats_mon=8222
 edge1_port="$base"
@@ -158,7 +165,7 @@ wait_http() {
 SECONDS=0
 deadline=60
 
-start nats "$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -m "$nats_mon" -sd "$run_dir/nats"
+start nats "$nats_bin" -c "$repo/nats/herald.conf" -js -a 127.0.0.1 -p "$nats_port" -m "$nats_mon" -sd "$run_dir/nats"
 wait_http nats "${pids[0]}" "http://127.0.0.1:$nats_mon/healthz"
 
 nats_url="nats://127.0.0.1:$nats_port"
@@ -169,12 +176,13 @@ for n in 1 2; do
         HERALD_LISTEN="127.0.0.1:$port" \
         HERALD_NODE_ID="edge-$n" \
         HERALD_NATS_URL="$nats_url" \
+        HERALD_NATS_USER=edge \
+        HERALD_NATS_PASSWORD="$HERALD_NATS_EDGE_PASSWORD" \
         HERALD_JWT_SECRET="$secret" \
         HERALD_METRICS_PUBLIC=true \
         HERALD_CORS_ORIGINS="$cors" \
         "$edge_bin"
 done
-start demo env NO_COLOR=1 HERALD_NATS_URL="$nats_url" "$demo_bin" run --nats-url "$nats_url" --rate "$rate"
 if (( demo_page )); then
     # The demo page's server mints tokens with the edges' secret (dev only).
     start demo-page env \
@@ -189,8 +197,13 @@ printf '%s\n' "${pids[@]}" >"$run_dir/dev.pids"
 wait_http edge-1 "${pids[1]}" "http://127.0.0.1:$edge1_port/readyz"
 wait_http edge-2 "${pids[2]}" "http://127.0.0.1:$edge2_port/readyz"
 say "both edges ready after ${SECONDS}s"
+# The demo starts once the edges have created the stream: as `publisher` it
+# may publish events but not create streams.
+start demo env NO_COLOR=1 HERALD_NATS_URL="$nats_url" HERALD_NATS_USER=publisher \
+    HERALD_NATS_PASSWORD="$HERALD_NATS_PUBLISHER_PASSWORD" "$demo_bin" run --rate "$rate"
+printf '%s\n' "${pids[@]}" >"$run_dir/dev.pids"
 if (( demo_page )); then
-    wait_http demo-page "${pids[4]}" "http://127.0.0.1:$demo_port/api/config"
+    wait_http demo-page "${pids[3]}" "http://127.0.0.1:$demo_port/api/config"
     demo_line="  Demo page: http://127.0.0.1:$demo_port/   (browser SDK: live feeds, leader/follower tabs, publish button)"
 else
     demo_line="  Demo page: not started (needs node, npm and clients/js/src)"
@@ -207,6 +220,8 @@ export HERALD_JWT_SECRET='$secret'
 export TOKEN='$token'
 export PUB_TOKEN='$pub_token'
 export ADMIN_TOKEN='$admin_token'
+export NATS_USER=publisher
+export NATS_PASSWORD='$HERALD_NATS_PUBLISHER_PASSWORD'
 ENV
 
 if command -v nats >/dev/null 2>&1; then nats_note="(NATS CLI found)"; else nats_note="(NATS CLI not installed; see https://github.com/nats-io/natscli)"; fi
@@ -220,6 +235,7 @@ $demo_line
   edge 2    $e2        (node edge-2)
   metrics   $e1/v2/realtime/metrics   (Prometheus: $e1/metrics)
   NATS      $nats_url          (monitoring http://127.0.0.1:$nats_mon)
+            users: publisher / $HERALD_NATS_PUBLISHER_PASSWORD (events only), edge / $HERALD_NATS_EDGE_PASSWORD (edges, admin)
   logs      .run/logs/{nats,edge-1,edge-2,demo,demo-page}.log
 
 User token (org $org, all services and properties, 24 h):
@@ -234,7 +250,7 @@ A poll loop (follows the cursor):
   s=; while :; do r=\$(curl -s -H "Authorization: Bearer \$TOKEN" "$e1/v1/realtime/poll?services=finance,guest,tasks,staff\${s:+&lastSeq=\$s}"); echo "\$r"; s=\$(echo "\$r" | sed -n 's/.*"lastSeq":\([0-9]*\).*/\1/p'); done
 
 Publish with the NATS CLI $nats_note:
-  nats --server $nats_url pub herald.events.$org.finance.p1 '{"eventType":"expense.created","payload":{"amount":10}}'
+  nats --server $nats_url --user publisher --password '$HERALD_NATS_PUBLISHER_PASSWORD' pub herald.events.$org.finance.p1 '{"eventType":"expense.created","payload":{"amount":10}}'
 Publish over HTTP with a publisher token:
   curl -X POST -H "Authorization: Bearer \$PUB_TOKEN" -H 'Content-Type: application/json' \\
     -d '{"service":"finance","propertyId":"p1","eventType":"expense.created","payload":{"amount":10}}' \\

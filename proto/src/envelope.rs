@@ -163,8 +163,8 @@ impl EventBody {
 
     /// Turns a checked body into the delivered event.
     ///
-    /// `msg_id` is the `Nats-Msg-Id` header; a `<service>:` prefix on it is
-    /// stripped, since publishers set `Nats-Msg-Id: <service>:<eventId>`.
+    /// `msg_id` is the `Nats-Msg-Id` header; a leading `<org>:<service>:` is
+    /// stripped, since publishers set `Nats-Msg-Id: <org>:<service>:<eventId>`.
     pub fn into_event(
         self,
         seq: u64,
@@ -174,7 +174,9 @@ impl EventBody {
     ) -> DeliveredEvent {
         let event_id = self.event_id.unwrap_or_else(|| match msg_id {
             Some(id) => id
-                .strip_prefix(subject.service.as_str())
+                .strip_prefix(subject.org.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                .and_then(|rest| rest.strip_prefix(subject.service.as_str()))
                 .and_then(|rest| rest.strip_prefix(':'))
                 .unwrap_or(id)
                 .to_owned(),
@@ -208,8 +210,17 @@ mod tests {
     fn decodes_json_and_fills_defaults() {
         let raw = br#"{"eventType":"expense.created","payload":{"amount":10}}"#;
         let body = EventBody::decode(raw, Encoding::Json, &subject(), 1024).unwrap();
-        let ev = body.into_event(42, subject(), Some("finance:e-1"), 1_700_000_000_000);
+        let ev = body.into_event(42, subject(), Some("acme:finance:e-1"), 1_700_000_000_000);
         assert_eq!(ev.event_id, "e-1");
+        // Only this event's own `<org>:<service>:` is stripped.
+        for other in ["globex:finance:e-1", "finance:e-1"] {
+            let body =
+                EventBody::decode(raw, Encoding::Json, &subject(), 1024).expect("valid body");
+            assert_eq!(
+                body.into_event(1, subject(), Some(other), 0).event_id,
+                other
+            );
+        }
         assert_eq!(ev.timestamp, 1_700_000_000_000);
         assert_eq!(ev.payload, json!({"amount":10}));
 

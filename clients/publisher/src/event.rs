@@ -81,7 +81,9 @@ impl OutgoingEvent {
         EventBody::decode(&payload, self.encoding, &subject, usize::MAX)
             .map_err(|e| invalid(&e))?;
 
-        let msg_id = format!("{}:{event_id}", subject.service);
+        // The org is part of the id: the duplicate window is stream-wide, and
+        // one org's event ids must never suppress another org's events.
+        let msg_id = msg_id(&subject, &event_id);
         let mut headers = HeaderMap::new();
         headers.insert(header::NATS_MESSAGE_ID, header_value("eventId", &msg_id)?);
         headers.insert(
@@ -109,12 +111,19 @@ impl OutgoingEvent {
 pub(crate) struct PreparedEvent {
     /// `herald.events.<org>.<service>.<property>`.
     pub subject: String,
-    /// The `Nats-Msg-Id`, `<service>:<eventId>`.
+    /// The `Nats-Msg-Id`, `<org>:<service>:<eventId>`.
     pub msg_id: String,
     /// Message headers.
     pub headers: HeaderMap,
     /// Encoded body.
     pub payload: Bytes,
+}
+
+/// The `Nats-Msg-Id` of an event: `<org>:<service>:<eventId>` (contract
+/// section 1). The edge strips the `<org>:<service>:` prefix again when the
+/// body carries no `eventId`.
+pub fn msg_id(subject: &EventSubject, event_id: &str) -> String {
+    format!("{}:{}:{event_id}", subject.org, subject.service)
 }
 
 /// A random event id: 16 hex digits.
@@ -151,7 +160,10 @@ mod tests {
             .prepare("HERALD_EVENTS")
             .expect("valid event");
         assert_eq!(p.subject, "herald.events.acme.finance.p1");
-        let id = p.msg_id.strip_prefix("finance:").expect("service prefix");
+        let id = p
+            .msg_id
+            .strip_prefix("acme:finance:")
+            .expect("org and service prefix");
         assert_eq!(id.len(), 16);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         let body: EventBody = serde_json::from_slice(&p.payload).expect("JSON body");
@@ -181,7 +193,7 @@ mod tests {
         ev.body.event_id = Some("e-1".into());
         let p = ev.prepare("S").expect("valid event");
         assert_eq!(p.subject, "herald.events.acme.finance._");
-        assert_eq!(p.msg_id, "finance:e-1");
+        assert_eq!(p.msg_id, "acme:finance:e-1");
         assert_eq!(
             p.headers.get(CONTENT_TYPE).expect("content type").as_str(),
             "application/msgpack"

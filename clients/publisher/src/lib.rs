@@ -2,13 +2,16 @@
 //!
 //! A [`Publisher`] sends [`OutgoingEvent`]s to NATS JetStream on
 //! `herald.events.<org>.<service>.<property>` and waits for the stream's ack.
-//! Every event carries `Nats-Msg-Id: <service>:<eventId>`, so the retries the
-//! publisher makes on transient failures never store an event twice.
+//! Every event carries `Nats-Msg-Id: <org>:<service>:<eventId>`, so the
+//! retries the publisher makes on transient failures never store an event
+//! twice, and one org's event ids never suppress another org's events.
 //!
 //! - [`publisher`]: the [`Publisher`] and the [`PublishAck`] it returns.
 //! - [`event`]: [`OutgoingEvent`], and how it becomes subject, headers and bytes.
 //! - [`retry`]: [`RetryPolicy`], exponential backoff with jitter.
 //! - [`error`]: [`PublishError`], and which JetStream failures are worth a retry.
+//! - [`connect`]: NATS credentials (URL, user/password, token, creds file)
+//!   turned into connect options, never logged.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,11 +32,13 @@
 //! # }
 //! ```
 
+pub mod connect;
 pub mod error;
 pub mod event;
 pub mod publisher;
 pub mod retry;
 
+pub use connect::{redact_urls, CredentialsError, NatsAuth, NatsServers};
 pub use error::PublishError;
 pub use event::OutgoingEvent;
 pub use publisher::{PublishAck, Publisher, DEFAULT_STREAM};

@@ -78,7 +78,7 @@ async fn acks_carry_increasing_sequences() {
             msg.headers
                 .get("Nats-Msg-Id")
                 .map(|v| v.as_str().to_owned()),
-            Some(format!("finance:{id}"))
+            Some(format!("acme:finance:{id}"))
         );
         assert!(msg.headers.get("Content-Type").is_none());
     })
@@ -111,6 +111,42 @@ async fn same_event_id_is_stored_once() {
 }
 
 #[tokio::test]
+async fn the_same_event_id_in_another_org_is_not_a_duplicate() {
+    bounded(async {
+        let server = NatsServer::start().await;
+        let client = server.connect().await;
+        let mut stream = create_stream(&client).await;
+        let publisher = Publisher::new(client);
+
+        let mut other_org = event(Some("inv-1001"));
+        other_org.subject.org = "globex".into();
+        let b = publisher.publish(other_org).await.expect("org B");
+        let a = publisher
+            .publish(event(Some("inv-1001")))
+            .await
+            .expect("org A");
+        assert!(!b.duplicate);
+        assert!(!a.duplicate, "org B's event id suppressed org A's event");
+        assert_ne!(a.seq, b.seq);
+        assert_eq!(stored(&mut stream).await, 2);
+        let msg = stream.get_raw_message(a.seq).await.expect("get message");
+        assert_eq!(
+            msg.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+            Some("acme:finance:inv-1001")
+        );
+
+        let again = publisher
+            .publish(event(Some("inv-1001")))
+            .await
+            .expect("org A again");
+        assert!(again.duplicate);
+        assert_eq!(again.seq, a.seq);
+        assert_eq!(stored(&mut stream).await, 2);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn messagepack_and_traceparent_set_their_headers() {
     bounded(async {
         let server = NatsServer::start().await;
@@ -134,7 +170,7 @@ async fn messagepack_and_traceparent_set_their_headers() {
             Some("application/msgpack")
         );
         assert_eq!(header("traceparent").as_deref(), Some(traceparent));
-        assert_eq!(header("Nats-Msg-Id").as_deref(), Some("finance:e-mp"));
+        assert_eq!(header("Nats-Msg-Id").as_deref(), Some("acme:finance:e-mp"));
         let subject = EventSubject::parse(&msg.subject).expect("subject");
         let encoding = Encoding::from_content_type(header("Content-Type").as_deref());
         let body =
@@ -182,7 +218,7 @@ async fn publish_survives_a_server_restart_and_is_stored_once() {
         let msg = stream.get_raw_message(ack.seq).await.expect("get message");
         assert_eq!(
             msg.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
-            Some("finance:during")
+            Some("acme:finance:during")
         );
         // However many attempts reached the server, one copy is stored.
         assert_eq!(stored(&mut stream).await, 2);

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::ServerAddr;
 use clap::Args;
-use herald_publisher::{PublishError, Publisher};
+use herald_publisher::{
+    redact_urls, CredentialsError, NatsAuth, NatsServers, PublishError, Publisher,
+};
 use tokio::time::{sleep_until, Instant};
 
 use crate::error::DemoError;
@@ -28,17 +30,25 @@ pub const DEFAULT_PROPERTIES_PER_ORG: usize = 3;
 pub const DEFAULT_STREAM: &str = herald_publisher::DEFAULT_STREAM;
 /// How often the run logs a summary.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// How long the stream check waits for JetStream's answer.
+const STREAM_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Highest rate accepted; beyond it the demo is a load generator.
 pub const MAX_RATE: f64 = 10_000.0;
 /// Most properties per org accepted.
 pub const MAX_PROPERTIES_PER_ORG: usize = 1_000;
 
 /// Configuration of `herald-demo run`.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct RunConfig {
-    /// NATS server URL(s), comma-separated.
+    /// NATS server URL(s), comma-separated; may carry `user:password@`.
     #[arg(long, env = "HERALD_NATS_URL", default_value = DEFAULT_NATS_URL)]
     pub nats_url: String,
+    /// NATS user (the `publisher` user of the shipped NATS config).
+    #[arg(long, env = "HERALD_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// Password of the NATS user.
+    #[arg(long, env = "HERALD_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
     /// Events per second, all orgs together.
     #[arg(long, default_value_t = DEFAULT_RATE)]
     pub rate: f64,
@@ -60,6 +70,8 @@ impl Default for RunConfig {
     fn default() -> Self {
         Self {
             nats_url: DEFAULT_NATS_URL.to_owned(),
+            nats_user: None,
+            nats_password: None,
             rate: DEFAULT_RATE,
             orgs: DEFAULT_ORGS.split(',').map(str::to_owned).collect(),
             properties_per_org: DEFAULT_PROPERTIES_PER_ORG,
@@ -115,19 +127,41 @@ impl RunConfig {
         if self.duration.is_some_and(|d| d.is_zero()) {
             return bad("--duration must be positive".into());
         }
-        self.server_addrs().map(|_| ())
+        self.nats_connection().map(|_| ())
     }
 
-    /// The NATS URLs, parsed.
-    fn server_addrs(&self) -> Result<Vec<ServerAddr>, DemoError> {
-        self.nats_url
-            .split(',')
-            .map(|url| {
-                url.trim()
-                    .parse::<ServerAddr>()
-                    .map_err(|e| DemoError::Config(format!("NATS URL {url:?}: {e}")))
-            })
-            .collect()
+    /// The NATS URLs without credentials, and the credentials (from
+    /// `--nats-user`/`--nats-password`, else from the URLs).
+    fn nats_connection(&self) -> Result<(Vec<ServerAddr>, NatsAuth), DemoError> {
+        let config = |e: CredentialsError| DemoError::Config(e.to_string());
+        let servers = NatsServers::parse(&self.nats_url).map_err(config)?;
+        let auth = NatsAuth {
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            ..NatsAuth::default()
+        }
+        .or_from_urls(&servers)
+        .map_err(config)?;
+        auth.check().map_err(config)?;
+        Ok((servers.addrs, auth))
+    }
+}
+
+impl std::fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("nats_url", &redact_urls(&self.nats_url))
+            .field("nats_user", &self.nats_user)
+            .field(
+                "nats_password",
+                &self.nats_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("rate", &self.rate)
+            .field("orgs", &self.orgs)
+            .field("properties_per_org", &self.properties_per_org)
+            .field("stream", &self.stream)
+            .field("duration", &self.duration)
+            .finish()
     }
 }
 
@@ -167,14 +201,25 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, DemoError> {
-    let addrs = config.server_addrs()?;
-    let client = async_nats::ConnectOptions::new()
-        .name("herald-demo")
-        .connect(addrs)
+    let (addrs, auth) = config.nats_connection()?;
+    let options = auth
+        .apply(async_nats::ConnectOptions::new().name("herald-demo"))
         .await
-        .map_err(|e| DemoError::Nats(format!("connecting to {}: {e}", config.nats_url)))?;
-    let jetstream = async_nats::jetstream::new(client.clone());
-    ensure_stream(&jetstream, &config.stream).await?;
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+    let client = options.connect(addrs).await.map_err(|e| {
+        DemoError::Nats(format!(
+            "connecting to {}: {e}",
+            redact_urls(&config.nats_url)
+        ))
+    })?;
+    let mut jetstream = async_nats::jetstream::new(client.clone());
+    jetstream.set_timeout(STREAM_CHECK_TIMEOUT);
+    if let Err(e) = ensure_stream(&jetstream, &config.stream).await {
+        // A publisher-only NATS user may not use the JetStream API (the
+        // request is refused and times out); the edges create the stream,
+        // and publishing retries until it exists.
+        tracing::warn!(error = %e, "cannot check the stream; publishing anyway (the edges create it)");
+    }
     let publisher = Publisher::new(client).with_stream(config.stream.clone());
     let mut simulation = Simulation::new(&config.orgs, config.properties_per_org, rand::random());
 
@@ -346,7 +391,14 @@ mod tests {
             nats_url: "nats://a:4222, nats://b:4222".into(),
             ..RunConfig::default()
         };
-        assert_eq!(cluster.server_addrs().expect("two urls").len(), 2);
+        assert_eq!(cluster.nats_connection().expect("two urls").0.len(), 2);
+        let with_user = RunConfig {
+            nats_url: "nats://publisher:s3cret@a:4222".into(),
+            ..RunConfig::default()
+        };
+        let (_, auth) = with_user.nats_connection().expect("credentials");
+        assert_eq!(auth, NatsAuth::user_password("publisher", "s3cret"));
+        assert!(!format!("{with_user:?}").contains("s3cret"));
     }
 
     #[test]

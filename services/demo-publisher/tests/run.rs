@@ -32,7 +32,7 @@ async fn check_stored_events(stream: &stream::Stream, count: u64) {
             msg.headers
                 .get("Nats-Msg-Id")
                 .map(|v| v.as_str().to_owned()),
-            Some(format!("{}:{event_id}", subject.service))
+            Some(format!("{}:{}:{event_id}", subject.org, subject.service))
         );
         assert!(body.timestamp.is_some() && body.entity_id.is_some());
     }
@@ -117,6 +117,7 @@ async fn leaves_an_existing_stream_alone_and_stops_on_shutdown() {
             orgs: vec!["solo-stays".into()],
             properties_per_org: 1,
             duration: None,
+            ..RunConfig::default()
         };
         let shutdown = tokio::time::sleep(Duration::from_millis(700));
         let summary = run(config, shutdown).await.expect("run");

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+use herald_publisher::{redact_urls, CredentialsError, NatsAuth, NatsServers};
 
 /// Longest hold a client may ask of a long-poll.
 pub const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(55);
@@ -195,6 +196,24 @@ pub struct Config {
     /// When set, tokens must carry this `iss` (401 otherwise).
     #[arg(long, env = "HERALD_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+
+    // --- NATS credentials (natsops). One method at most; user and password
+    // may instead be written into HERALD_NATS_URL as `nats://user:pass@host`.
+    /// NATS user name (needs HERALD_NATS_PASSWORD).
+    #[arg(long, env = "HERALD_NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// Password of the NATS user.
+    #[arg(long, env = "HERALD_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<Secret>,
+
+    /// NATS authentication token.
+    #[arg(long, env = "HERALD_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<Secret>,
+
+    /// NATS credentials file (`.creds`: user JWT and NKey seed).
+    #[arg(long, env = "HERALD_NATS_CREDS_FILE")]
+    pub nats_creds_file: Option<PathBuf>,
 }
 
 /// A secret string that never prints.
@@ -245,6 +264,8 @@ impl Config {
         if self.nats_urls().is_empty() {
             return bad("HERALD_NATS_URL is empty");
         }
+        self.nats_connection()
+            .map_err(|e| ConfigError(e.to_string()))?;
         if herald_proto::subject::check_token("stream", &self.stream).is_err() {
             return bad("HERALD_STREAM must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'");
         }
@@ -316,6 +337,25 @@ impl Config {
             .collect()
     }
 
+    /// The NATS servers (credentials taken out of the URLs) and how to
+    /// authenticate: from `HERALD_NATS_USER`/`_PASSWORD`, `_TOKEN` or
+    /// `_CREDS_FILE`, else from the URLs. Errors never contain a secret.
+    pub fn nats_connection(
+        &self,
+    ) -> Result<(Vec<async_nats::ServerAddr>, NatsAuth), CredentialsError> {
+        let servers = NatsServers::parse(&self.nats_url)?;
+        let expose = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_owned());
+        let auth = NatsAuth {
+            user: self.nats_user.clone(),
+            password: expose(&self.nats_password),
+            token: expose(&self.nats_token),
+            creds_file: self.nats_creds_file.clone(),
+        }
+        .or_from_urls(&servers)?;
+        auth.check()?;
+        Ok((servers.addrs, auth))
+    }
+
     /// The configured node id, or host name plus a random suffix.
     pub fn resolved_node_id(&self) -> String {
         if let Some(id) = &self.node_id {
@@ -345,7 +385,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("nats_url", &self.nats_url)
+            .field("nats_url", &redact_urls(&self.nats_url))
             .field("node_id", &self.node_id)
             .field("stream", &self.stream)
             .field("stream_replicas", &self.stream_replicas)
@@ -368,6 +408,11 @@ impl fmt::Debug for Config {
             .field("audit_interval", &self.audit_interval)
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
+
+            .field("nats_user", &self.nats_user)
+            .field("nats_password", &self.nats_password)
+            .field("nats_token", &self.nats_token)
+            .field("nats_creds_file", &self.nats_creds_file)
             .finish_non_exhaustive()
     }
 }
@@ -424,6 +469,54 @@ mod tests {
             .is_ok());
         for bad in ["*", "app.example", "https://app.example/", "https://"] {
             assert!(with(bad).validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nats_credentials_are_redacted_and_checked() {
+        let c = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef",
+            "--nats-url",
+            "nats://edge:url-pass-1@a:4222",
+        ]);
+        c.validate().expect("valid");
+        let (addrs, auth) = c.nats_connection().expect("valid");
+        assert_eq!(auth, NatsAuth::user_password("edge", "url-pass-1"));
+        assert!(!format!("{addrs:?}").contains("url-pass-1"));
+        assert!(!format!("{c:?}").contains("url-pass-1"), "{c:?}");
+
+        let c = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef",
+            "--nats-user",
+            "edge",
+            "--nats-password",
+            "env-pass-2",
+        ]);
+        c.validate().expect("valid");
+        assert_eq!(
+            c.nats_connection().expect("valid").1,
+            NatsAuth::user_password("edge", "env-pass-2")
+        );
+        assert!(!format!("{c:?}").contains("env-pass-2"));
+
+        for bad in [
+            &["--nats-user", "edge"][..],
+            &["--nats-password", "p"],
+            &[
+                "--nats-user",
+                "u",
+                "--nats-password",
+                "p",
+                "--nats-token",
+                "t",
+            ],
+            &["--nats-url", "nats://u:p@a:1", "--nats-token", "t"],
+        ] {
+            let mut args = vec!["--jwt-secret", "0123456789abcdef"];
+            args.extend_from_slice(bad);
+            assert!(parse(&args).validate().is_err(), "{bad:?}");
         }
     }
 

@@ -10,17 +10,39 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
+/// Prefix of the node's request inboxes. Publishers may subscribe to
+/// `_INBOX.>` (their JetStream acks arrive there); the node's own replies
+/// (stream reads, KV values) must stay out of their reach.
+pub const INBOX_PREFIX: &str = "_HERALD_EDGE";
+
+/// Why the node could not set up its NATS connection.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// The server list or the credentials cannot work.
+    #[error(transparent)]
+    Credentials(#[from] herald_publisher::CredentialsError),
+    /// The client refused to start.
+    #[error(transparent)]
+    Connect(#[from] async_nats::ConnectError),
+}
+
 /// Connects to NATS. Retries the first connection and every reconnection
 /// forever with capped backoff. The returned counter moves on every event
 /// that can have cost live messages (a slow consumer, a new connection).
+///
+/// Credentials (`HERALD_NATS_USER`/`_PASSWORD`, `_TOKEN`, `_CREDS_FILE`, or
+/// `user:password@` in the URL) go to the client as options; the addresses
+/// it is given, and logs, carry none.
 pub async fn connect(
     config: &Config,
     node_id: &str,
-) -> Result<(Client, watch::Receiver<u64>), async_nats::ConnectError> {
+) -> Result<(Client, watch::Receiver<u64>), NatsError> {
+    let (addrs, auth) = config.nats_connection()?;
     let (tx, rx) = watch::channel(0u64);
     let tx = std::sync::Arc::new(tx);
     let options = ConnectOptions::new()
         .name(format!("herald-edge {node_id}"))
+        .custom_inbox_prefix(INBOX_PREFIX)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .subscription_capacity(config.nats_subscription_capacity.max(1))
@@ -57,7 +79,7 @@ pub async fn connect(
                 }
             }
         });
-    let client = options.connect(config.nats_urls()).await?;
+    let client = auth.apply(options).await?.connect(addrs).await?;
     Ok((client, rx))
 }
 

@@ -97,7 +97,7 @@ async fn nodes_on_different_cluster_servers_deliver_and_resume() {
             // The stream may be electing a new leader for a moment; the
             // message id makes a retry of a stored-but-unacknowledged publish harmless.
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("tasks:{i}").as_str());
+            headers.insert("Nats-Msg-Id", format!("acme:tasks:{i}").as_str());
             match js
                 .publish_with_headers(
                     format!("herald.events.acme.tasks.p{}", i % 2),

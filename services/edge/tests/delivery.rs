@@ -225,7 +225,7 @@ async fn a_thousand_events_read_back_in_order_through_polls_alternating_nodes() 
     for i in 0..1200 {
         let svc = services[i % 4];
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{svc}:e{i}").as_str());
+        headers.insert("Nats-Msg-Id", format!("acme:{svc}:e{i}").as_str());
         let body =
             json!({"eventType": "t", "eventId": format!("e{i}"), "payload": {"i": i}}).to_string();
         acks.push(

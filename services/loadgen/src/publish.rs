@@ -1,6 +1,6 @@
 //! Publishes load events through JetStream, paced or flat out, with many
 //! publishes awaiting their ack at once. Each event goes to a random org,
-//! service and property, carries `Nats-Msg-Id: <service>:<eventId>` and the
+//! service and property, carries `Nats-Msg-Id: <org>:<service>:<eventId>` and the
 //! wall-clock time of its publish (ns) in its payload; the acks give each
 //! org's stored sequences, against which deliveries are checked.
 
@@ -79,18 +79,27 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects to NATS at `url`.
+    /// Connects to NATS at `url` (comma-separated; `user:password@` in the
+    /// URL logs in, e.g. as the `publisher` user of the shipped NATS config).
     pub async fn connect(
         url: &str,
         orgs: Vec<String>,
         services: Vec<String>,
     ) -> Result<Self, LoadError> {
-        let client = async_nats::ConnectOptions::new()
+        let shown = herald_publisher::redact_urls(url);
+        let bad = |e: herald_publisher::CredentialsError| LoadError::Nats(e.to_string());
+        let servers = herald_publisher::NatsServers::parse(url).map_err(bad)?;
+        let options = async_nats::ConnectOptions::new()
             .name("herald-loadgen")
-            .client_capacity(65_536)
-            .connect(url)
+            .client_capacity(65_536);
+        let options = match &servers.auth {
+            Some(auth) => auth.apply(options).await.map_err(bad)?,
+            None => options,
+        };
+        let client = options
+            .connect(servers.addrs)
             .await
-            .map_err(|e| LoadError::Nats(format!("connect {url}: {e}")))?;
+            .map_err(|e| LoadError::Nats(format!("connect {shown}: {e}")))?;
         let mut js = jetstream::new(client);
         js.set_timeout(ACK_TIMEOUT);
         Ok(Self {
@@ -142,7 +151,10 @@ impl Publisher {
             let n = self.next + i;
             let event_id = format!("{}-{n}", self.run);
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("{service}:{event_id}").as_str());
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("{}:{service}:{event_id}", self.orgs[org]).as_str(),
+            );
             let body = format!(
                 r#"{{"eventType":"load.tick","eventId":"{event_id}","payload":{{"t":{},"i":{n}}}}}"#,
                 wall_ns()

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::edge::{EdgeOptions, EdgeProcess};
 use crate::http::{get_json, HeaderMap as HttpHeaders, StatusCode};
-use crate::nats_server::NatsServer;
+use crate::nats_server::{NatsServer, NatsUser};
 use crate::token::TokenBuilder;
 
 /// Secret every fixture node verifies tokens with.
@@ -72,8 +72,36 @@ impl Herald {
 
     /// Starts NATS and `edges` nodes with extra environment variables.
     pub async fn start_with(bin: impl AsRef<Path>, edges: usize, env: &[(&str, &str)]) -> Herald {
-        let nats = NatsServer::start().await;
-        let client = nats.connect().await;
+        Self::start_on(NatsServer::start().await, bin, edges, env).await
+    }
+
+    /// Starts NATS with the shipped users and permissions
+    /// (`nats/herald.conf`) and `edges` nodes logged in as
+    /// [`NatsUser::edge`] (`HERALD_NATS_USER`/`HERALD_NATS_PASSWORD`); the
+    /// fixture publishes as [`NatsUser::publisher`].
+    pub async fn start_with_accounts(
+        bin: impl AsRef<Path>,
+        edges: usize,
+        env: &[(&str, &str)],
+    ) -> Herald {
+        let edge = NatsUser::edge();
+        let mut env = env.to_vec();
+        env.push(("HERALD_NATS_USER", &edge.name));
+        env.push(("HERALD_NATS_PASSWORD", &edge.password));
+        Self::start_on(NatsServer::start_with_accounts().await, bin, edges, &env).await
+    }
+
+    async fn start_on(
+        nats: NatsServer,
+        bin: impl AsRef<Path>,
+        edges: usize,
+        env: &[(&str, &str)],
+    ) -> Herald {
+        let client = if nats.has_accounts() {
+            nats.connect_as(&NatsUser::publisher()).await
+        } else {
+            nats.connect().await
+        };
         let mut herald = Herald {
             nats,
             edges: Vec::new(),
@@ -114,13 +142,15 @@ impl Herald {
         self.user(org).build()
     }
 
-    /// The NATS client the fixture publishes with.
+    /// The NATS client the fixture publishes with (the `publisher` user when
+    /// the accounts config is loaded).
     pub fn nats_client(&self) -> &async_nats::Client {
         &self.client
     }
 
     /// Publishes `body` to the event subject through JetStream and returns
-    /// its sequence. `Nats-Msg-Id` is `<service>:<eventId>` when the body has an `eventId`.
+    /// its sequence. `Nats-Msg-Id` is `<org>:<service>:<eventId>` when the
+    /// body has an `eventId`.
     pub async fn publish(
         &self,
         org: &str,
@@ -130,7 +160,7 @@ impl Herald {
     ) -> u64 {
         let mut headers = HeaderMap::new();
         if let Some(id) = body["eventId"].as_str() {
-            headers.insert("Nats-Msg-Id", format!("{service}:{id}").as_str());
+            headers.insert("Nats-Msg-Id", format!("{org}:{service}:{id}").as_str());
         }
         let subject = format!("herald.events.{org}.{service}.{}", property.unwrap_or("_"));
         self.publish_raw(&subject, headers, body.to_string().into_bytes())

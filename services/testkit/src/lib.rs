@@ -26,7 +26,7 @@ pub mod ws;
 pub use edge::{EdgeOptions, EdgeProcess};
 pub use fixture::{seqs_of, Herald, Polled, SECRET};
 pub use http::{free_port, get_json, post_json};
-pub use nats_server::{nats_server_binary, NatsCluster, NatsServer};
+pub use nats_server::{accounts_config, nats_server_binary, NatsCluster, NatsServer, NatsUser};
 pub use sse::{SseClient, SseMessage};
 pub use token::{hs256_with, unsigned_alg_none, TokenBuilder};
 pub use ws::{Received, WsClient};

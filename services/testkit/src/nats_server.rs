@@ -1,6 +1,11 @@
 //! Real `nats-server` processes for tests: a single JetStream server on an
 //! ephemeral port that can be killed and restarted on the same port with its
 //! store kept, and a loopback JetStream cluster of N such servers.
+//!
+//! Either kind runs open (anyone may do anything) or with the NATS users the
+//! project ships in `nats/herald.conf` ([`NatsServer::start_with_accounts`],
+//! [`NatsCluster::start_with_accounts`]): `edge` may do everything,
+//! `publisher` only publish `herald.events.>`.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -29,6 +34,59 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// `cluster_name` shared by the servers of a [`NatsCluster`].
 const CLUSTER_NAME: &str = "herald-testkit";
+/// Passwords the accounts config reads from the environment, as given to
+/// test servers.
+const EDGE_PASSWORD: &str = "edge-test-password";
+const PUBLISHER_PASSWORD: &str = "publisher-test-password";
+
+/// A user of the shipped accounts config, with its test password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsUser {
+    /// User name.
+    pub name: String,
+    /// Password.
+    pub password: String,
+}
+
+impl NatsUser {
+    /// `edge`: everything in the account (JetStream API, live feed, control
+    /// subjects, KV buckets).
+    pub fn edge() -> NatsUser {
+        NatsUser {
+            name: "edge".into(),
+            password: EDGE_PASSWORD.into(),
+        }
+    }
+
+    /// `publisher`: may publish `herald.events.>` and receive replies on `_INBOX.>`.
+    pub fn publisher() -> NatsUser {
+        NatsUser {
+            name: "publisher".into(),
+            password: PUBLISHER_PASSWORD.into(),
+        }
+    }
+
+    /// Connect options that log in as this user.
+    pub fn options(&self) -> async_nats::ConnectOptions {
+        async_nats::ConnectOptions::with_user_and_password(self.name.clone(), self.password.clone())
+    }
+}
+
+/// The accounts config the project ships, `nats/herald.conf`.
+pub fn accounts_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../nats/herald.conf")
+}
+
+/// The environment the accounts config reads its passwords from.
+fn accounts_env() -> Vec<(String, String)> {
+    vec![
+        ("HERALD_NATS_EDGE_PASSWORD".into(), EDGE_PASSWORD.into()),
+        (
+            "HERALD_NATS_PUBLISHER_PASSWORD".into(),
+            PUBLISHER_PASSWORD.into(),
+        ),
+    ]
+}
 
 /// The `nats-server` binary to run: `$HERALD_NATS_SERVER` if set, else
 /// `<workspace>/.tools/bin/nats-server` if present, else `nats-server` from
@@ -65,6 +123,11 @@ pub struct NatsServer {
     dir: TempDir,
     /// Command-line arguments, reused verbatim on restart.
     args: Vec<OsString>,
+    /// Environment of the process (the accounts config's passwords).
+    env: Vec<(String, String)>,
+    /// Whether the accounts config is loaded; [`connect`](Self::connect) then
+    /// logs in as [`NatsUser::edge`].
+    accounts: bool,
     child: Option<Child>,
 }
 
@@ -72,10 +135,25 @@ impl NatsServer {
     /// Starts a standalone JetStream server on a free port and waits (15 s at
     /// most) until it accepts clients.
     pub async fn start() -> NatsServer {
+        Self::start_inner(false).await
+    }
+
+    /// Like [`start`](Self::start), with the users and permissions of the
+    /// shipped `nats/herald.conf`; anonymous clients are refused.
+    pub async fn start_with_accounts() -> NatsServer {
+        Self::start_inner(true).await
+    }
+
+    async fn start_inner(accounts: bool) -> NatsServer {
         let port = free_ports(1)[0];
         let name = format!("testkit-{port}");
         let dir = temp_dir();
-        let args: Vec<OsString> = vec![
+        let mut args: Vec<OsString> = Vec::new();
+        if accounts {
+            // Flags after the config file override its settings.
+            args.extend(["-c".into(), accounts_config().into_os_string()]);
+        }
+        args.extend::<[OsString; 9]>([
             "-js".into(),
             "-a".into(),
             "127.0.0.1".into(),
@@ -85,19 +163,27 @@ impl NatsServer {
             dir.path().join("store").into(),
             "--server_name".into(),
             name.clone().into(),
-        ];
-        let mut server = NatsServer::new(name, port, dir, args);
+        ]);
+        let mut server = NatsServer::new(name, port, dir, args, accounts);
         server.spawn();
         server.wait_accepting().await;
         server
     }
 
-    fn new(name: String, port: u16, dir: TempDir, args: Vec<OsString>) -> NatsServer {
+    fn new(
+        name: String,
+        port: u16,
+        dir: TempDir,
+        args: Vec<OsString>,
+        accounts: bool,
+    ) -> NatsServer {
         NatsServer {
             name,
             port,
             dir,
             args,
+            env: if accounts { accounts_env() } else { Vec::new() },
+            accounts,
             child: None,
         }
     }
@@ -105,6 +191,19 @@ impl NatsServer {
     /// The client URL, `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client URL with `user`'s credentials, `nats://user:password@127.0.0.1:<port>`.
+    pub fn url_as(&self, user: &NatsUser) -> String {
+        format!(
+            "nats://{}:{}@127.0.0.1:{}",
+            user.name, user.password, self.port
+        )
+    }
+
+    /// Whether the shipped accounts config is loaded.
+    pub fn has_accounts(&self) -> bool {
+        self.accounts
     }
 
     /// The client port.
@@ -170,16 +269,35 @@ impl NatsServer {
         self.wait_accepting().await;
     }
 
-    /// A client connected to this server.
+    /// A client connected to this server (as [`NatsUser::edge`] when the
+    /// accounts config is loaded).
     pub async fn connect(&self) -> async_nats::Client {
-        async_nats::connect(self.url())
+        self.options()
+            .connect(self.url())
             .await
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url()))
+    }
+
+    /// A client connected as `user`.
+    pub async fn connect_as(&self, user: &NatsUser) -> async_nats::Client {
+        user.options()
+            .connect(self.url())
+            .await
+            .unwrap_or_else(|e| panic!("connect to {} as {}: {e}", self.url(), user.name))
+    }
+
+    fn options(&self) -> async_nats::ConnectOptions {
+        if self.accounts {
+            NatsUser::edge().options()
+        } else {
+            async_nats::ConnectOptions::new()
+        }
     }
 
     fn spawn(&mut self) {
         let mut command = Command::new(nats_server_binary());
         command.args(&self.args);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(process::spawn_logged(&mut command, &self.log_path()));
     }
 
@@ -195,7 +313,9 @@ impl NatsServer {
                     self.log()
                 );
             }
-            if let Ok(Ok(_client)) = timeout(PROBE_TIMEOUT, async_nats::connect(self.url())).await {
+            if let Ok(Ok(_client)) =
+                timeout(PROBE_TIMEOUT, self.options().connect(self.url())).await
+            {
                 return;
             }
             if Instant::now() >= deadline {
@@ -229,7 +349,25 @@ impl NatsCluster {
     /// the cluster has a JetStream meta leader and can place an `n`-replica
     /// stream.
     pub async fn start(n: usize) -> NatsCluster {
+        Self::start_inner(n, false).await
+    }
+
+    /// Like [`start`](Self::start), each server with the users and
+    /// permissions of the shipped `nats/herald.conf` (routes carry every
+    /// account); anonymous clients are refused.
+    pub async fn start_with_accounts(n: usize) -> NatsCluster {
+        Self::start_inner(n, true).await
+    }
+
+    async fn start_inner(n: usize, accounts: bool) -> NatsCluster {
         assert!(n > 0, "a cluster needs at least one server");
+        let accounts_text = if accounts {
+            let path = accounts_config();
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        } else {
+            String::new()
+        };
         let ports = free_ports(2 * n);
         let (client_ports, route_ports) = ports.split_at(n);
         let mut servers = Vec::with_capacity(n);
@@ -241,7 +379,7 @@ impl NatsCluster {
                 .filter(|&&other| other != route_port)
                 .map(|other| format!("\"nats-route://127.0.0.1:{other}\""))
                 .collect();
-            let config = format!(
+            let mut config = format!(
                 "server_name: \"{name}\"\n\
                  listen: \"127.0.0.1:{port}\"\n\
                  jetstream {{ store_dir: \"{store}\" }}\n\
@@ -253,11 +391,12 @@ impl NatsCluster {
                 store = dir.path().join("store").display(),
                 routes = routes.join(", "),
             );
+            config.push_str(&accounts_text);
             let config_path = dir.path().join("nats-server.conf");
             std::fs::write(&config_path, config)
                 .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
             let args = vec!["-c".into(), config_path.into()];
-            servers.push(NatsServer::new(name, port, dir, args));
+            servers.push(NatsServer::new(name, port, dir, args, accounts));
         }
         // Spawn every server before waiting on any, so routes form at once.
         for server in &mut servers {
@@ -299,14 +438,17 @@ impl NatsCluster {
         self.servers[i].restart().await;
     }
 
-    /// A client that knows every server of the cluster.
+    /// A client that knows every server of the cluster (logged in as
+    /// [`NatsUser::edge`] when the accounts config is loaded).
     pub async fn connect(&self) -> async_nats::Client {
         let addrs: Vec<ServerAddr> = self
             .servers
             .iter()
             .map(|s| s.url().parse().expect("a nats:// URL parses"))
             .collect();
-        async_nats::connect(addrs)
+        self.servers[0]
+            .options()
+            .connect(addrs)
             .await
             .unwrap_or_else(|e| panic!("connect to cluster {}: {e}", self.urls()))
     }

@@ -1,9 +1,10 @@
 //! Checks the harness against real nats-server processes: JetStream round
 //! trip, restart on the same port with the store kept, and a 3-node cluster
-//! that places an R3 stream and survives a member restart.
+//! that places an R3 stream and survives a member restart; with the shipped
+//! users (`nats/herald.conf`) too.
 
 use async_nats::jetstream::{self, stream};
-use herald_testkit::{NatsCluster, NatsServer};
+use herald_testkit::{NatsCluster, NatsServer, NatsUser};
 
 fn events_stream(replicas: usize) -> stream::Config {
     stream::Config {
@@ -98,4 +99,31 @@ async fn cluster_places_r3_stream_and_survives_member_restart() {
     assert_eq!(publish(&js, r#"{"eventType":"b"}"#).await, 2);
     let message = stream.get_raw_message(2).await.expect("get message");
     assert_eq!(&message.payload[..], br#"{"eventType":"b"}"#);
+}
+
+#[tokio::test]
+async fn cluster_with_accounts_serves_the_shipped_users() {
+    let cluster = NatsCluster::start_with_accounts(3).await;
+    assert!(
+        async_nats::connect(cluster.servers()[0].url())
+            .await
+            .is_err(),
+        "anonymous clients are refused"
+    );
+    // The edge user manages streams; the publisher user publishes through
+    // any member and gets its acks.
+    let admin = jetstream::new(cluster.connect().await);
+    admin
+        .create_stream(events_stream(3))
+        .await
+        .expect("create R3 stream as edge");
+    let publisher = cluster.servers()[2]
+        .connect_as(&NatsUser::publisher())
+        .await;
+    let js = jetstream::new(publisher);
+    assert_eq!(publish(&js, r#"{"eventType":"a"}"#).await, 1);
+    assert!(
+        js.get_stream("HERALD_EVENTS").await.is_err(),
+        "the publisher user may not use the JetStream API"
+    );
 }
