@@ -350,7 +350,12 @@ mod tests {
         assert!(c.allow_query_token && !c.disabled && !c.metrics_public);
         assert_eq!(c.max_batch_bytes, 1_048_576);
         c.validate().unwrap();
-        let c = parse(&["--jwt-secret", "0123456789abcdef", "--ws-outbound-frames", "0"]);
+        let c = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef",
+            "--ws-outbound-frames",
+            "0",
+        ]);
         assert!(c.validate().is_err());
     }
 

@@ -5,6 +5,8 @@
 //! read from its metrics (or its exit), not from what the socket buffers
 //! still hold.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_testkit::{post_json, Herald};
@@ -20,25 +22,33 @@ const BYTES_PER_SEC: usize = 256 * 1024;
 async fn backlog(h: &Herald) -> u64 {
     let js = async_nats::jetstream::new(h.nats_client().clone());
     let body = json!({"eventType": "x", "payload": "b".repeat(4000)}).to_string();
-    let mut acks = Vec::new();
-    for _ in 0..6000 {
-        acks.push(
-            js.publish("herald.events.acme.bulk.p1", body.clone().into())
-                .await
-                .unwrap(),
-        );
-    }
     let mut first = None;
-    for a in acks {
-        let seq = a.await.unwrap().sequence;
-        first.get_or_insert(seq);
+    // Acks awaited in rounds: the client bounds the acks in flight.
+    for _ in 0..12 {
+        let mut acks = Vec::new();
+        for _ in 0..500 {
+            acks.push(
+                js.publish("herald.events.acme.bulk.p1", body.clone().into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for a in acks {
+            let seq = a.await.unwrap().sequence;
+            first.get_or_insert(seq);
+        }
     }
     first.unwrap() - 1
 }
 
 /// Opens an SSE stream from `from` and reads it at [`BYTES_PER_SEC`] in the
-/// background; the task ends with the bytes read when the stream ends.
-async fn paced_reader(base: &str, token: &str, from: u64) -> JoinHandle<usize> {
+/// background, counting the bytes in `read`; the task ends with the stream.
+async fn paced_reader(
+    base: &str,
+    token: &str,
+    from: u64,
+    read: Arc<AtomicUsize>,
+) -> JoinHandle<()> {
     let url = format!("{base}/v2/realtime/sse?services=bulk&lastSeq={from}");
     let mut response = reqwest::Client::new()
         .get(&url)
@@ -48,13 +58,11 @@ async fn paced_reader(base: &str, token: &str, from: u64) -> JoinHandle<usize> {
         .unwrap();
     assert_eq!(response.status(), 200);
     tokio::spawn(async move {
-        let mut read = 0;
         while let Ok(Some(chunk)) = response.chunk().await {
-            read += chunk.len();
+            read.fetch_add(chunk.len(), Relaxed);
             let pause = chunk.len() as f64 / BYTES_PER_SEC as f64;
             tokio::time::sleep(Duration::from_secs_f64(pause)).await;
         }
-        read
     })
 }
 
@@ -74,61 +82,65 @@ async fn wait_sse(h: &Herald, node: usize, want: u64, within: Duration) -> bool 
     false
 }
 
-/// Opens a busy stream and waits until it has delivered for a moment.
-async fn busy_stream(h: &Herald, node: usize, token: &str, from: u64) -> JoinHandle<usize> {
-    let reader = paced_reader(&h.edges[node].base_url(), token, from).await;
-    assert!(
-        wait_sse(h, node, 1, Duration::from_secs(10)).await,
-        "stream open"
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!reader.is_finished(), "the stream is busy, not over");
+/// Opens a stream and waits until it is busy delivering the backlog.
+async fn busy_stream(h: &Herald, node: usize, token: &str, from: u64) -> JoinHandle<()> {
+    let read = Arc::new(AtomicUsize::new(0));
+    let reader = paced_reader(&h.edges[node].base_url(), token, from, Arc::clone(&read)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read.load(Relaxed) < 512 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the backlog never started flowing"
+        );
+        assert!(!reader.is_finished(), "the stream ended early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sse_count(h, node).await, Some(1), "stream open");
     reader
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busy_sse_stream_ends_at_expiry_disconnect_kill_switch_and_drain() {
-    let mut h = Herald::start(EDGE, 1).await;
-    let draining = h.add_edge(&[("HERALD_DRAIN_TIMEOUT", "60s")]).await;
+async fn a_busy_sse_stream_ends_at_token_expiry() {
+    let h = Herald::start(EDGE, 1).await;
     let from = backlog(&h).await;
-
-    // Token expiry.
-    let lapsing = h.user("acme").expires_in(Duration::from_secs(4)).build();
+    // Long enough for the backlog to start flowing first.
+    let lapsing = h.user("acme").expires_in(Duration::from_secs(20)).build();
     let t0 = Instant::now();
     let reader = busy_stream(&h, 0, &lapsing, from).await;
     assert!(
-        wait_sse(&h, 0, 0, Duration::from_secs(18)).await,
-        "still open {:?} after a 4 s token",
+        wait_sse(
+            &h,
+            0,
+            0,
+            (t0 + Duration::from_secs(20 + 15)) - Instant::now()
+        )
+        .await,
+        "still open {:?} after a 20 s token",
         t0.elapsed()
     );
     reader.abort();
+}
 
-    // Admin disconnect.
-    let kicked = h.user("acme").sub("kicked").build();
-    let reader = busy_stream(&h, 0, &kicked, from).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_sse_stream_ends_at_an_admin_disconnect() {
+    let h = Herald::start(EDGE, 1).await;
+    let from = backlog(&h).await;
+    let reader = busy_stream(&h, 0, &h.token("acme"), from).await;
     let admin = h.user("acme").sub("boss").role("admin").build();
     let url = format!("{}/v2/realtime/disconnect", h.edges[0].base_url());
-    let (status, body, _) = post_json(&url, Some(&admin), &json!({"userId": "kicked"})).await;
+    let (status, body, _) = post_json(&url, Some(&admin), &json!({"userId": "u1"})).await;
     assert_eq!(status, 202, "{body}");
     assert!(
         wait_sse(&h, 0, 0, Duration::from_secs(10)).await,
-        "still open after the disconnect"
+        "still open 10 s after the disconnect"
     );
     reader.abort();
+}
 
-    // Drain (on the other node): the node exits long before its drain timeout.
-    let reader = busy_stream(&h, draining, &h.token("acme"), from).await;
-    h.edges[draining].sigterm();
-    let exit = h.edges[draining]
-        .wait_exit(Duration::from_secs(20))
-        .await;
-    assert!(
-        exit.is_some_and(|s| s.success()),
-        "the draining node kept its busy stream: {exit:?}"
-    );
-    reader.abort();
-
-    // Kill switch, flipped at runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_sse_stream_ends_when_the_kill_switch_turns_on() {
+    let h = Herald::start(EDGE, 1).await;
+    let from = backlog(&h).await;
     let reader = busy_stream(&h, 0, &h.token("acme"), from).await;
     let switches = format!("{}/v2/realtime/switches", h.edges[0].base_url());
     let status = herald_testkit::http::client()
@@ -142,7 +154,23 @@ async fn a_busy_sse_stream_ends_at_expiry_disconnect_kill_switch_and_drain() {
     assert_eq!(status, 200);
     assert!(
         wait_sse(&h, 0, 0, Duration::from_secs(15)).await,
-        "still open after the kill switch"
+        "still open 15 s after the kill switch"
+    );
+    reader.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_sse_stream_ends_at_drain() {
+    // A drain timeout far beyond the wait below: the node exits early only
+    // if the busy stream ends.
+    let mut h = Herald::start_with(EDGE, 1, &[("HERALD_DRAIN_TIMEOUT", "60s")]).await;
+    let from = backlog(&h).await;
+    let reader = busy_stream(&h, 0, &h.token("acme"), from).await;
+    h.edges[0].sigterm();
+    let exit = h.edges[0].wait_exit(Duration::from_secs(20)).await;
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "the draining node kept its busy stream for 20 s: {exit:?}"
     );
     reader.abort();
 }

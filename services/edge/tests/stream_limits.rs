@@ -100,7 +100,9 @@ async fn a_client_that_floods_updates_without_reading_is_closed_and_memory_stays
     ws.hello(&["finance"], None, None, None).await;
     let before = vm_rss_kib(pid);
     // Each `updated` answer echoes 64 long service names (about 4 KiB).
-    let services: Vec<String> = (0..64).map(|i| format!("{i:02}{}", "s".repeat(62))).collect();
+    let services: Vec<String> = (0..64)
+        .map(|i| format!("{i:02}{}", "s".repeat(62)))
+        .collect();
     let update = json!({"type": "update", "services": services, "filters": {"propertyId": "p1"}})
         .to_string();
     let mut sent = 0;
@@ -190,11 +192,7 @@ impl Coverage {
     /// client neither got nor was told about.
     fn cursor(&mut self, at: u64, what: &Value) {
         self.cursors += 1;
-        if let Some(lost) = self
-            .published
-            .range(..=at)
-            .find(|s| !self.covered(**s))
-        {
+        if let Some(lost) = self.published.range(..=at).find(|s| !self.covered(**s)) {
             panic!("cursor {at} passed analytics event {lost}, neither delivered nor reported dropped: {what}");
         }
     }
@@ -208,14 +206,23 @@ impl Coverage {
                 } else {
                     self.bulk.extend(&seqs);
                 }
-                self.cursor(f["seq"].as_u64().expect("seq"), &json!({"type": "events", "seq": f["seq"]}));
+                self.cursor(
+                    f["seq"].as_u64().expect("seq"),
+                    &json!({"type": "events", "seq": f["seq"]}),
+                );
             }
             Some("ping") => self.cursor(f["seq"].as_u64().expect("seq"), f),
             Some("dropped") => {
-                let (a, b) = (f["fromSeq"].as_u64().expect("fromSeq"), f["toSeq"].as_u64().expect("toSeq"));
+                let (a, b) = (
+                    f["fromSeq"].as_u64().expect("fromSeq"),
+                    f["toSeq"].as_u64().expect("toSeq"),
+                );
                 assert!(a <= b, "{f}");
                 let services = f["services"].as_array().expect("services");
-                assert!(services.iter().all(|s| s == "analytics"), "only low-tier services: {f}");
+                assert!(
+                    services.iter().all(|s| s == "analytics"),
+                    "only low-tier services: {f}"
+                );
                 self.dropped.push((a, b));
             }
             _ => panic!("unexpected frame: {f}"),
@@ -299,8 +306,13 @@ async fn a_quarantined_client_is_told_what_was_dropped_before_any_cursor_passes_
     let mut last = 0;
     for i in 0..5 {
         cov.published.insert(
-            h.publish("acme", "analytics", Some("p1"), json!({"eventType": "x", "payload": i}))
-                .await,
+            h.publish(
+                "acme",
+                "analytics",
+                Some("p1"),
+                json!({"eventType": "x", "payload": i}),
+            )
+            .await,
         );
         last = h
             .publish("acme", "bulk", Some("p1"), json!({"eventType": "x"}))
