@@ -946,3 +946,98 @@ async fn handshake(
     let epoch_changed = reader.check_epoch(epoch.as_deref());
     Ok(Some((reader, epoch_changed)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, service: &str, payload_bytes: usize) -> Arc<StoredEvent> {
+        StoredEvent::new(
+            DeliveredEvent {
+                seq,
+                org_id: "acme".into(),
+                service: service.into(),
+                property_id: None,
+                event_id: seq.to_string(),
+                event_type: "x".into(),
+                timestamp: 0,
+                entity_type: None,
+                entity_id: None,
+                payload: serde_json::Value::String("p".repeat(payload_bytes)),
+            },
+            0,
+        )
+    }
+
+    fn frames(backlog: &mut Backlog, codec: Codec, cap: usize) -> Vec<(usize, ServerMessage)> {
+        std::iter::from_fn(|| backlog.next_frame(codec, cap))
+            .map(|m| {
+                let msg = match &m {
+                    Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+                    Message::Binary(b) => rmp_serde::from_slice(b).unwrap(),
+                    _ => unreachable!(),
+                };
+                (frame_len(&m), msg)
+            })
+            .collect()
+    }
+
+    fn seqs(msg: &ServerMessage) -> Vec<u64> {
+        match msg {
+            ServerMessage::Events { events, .. } => events.iter().map(|e| e.seq).collect(),
+            other => panic!("not events: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_are_cut_by_bytes_and_a_larger_event_goes_alone() {
+        for codec in [Codec::Json, Codec::MessagePack] {
+            let mut backlog = Backlog::default();
+            backlog.events.extend((1..=10).map(|s| event(s, "files", 3000)));
+            backlog.events.push_back(event(11, "files", 20_000));
+            backlog.events.push_back(event(12, "files", 100));
+            let out = frames(&mut backlog, codec, 10_000);
+            let all: Vec<u64> = out.iter().flat_map(|(_, m)| seqs(m)).collect();
+            assert_eq!(all, (1..=12).collect::<Vec<_>>());
+            for (len, m) in &out {
+                assert!(*len <= 10_000 || seqs(m).len() == 1, "{codec:?}: {len}");
+            }
+            assert!(out.iter().any(|(_, m)| seqs(m) == vec![11]), "alone");
+            assert!(out.iter().any(|(_, m)| seqs(m).len() == 3), "batched");
+        }
+    }
+
+    #[test]
+    fn the_dropped_frame_comes_in_seq_order_and_holds_back_the_cursor() {
+        let mut backlog = Backlog::default();
+        backlog
+            .events
+            .extend([event(1, "a", 1), event(2, "a", 1), event(5, "a", 1)]);
+        backlog.dropped = Some(Dropped {
+            services: vec!["analytics".into()],
+            from_seq: 3,
+            to_seq: 6,
+        });
+        assert_eq!(backlog.first_unsent(), Some(1));
+        let out = frames(&mut backlog, Codec::Json, 1 << 20);
+        assert_eq!(seqs(&out[0].1), vec![1, 2], "stops before the dropped range");
+        assert!(matches!(
+            out[1].1,
+            ServerMessage::Dropped {
+                from_seq: 3,
+                to_seq: 6,
+                ..
+            }
+        ));
+        assert_eq!(seqs(&out[2].1), vec![5]);
+        assert!(backlog.is_empty());
+    }
+
+    #[test]
+    fn close_reasons_are_cut_at_a_char_boundary() {
+        assert_eq!(close_reason("short".into()), "short");
+        let cut = close_reason("é".repeat(100));
+        assert!(cut.len() <= MAX_CLOSE_REASON && cut.len() >= MAX_CLOSE_REASON - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}
