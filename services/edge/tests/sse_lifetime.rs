@@ -30,15 +30,15 @@ async fn backlog(h: &Herald) -> u64 {
             acks.push(
                 js.publish("herald.events.acme.bulk.p1", body.clone().into())
                     .await
-                    .unwrap(),
+                    .expect("publish"),
             );
         }
         for a in acks {
-            let seq = a.await.unwrap().sequence;
+            let seq = a.await.expect("ack").sequence;
             first.get_or_insert(seq);
         }
     }
-    first.unwrap() - 1
+    first.expect("published") - 1
 }
 
 /// Opens an SSE stream from `from` and reads it at [`BYTES_PER_SEC`] in the
@@ -55,7 +55,7 @@ async fn paced_reader(
         .bearer_auth(token)
         .send()
         .await
-        .unwrap();
+        .expect("GET sse");
     assert_eq!(response.status(), 200);
     tokio::spawn(async move {
         while let Ok(Some(chunk)) = response.chunk().await {
@@ -149,7 +149,7 @@ async fn a_busy_sse_stream_ends_when_the_kill_switch_turns_on() {
         .json(&json!({"disabled": true}))
         .send()
         .await
-        .unwrap()
+        .expect("PUT switches")
         .status();
     assert_eq!(status, 200);
     assert!(

@@ -247,7 +247,7 @@ async fn a_quarantined_client_is_told_what_was_dropped_before_any_cursor_passes_
     let mut ws = WsClient::connect(&h.edges[0].base_url(), "", Some(&h.token("acme")), None).await;
     let ack = ws.hello(&["bulk", "analytics"], None, None, None).await;
     let mut cov = Coverage::default();
-    cov.cursor(ack["seq"].as_u64().unwrap(), &ack);
+    cov.cursor(ack["seq"].as_u64().expect("ack seq"), &ack);
 
     // Phase 1: the client stops reading (but answers pings, blindly) while
     // about 30 MB of `bulk` with `analytics` in between arrive.
@@ -265,7 +265,7 @@ async fn a_quarantined_client_is_told_what_was_dropped_before_any_cursor_passes_
             svc,
             js.publish(format!("herald.events.acme.{svc}.p1"), body.into())
                 .await
-                .unwrap(),
+                .expect("publish"),
         ));
         if i % 100 == 0 {
             ws.send(json!({"type": "pong"})).await;
@@ -273,7 +273,7 @@ async fn a_quarantined_client_is_told_what_was_dropped_before_any_cursor_passes_
     }
     let mut bulk = Vec::new();
     for (svc, a) in acks {
-        let seq = a.await.unwrap().sequence;
+        let seq = a.await.expect("ack").sequence;
         if svc == "analytics" {
             cov.published.insert(seq);
         } else {
