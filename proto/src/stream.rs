@@ -108,6 +108,19 @@ pub enum ServerMessage {
         /// Expiry, ms since the Unix epoch.
         expires_at: i64,
     },
+    /// Events of these services with `from_seq <= seq <= to_seq` were not
+    /// delivered (a slow connection's quarantine dropped them): refetch
+    /// those services' state, like a `reset` scoped to them. Sent in `seq`
+    /// order: before any frame or ping whose `seq` reaches `from_seq`.
+    #[serde(rename_all = "camelCase")]
+    Dropped {
+        /// The services whose events were dropped.
+        services: Vec<String>,
+        /// First dropped seq.
+        from_seq: u64,
+        /// Last dropped seq.
+        to_seq: u64,
+    },
     /// Subscription changed.
     Updated {
         /// Services now subscribed.
@@ -167,6 +180,11 @@ mod tests {
                 seq: 1,
                 expires_at: 2,
             },
+            ServerMessage::Dropped {
+                services: vec!["analytics".into()],
+                from_seq: 5,
+                to_seq: 9,
+            },
         ];
         for m in msgs {
             let j = serde_json::to_string(&m).unwrap();
@@ -177,6 +195,15 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&ServerMessage::Ping { seq: 3 }).unwrap(),
             r#"{"type":"ping","seq":3}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::Dropped {
+                services: vec!["analytics".into()],
+                from_seq: 5,
+                to_seq: 9
+            })
+            .unwrap(),
+            r#"{"type":"dropped","services":["analytics"],"fromSeq":5,"toSeq":9}"#
         );
     }
 }

@@ -34,7 +34,7 @@ export type BusMessage =
   /** New events (already deduplicated by the leader) and the cursor after them. */
   | { type: 'events'; from: string; events: HeraldEvent[]; lastSeq: number | null; epoch: string | null }
   /** The server reset the cursor: every tab must refetch. */
-  | { type: 'reset'; from: string; reason: ResetReason; lastSeq: number | null; epoch: string | null }
+  | { type: 'reset'; from: string; reason: ResetReason; lastSeq: number | null; epoch: string | null; services?: string[] }
   /** A fresh token from the leader's `getToken()`. */
   | { type: 'token'; from: string; token: string };
 
@@ -151,7 +151,10 @@ export function acceptBusMessage(raw: unknown): BusMessage | null {
     case 'events':
       return Array.isArray(m.events) && isSeq(m.lastSeq) && isStrOrNull(m.epoch) ? (m as unknown as BusMessage) : null;
     case 'reset':
-      return (m.reason === 'history_gone' || m.reason === 'epoch_changed') && isSeq(m.lastSeq)
+      return (m.reason === 'history_gone' ||
+        m.reason === 'epoch_changed' ||
+        (m.reason === 'dropped' && Array.isArray(m.services) && m.services.every(isStr))) &&
+        isSeq(m.lastSeq)
         ? (m as unknown as BusMessage)
         : null;
     case 'token':

@@ -418,7 +418,7 @@ class HeraldClient {
         this.advance(seq, epoch);
         this.persistCursor(false);
       },
-      onReset: (reason, seq, epoch) => this.leaderReset(reason, seq, epoch),
+      onReset: (reason, seq, epoch, services) => this.leaderReset(reason, seq, epoch, services),
       onReconnect: () => {
         this.health.reconnected(this.subscription().services);
         this.touch();
@@ -467,7 +467,7 @@ class HeraldClient {
     this.persistCursor(false);
   }
 
-  private leaderReset(reason: ResetReason, seq: number | null, epoch: string | null): void {
+  private leaderReset(reason: ResetReason, seq: number | null, epoch: string | null, services?: string[]): void {
     this.cursor = {
       lastSeq: seq ?? this.cursor.lastSeq,
       epoch: epoch ?? this.cursor.epoch,
@@ -476,9 +476,16 @@ class HeraldClient {
     // After a new epoch, sequences (and eventIds defaulted from them) start over.
     if (reason === 'epoch_changed') this.dedup.clear();
     this.persistCursor(true);
-    this.post({ type: 'reset', from: this.tabId, reason, lastSeq: this.cursor.lastSeq, epoch: this.cursor.epoch });
+    this.post({
+      type: 'reset',
+      from: this.tabId,
+      reason,
+      lastSeq: this.cursor.lastSeq,
+      epoch: this.cursor.epoch,
+      ...(services === undefined ? {} : { services }),
+    });
     this.touch();
-    this.callReset(reason);
+    this.callReset(reason, services);
   }
 
   private leaderConnectionStatus(s: ConnectionStatus): void {
@@ -610,10 +617,16 @@ class HeraldClient {
         this.deliver(m.events.filter((e) => !this.dedupSuppressed(e)));
         return;
       case 'reset':
+        if (m.reason === 'dropped') {
+          // Scoped to a few services: the cursor carries on.
+          this.mergeCursor(m.lastSeq, m.epoch, now);
+          this.callReset(m.reason, m.services);
+          return;
+        }
         if (m.reason === 'epoch_changed') this.dedup.clear();
         this.cursor = { lastSeq: m.lastSeq, epoch: m.epoch, at: now };
         this.touch();
-        this.callReset(m.reason);
+        this.callReset(m.reason, m.services);
         return;
       case 'token':
         this.tokens.adopt(m.token);
@@ -676,9 +689,10 @@ class HeraldClient {
     this.touch();
   }
 
-  private callReset(reason: ResetReason): void {
+  private callReset(reason: ResetReason, services?: string[]): void {
     try {
-      this.options.onReset?.(reason);
+      if (services === undefined) this.options.onReset?.(reason);
+      else this.options.onReset?.(reason, services);
     } catch (err) {
       reportHandlerError(err);
     }

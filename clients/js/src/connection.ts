@@ -66,7 +66,7 @@ export interface ConnectionOptions {
   onOpen(info: OpenInfo): void;
   onEvents(events: HeraldEvent[], cursor: number | null): void;
   onCursor(seq: number, epoch: string | null): void;
-  onReset(reason: ResetReason, seq: number | null, epoch: string | null): void;
+  onReset(reason: ResetReason, seq: number | null, epoch: string | null, services?: string[]): void;
   /** A connection was re-established after a loss (per-service reconnect counts). */
   onReconnect(): void;
   onStatus(status: ConnectionStatus): void;
@@ -256,7 +256,7 @@ export class Connection {
       },
       onEvents: (events, cursor) => current() && this.o.onEvents(events, cursor),
       onCursor: (seq, epoch) => current() && this.o.onCursor(seq, epoch),
-      onReset: (reason, seq, epoch) => current() && this.o.onReset(reason, seq, epoch),
+      onReset: (reason, seq, epoch, services) => current() && this.o.onReset(reason, seq, epoch, services),
       onUpdated: () => {},
       onClose: (reason, opened) => {
         if (!current()) return;

@@ -4,8 +4,12 @@
 /** A transport, in the order the client prefers them by default. */
 export type TransportKind = 'websocket' | 'sse' | 'longpoll';
 
-/** Why the server asked the app to refetch its state. */
-export type ResetReason = 'history_gone' | 'epoch_changed';
+/**
+ * Why the server asked the app to refetch its state. `dropped`: a slow
+ * connection's quarantine skipped some events of a few services; only those
+ * services' state must be refetched (they are passed to `onReset`).
+ */
+export type ResetReason = 'history_gone' | 'epoch_changed' | 'dropped';
 
 /** Options of {@link createRealtimeClient}. */
 export interface RealtimeOptions {
@@ -27,8 +31,12 @@ export interface RealtimeOptions {
   channelName?: string;
   /** When true, `window.__realtimeState()` returns `client.state()`. */
   debug?: boolean;
-  /** The server could not deliver every event since the last one seen: refetch. Called in every tab. */
-  onReset?: (reason: ResetReason) => void;
+  /**
+   * The server could not deliver every event since the last one seen: refetch.
+   * Called in every tab. `services` is set (reason `dropped`) when only those
+   * services' events were skipped; absent means every service.
+   */
+  onReset?: (reason: ResetReason, services?: string[]) => void;
   /** No working connection for longer than `staleAfterMs`: refetch. Once per outage. */
   onStale?: () => void;
   /** Called (at most once per task) whenever `state()` changes. */

@@ -309,6 +309,24 @@ describe('client: several tabs', () => {
     expect(b.state().lastSeq).toBe(500);
   });
 
+  it('a dropped frame reaches onReset with its services in every tab and keeps the cursor', async () => {
+    const onResetA = vi.fn();
+    const onResetB = vi.fn();
+    const world = new World();
+    const a = await liveLeader(world, { onReset: onResetA });
+    const tabB = world.addTab();
+    const b = client(tabB, { onReset: onResetB });
+    await world.clock.advance(1_500);
+    a.socket.receive({ type: 'ping', seq: 400 });
+    await flush();
+    a.socket.receive({ type: 'dropped', services: ['analytics'], fromSeq: 401, toSeq: 405 });
+    await flush();
+    expect(onResetA).toHaveBeenCalledWith('dropped', ['analytics']);
+    expect(onResetB).toHaveBeenCalledWith('dropped', ['analytics']);
+    expect(a.c.state().lastSeq).toBe(400);
+    expect(b.state().lastSeq).toBe(400);
+  });
+
   it('works without Web Locks and BroadcastChannel (lease + storage events)', async () => {
     const world = new World();
     const tabA = world.addTab({ locks: false, broadcast: false });

@@ -9,7 +9,7 @@ export interface Recorder {
   opened: OpenInfo[];
   events: Array<{ events: HeraldEvent[]; cursor: number | null }>;
   cursors: Array<{ seq: number; epoch: string | null }>;
-  resets: Array<{ reason: ResetReason; seq: number | null; epoch: string | null }>;
+  resets: Array<{ reason: ResetReason; seq: number | null; epoch: string | null; services?: string[] }>;
   updated: Array<{ services: string[]; propertyId: string | null }>;
   closed: Array<{ reason: CloseReason; opened: boolean }>;
 }
@@ -49,7 +49,8 @@ export function transportContext(
         rec.cursors.push({ seq, epoch });
         state.cursor = { lastSeq: seq, epoch: epoch ?? state.cursor.epoch };
       },
-      onReset: (reason, seq, epoch) => rec.resets.push({ reason, seq, epoch }),
+      onReset: (reason, seq, epoch, services) =>
+        rec.resets.push(services === undefined ? { reason, seq, epoch } : { reason, seq, epoch, services }),
       onUpdated: (u) => rec.updated.push(u),
       onClose: (reason, opened) => rec.closed.push({ reason, opened }),
     },

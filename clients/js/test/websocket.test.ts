@@ -68,6 +68,15 @@ describe('WebSocket transport: frames', () => {
     expect(rec.resets).toEqual([{ reason: 'history_gone', seq: 97, epoch: null }]);
   });
 
+  it('dropped → onReset scoped to its services, the cursor untouched', () => {
+    const { socket, rec } = live();
+    socket.receive({ type: 'dropped', services: ['analytics'], fromSeq: 50, toSeq: 60 });
+    expect(rec.resets).toEqual([{ reason: 'dropped', seq: null, epoch: null, services: ['analytics'] }]);
+    expect(rec.cursors).toEqual([]);
+    socket.receive({ type: 'dropped', services: [], fromSeq: 1, toSeq: 2 });
+    expect(rec.resets).toHaveLength(1);
+  });
+
   it('ping → pong, and the quiet cursor advances', () => {
     const { socket, rec } = live();
     socket.receive({ type: 'ping', seq: 120 });

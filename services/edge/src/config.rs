@@ -214,6 +214,22 @@ pub struct Config {
     /// NATS credentials file (`.creds`: user JWT and NKey seed).
     #[arg(long, env = "HERALD_NATS_CREDS_FILE")]
     pub nats_creds_file: Option<PathBuf>,
+
+    // --- WebSocket and SSE streams: outbound limits ---
+    /// Largest WebSocket message the server sends, in bytes: an `events`
+    /// frame is cut there, and a single larger event goes out alone.
+    #[arg(long, env = "HERALD_MAX_BATCH_BYTES", default_value_t = 1_048_576)]
+    pub max_batch_bytes: usize,
+
+    /// Frames a WebSocket connection may hold queued behind the one being
+    /// written; a client that lets the queue fill is closed with 4008.
+    #[arg(long, env = "HERALD_WS_OUTBOUND_FRAMES", default_value_t = 64)]
+    pub ws_outbound_frames: usize,
+
+    /// Bytes a WebSocket connection may hold queued behind the one being
+    /// written; a client that lets the queue fill is closed with 4008.
+    #[arg(long, env = "HERALD_WS_OUTBOUND_BYTES", default_value_t = 1_048_576)]
+    pub ws_outbound_bytes: usize,
 }
 
 /// A secret string that never prints.
@@ -310,6 +326,12 @@ impl Config {
             if !is_origin(o) {
                 return bad("HERALD_CORS_ORIGINS entries must be origins like https://app.example.com (scheme and host, no path, no '*')");
             }
+        }
+        if self.max_batch_bytes < 4096 {
+            return bad("HERALD_MAX_BATCH_BYTES must be at least 4096");
+        }
+        if self.ws_outbound_frames < 8 || self.ws_outbound_bytes < 65_536 {
+            return bad("HERALD_WS_OUTBOUND_FRAMES must be at least 8 and HERALD_WS_OUTBOUND_BYTES at least 65536");
         }
         for s in &self.disabled_services {
             if herald_proto::subject::check_token("service", s).is_err() {
@@ -413,6 +435,10 @@ impl fmt::Debug for Config {
             .field("nats_password", &self.nats_password)
             .field("nats_token", &self.nats_token)
             .field("nats_creds_file", &self.nats_creds_file)
+
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("ws_outbound_frames", &self.ws_outbound_frames)
+            .field("ws_outbound_bytes", &self.ws_outbound_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -443,7 +469,15 @@ mod tests {
             (100_000, 50)
         );
         assert!(c.allow_query_token && !c.disabled && !c.metrics_public);
+        assert_eq!(c.max_batch_bytes, 1_048_576);
         c.validate().unwrap();
+        let c = parse(&[
+            "--jwt-secret",
+            "0123456789abcdef",
+            "--ws-outbound-frames",
+            "0",
+        ]);
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! must refetch; `event: updated` after an in-place change; `event: ack`
 //! first. A keep-alive comment every `HERALD_SSE_KEEPALIVE` also carries
 //! `id: <quiet cursor>` when it moved, so a reconnect (`Last-Event-ID`) of a
-//! quiet client resumes near the head.
+//! quiet client resumes near the head. The stream ends at the token's
+//! expiry, at an admin disconnect, when the kill switch turns on and at
+//! drain, checked before every event, so a busy stream ends on time too.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -180,13 +182,61 @@ fn reset_event(node: &Node, reason: ResetReason, head: u64) -> Event {
         .data(json!({"reason": reason, "seq": head}).to_string())
 }
 
+impl SseState {
+    /// True when the stream must end now. Checked before every event, not
+    /// only when the stream is quiet: a busy stream would otherwise outlive
+    /// its token, an admin disconnect, the kill switch and drain.
+    fn must_end(&mut self) -> bool {
+        if self.done
+            || self.node.draining.is_cancelled()
+            || Instant::now() >= self.expires_at
+            || self.node.switches.disabled()
+        {
+            return true;
+        }
+        while let Some(cmd) = self.registration.try_recv() {
+            if self.control(cmd) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Applies a control command; true when it ends the stream.
+    fn control(&mut self, cmd: Control) -> bool {
+        match cmd {
+            Control::Close { .. } => true,
+            Control::Update { services, property } => {
+                match Filter::new(
+                    &self.principal,
+                    Some(services),
+                    property,
+                    self.node.switches.disabled_services(),
+                ) {
+                    Ok(filter) => {
+                        let updated = json!({"services": filter.services(), "filters": {"propertyId": filter.property()}});
+                        self.reader.set_filter(filter);
+                        self.pending
+                            .push_back(Event::default().event("updated").data(updated.to_string()));
+                        false
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "refused subscription update; closing SSE stream");
+                        true
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseState)> {
     loop {
+        if st.must_end() {
+            return None;
+        }
         if let Some(event) = st.pending.pop_front() {
             return Some((Ok(event), st));
-        }
-        if st.done {
-            return None;
         }
         if !st.waiting {
             match st.reader.step(&st.node, BATCH_EVENTS).await {
@@ -220,23 +270,11 @@ async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseS
             biased;
             _ = st.node.draining.cancelled() => st.done = true,
             _ = tokio::time::sleep_until(st.expires_at) => st.done = true,
-            cmd = st.registration.recv() => match cmd {
-                Some(Control::Close { .. }) => st.done = true,
-                Some(Control::Update { services, property }) => {
-                    match Filter::new(&st.principal, Some(services), property, st.node.switches.disabled_services()) {
-                        Ok(filter) => {
-                            let updated = json!({"services": filter.services(), "filters": {"propertyId": filter.property()}});
-                            st.reader.set_filter(filter);
-                            st.pending.push_back(Event::default().event("updated").data(updated.to_string()));
-                        }
-                        Err(e) => {
-                            tracing::info!(error = %e, "refused subscription update; closing SSE stream");
-                            st.done = true;
-                        }
-                    }
+            cmd = st.registration.recv() => {
+                if let Some(cmd) = cmd {
+                    st.done = st.control(cmd);
                 }
-                None => {}
-            },
+            }
             changed = st.reader.changed() => {
                 if !changed {
                     st.done = true;

@@ -5,10 +5,15 @@
 //! with no gap or duplicate at the switch-over. One frame is written at a
 //! time: while a write is in flight, new events wait in the org buffer and go
 //! out together in the next frames (one service per frame, at most
-//! [`BATCH_EVENTS`] events), so an idle connection gets an event at once and a
-//! busy one batches by itself. A connection that falls behind the buffer
-//! while its writes are stuck is quarantined (low-tier services dropped), and
-//! closed with 4008 if it stays behind.
+//! [`BATCH_EVENTS`] events and `HERALD_MAX_BATCH_BYTES` bytes, a larger event
+//! alone), so an idle connection gets an event at once and a busy one batches
+//! by itself. A read's events wait in a backlog (shared with the org buffer)
+//! and are framed one frame at a time; control frames (pings, `updated`, …)
+//! queue in a bounded queue, and a client that lets it fill is closed with
+//! 4008. A connection that falls behind the buffer while its writes are stuck
+//! is quarantined (low-tier services dropped, and the client told so by a
+//! `dropped` frame before any cursor passes them), and closed with 4008 if it
+//! stays behind.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -50,9 +55,17 @@ pub const BATCH_EVENTS: usize = 100;
 /// (tungstenite's default of 128 KiB per connection is what makes idle
 /// connections expensive.)
 const READ_BUFFER: usize = 2 * 1024;
-/// Bytes tungstenite may hold unsent per connection: one frame at most, as
-/// frames are written one at a time.
-const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+/// Most a delivered event's frame can grow over the body it came from: a
+/// MessagePack control character becomes `\u00XX` in JSON.
+const EVENT_EXPANSION: usize = 6;
+/// Room for an event's envelope fields and a frame's own fields.
+const FRAME_SLACK: usize = 64 * 1024;
+/// More than an `events` frame's own fields take besides the service name
+/// (69 bytes in JSON, 48 in MessagePack), so a frame cut by the sum of its
+/// events stays under the cap.
+const FRAME_OVERHEAD: usize = 96;
+/// Longest close reason a close frame can carry (125 bytes less the code).
+const MAX_CLOSE_REASON: usize = 123;
 /// How long a closing connection gets to flush what it was writing and the close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Pause before reading the stream again after a failed history read.
@@ -121,7 +134,7 @@ pub async fn stream(
         .protocols([SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK])
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_write_buffer_size(max_write_buffer(&node.config))
         .max_message_size(node.config.max_frame_bytes)
         .max_frame_size(node.config.max_frame_bytes);
     let codec = match ws.selected_protocol() {
@@ -136,10 +149,22 @@ pub async fn stream(
             Ok(admission) => Connection::run(node, socket, codec, admission).await,
             Err(closing) => {
                 let (sink, incoming) = socket.split();
-                Outbound::new(sink, codec).close(incoming, closing).await;
+                Outbound::new(sink, codec, &node.config)
+                    .close(incoming, closing)
+                    .await;
             }
         }
     })
+}
+
+/// Bytes tungstenite may hold unsent per connection. Frames are written one
+/// at a time, so this is one frame: a batch, or a lone event as large as
+/// the largest body ingest accepts can become.
+fn max_write_buffer(config: &crate::config::Config) -> usize {
+    config
+        .max_batch_bytes
+        .max(config.max_event_bytes.saturating_mul(EVENT_EXPANSION))
+        .saturating_add(FRAME_SLACK)
 }
 
 /// Who a connection belongs to, as far as the upgrade request tells.
@@ -221,23 +246,31 @@ fn register(node: &Node, principal: &Principal) -> Result<Registration, Closing>
 type Sink = SplitSink<WebSocket, Message>;
 type Written = Pin<Box<dyn Future<Output = (Sink, Result<(), axum::Error>)> + Send>>;
 
-/// The sending half: one frame in flight at a time, the rest queued (the
-/// queue only ever holds the frames of one read plus a few control messages).
+/// The sending half: one frame in flight at a time, control frames queued
+/// behind it. Events frames are not queued: they are framed from the backlog
+/// only when nothing else waits, so the queue holds only what timers and the
+/// client's own messages produced, and it is bounded in frames and bytes.
 struct Outbound {
     sink: Option<Sink>,
     in_flight: Option<Written>,
     since: Instant,
     queue: VecDeque<Message>,
+    queued_bytes: usize,
+    max_frames: usize,
+    max_bytes: usize,
     codec: Codec,
 }
 
 impl Outbound {
-    fn new(sink: Sink, codec: Codec) -> Self {
+    fn new(sink: Sink, codec: Codec, config: &crate::config::Config) -> Self {
         Self {
             sink: Some(sink),
             in_flight: None,
             since: Instant::now(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
+            max_frames: config.ws_outbound_frames,
+            max_bytes: config.ws_outbound_bytes,
             codec,
         }
     }
@@ -250,8 +283,29 @@ impl Outbound {
         self.in_flight.is_none() && self.queue.is_empty()
     }
 
-    fn push(&mut self, msg: &ServerMessage) {
-        self.queue.push_back(encode(self.codec, msg));
+    /// Queues a control frame; a client that does not read while it keeps
+    /// causing them fills the queue and is closed as a slow consumer.
+    fn push(&mut self, msg: &ServerMessage) -> Result<(), Closing> {
+        let frame = encode(self.codec, msg);
+        let bytes = frame_len(&frame);
+        if self.queue.len() >= self.max_frames || self.queued_bytes + bytes > self.max_bytes {
+            return Err(Closing::new(
+                close::SLOW_CONSUMER,
+                "slow consumer: outbound queue full",
+            ));
+        }
+        self.queued_bytes += bytes;
+        self.queue.push_back(frame);
+        Ok(())
+    }
+
+    /// Starts writing `frame` (an events or `dropped` frame); only called
+    /// when [`idle`](Self::idle), so it never waits behind anything.
+    fn send_now(&mut self, frame: Message) {
+        debug_assert!(self.idle());
+        self.queued_bytes += frame_len(&frame);
+        self.queue.push_back(frame);
+        self.start_next();
     }
 
     /// Starts writing the next queued frame when nothing is in flight.
@@ -265,6 +319,7 @@ impl Outbound {
         let (Some(msg), Some(mut sink)) = (self.queue.pop_front(), self.sink.take()) else {
             return;
         };
+        self.queued_bytes = self.queued_bytes.saturating_sub(frame_len(&msg));
         self.since = Instant::now();
         self.in_flight = Some(Box::pin(async move {
             let r = sink.send(msg).await;
@@ -299,7 +354,7 @@ impl Outbound {
         };
         let frame = Message::Close(Some(CloseFrame {
             code: closing.code,
-            reason: Utf8Bytes::from(closing.reason),
+            reason: Utf8Bytes::from(close_reason(closing.reason)),
         }));
         if tokio::time::timeout(CLOSE_GRACE, sink.send(frame))
             .await
@@ -315,6 +370,27 @@ impl Outbound {
             }
         })
         .await;
+    }
+}
+
+/// `reason` cut to what a close frame can carry, at a character boundary
+/// (reasons can echo client input, such as a parse error).
+fn close_reason(mut reason: String) -> String {
+    if reason.len() > MAX_CLOSE_REASON {
+        let mut cut = MAX_CLOSE_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    reason
+}
+
+fn frame_len(frame: &Message) -> usize {
+    match frame {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
     }
 }
 
@@ -347,32 +423,126 @@ struct PackedEvents<'a> {
     seq: u64,
 }
 
-/// Queues `events` as frames of one service each, in sequence order.
-fn push_events(out: &mut Outbound, events: &[Arc<StoredEvent>]) {
-    for run in events.chunk_by(|a, b| a.event.service == b.event.service) {
-        let service = run[0].event.service.as_str();
-        let seq = run[run.len() - 1].seq();
-        let frame = match out.codec {
-            Codec::Json => encode(
-                Codec::Json,
-                &JsonEvents {
-                    kind: "events",
-                    service,
-                    events: run.iter().map(|e| &*e.json).collect(),
-                    seq,
-                },
-            ),
-            Codec::MessagePack => encode(
-                Codec::MessagePack,
-                &PackedEvents {
-                    kind: "events",
-                    service,
-                    events: run.iter().map(|e| &e.event).collect(),
-                    seq,
-                },
-            ),
+/// Events read but not yet framed, in `seq` order, and the `dropped` frame
+/// due among them. The events are shared with the org buffer (or come from
+/// one bounded history read), so holding them costs little; framing them one
+/// frame at a time keeps each connection's encoded bytes to one frame.
+#[derive(Default)]
+struct Backlog {
+    events: VecDeque<Arc<StoredEvent>>,
+    /// Due before the first event past its `from_seq`.
+    dropped: Option<Dropped>,
+}
+
+/// What a quarantine dropped in one read.
+struct Dropped {
+    services: Vec<String>,
+    from_seq: u64,
+    to_seq: u64,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.dropped.is_none()
+    }
+
+    /// Seq of the first thing the client has not been sent yet.
+    fn first_unsent(&self) -> Option<u64> {
+        let event = self.events.front().map(|e| e.seq());
+        let dropped = self.dropped.as_ref().map(|d| d.from_seq);
+        event.into_iter().chain(dropped).min()
+    }
+
+    /// The next frame, in `seq` order: the `dropped` frame once no event
+    /// before it is left, else the events of one service up to `max_bytes`
+    /// (a larger event alone), stopping at the dropped range.
+    fn next_frame(&mut self, codec: Codec, max_bytes: usize) -> Option<Message> {
+        let stop = match &self.dropped {
+            Some(d) if self.events.front().is_none_or(|e| e.seq() > d.from_seq) => {
+                let d = self.dropped.take()?;
+                return Some(encode(
+                    codec,
+                    &ServerMessage::Dropped {
+                        services: d.services,
+                        from_seq: d.from_seq,
+                        to_seq: d.to_seq,
+                    },
+                ));
+            }
+            Some(d) => d.from_seq,
+            None => u64::MAX,
         };
-        out.queue.push_back(frame);
+        let service = self.events.front()?.event.service.clone();
+        let mut size = FRAME_OVERHEAD + service.len();
+        let mut n = 0;
+        for e in &self.events {
+            if e.event.service != service || e.seq() > stop || n == BATCH_EVENTS {
+                break;
+            }
+            let len = event_len(codec, e) + 1;
+            if n > 0 && size + len > max_bytes {
+                break;
+            }
+            size += len;
+            n += 1;
+        }
+        let run: Vec<Arc<StoredEvent>> = self.events.drain(..n).collect();
+        Some(events_frame(codec, &service, &run))
+    }
+}
+
+/// Bytes `e` takes in a frame of `codec`.
+fn event_len(codec: Codec, e: &StoredEvent) -> usize {
+    match codec {
+        Codec::Json => e.json.get().len(),
+        Codec::MessagePack => {
+            let mut counter = ByteCounter(0);
+            let mut ser = rmp_serde::Serializer::new(&mut counter).with_struct_map();
+            match e.event.serialize(&mut ser) {
+                Ok(()) => counter.0,
+                // Not encodable: it goes out alone (and encodes as nothing).
+                Err(_) => usize::MAX / 2,
+            }
+        }
+    }
+}
+
+/// Counts what MessagePack would write, without keeping it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An `events` frame of one service's run of events.
+fn events_frame(codec: Codec, service: &str, run: &[Arc<StoredEvent>]) -> Message {
+    let seq = run.last().map_or(0, |e| e.seq());
+    match codec {
+        Codec::Json => encode(
+            codec,
+            &JsonEvents {
+                kind: "events",
+                service,
+                events: run.iter().map(|e| &*e.json).collect(),
+                seq,
+            },
+        ),
+        Codec::MessagePack => encode(
+            codec,
+            &PackedEvents {
+                kind: "events",
+                service,
+                events: run.iter().map(|e| &e.event).collect(),
+                seq,
+            },
+        ),
     }
 }
 
@@ -416,6 +586,7 @@ struct Connection {
     registration: Registration,
     reader: Reader,
     out: Outbound,
+    backlog: Backlog,
     quarantine: Quarantine,
     low_tier: Arc<std::collections::HashSet<String>>,
 }
@@ -423,7 +594,7 @@ struct Connection {
 impl Connection {
     async fn run(node: Arc<Node>, socket: WebSocket, codec: Codec, admission: Admission) {
         let (sink, mut incoming) = socket.split();
-        let mut out = Outbound::new(sink, codec);
+        let mut out = Outbound::new(sink, codec, &node.config);
         let Handshake {
             principal,
             registration,
@@ -434,7 +605,8 @@ impl Connection {
             Ok(None) => return,
             Err(closing) => return out.close(incoming, closing).await,
         };
-        out.push(&ServerMessage::Ack {
+        // The queue is empty: these two always fit.
+        let _ = out.push(&ServerMessage::Ack {
             connection_id: format!("{}-{}", node.node_id, registration.id()),
             node_id: node.node_id.clone(),
             epoch: reader.epoch().to_owned(),
@@ -443,7 +615,7 @@ impl Connection {
         });
         if epoch_changed {
             node.metrics.resets.fetch_add(1, Relaxed);
-            out.push(&ServerMessage::Reset {
+            let _ = out.push(&ServerMessage::Reset {
                 reason: ResetReason::EpochChanged,
                 seq: reader.cursor(),
             });
@@ -455,6 +627,7 @@ impl Connection {
             registration,
             reader,
             out,
+            backlog: Backlog::default(),
             quarantine: Quarantine::default(),
             low_tier,
         };
@@ -485,20 +658,24 @@ impl Connection {
         let mut retry_at: Option<Instant> = None;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut recheck_at = Instant::now();
+        let max_batch = node.config.max_batch_bytes;
         loop {
-            if self.out.idle() && !waiting && retry_at.is_none() {
+            if self.out.idle() && self.backlog.is_empty() && !waiting && retry_at.is_none() {
                 match self.reader.step(&node, BATCH_EVENTS).await {
                     Ok(Step::Events(events)) => {
                         let events = self.drop_low_tier(events);
                         node.metrics.record_deliveries(&events, now_ms());
-                        push_events(&mut self.out, &events);
+                        self.backlog.events.extend(events);
                     }
                     Ok(Step::Reset(reason)) => {
                         node.metrics.resets.fetch_add(1, Relaxed);
-                        self.out.push(&ServerMessage::Reset {
+                        let reset = ServerMessage::Reset {
                             reason,
                             seq: self.reader.cursor(),
-                        });
+                        };
+                        if let Err(c) = self.out.push(&reset) {
+                            return Some(c);
+                        }
                     }
                     Ok(Step::Quiet) => {
                         waiting = true;
@@ -509,6 +686,11 @@ impl Connection {
                         tracing::warn!(org = %self.principal.org, error = %e, "stream read failed; retrying");
                         retry_at = Some(Instant::now() + RETRY);
                     }
+                }
+            }
+            if self.out.idle() {
+                if let Some(frame) = self.backlog.next_frame(self.out.codec, max_batch) {
+                    self.out.send_now(frame);
                 }
             }
             self.out.start_next();
@@ -560,11 +742,15 @@ impl Connection {
                     if last_heard.elapsed() > ping_every * 2 {
                         return Some(Closing::new(close::BAD_MESSAGE, "no pong for two pings"));
                     }
-                    self.out.push(&ServerMessage::Ping { seq: self.reader.cursor() });
+                    if let Err(c) = self.out.push(&ServerMessage::Ping { seq: self.resume_point() }) {
+                        return Some(c);
+                    }
                 }
                 _ = tokio::time::sleep_until(refresh_at), if !refresh_sent => {
                     refresh_sent = true;
-                    self.out.push(&ServerMessage::Refresh { expires_at: self.principal.exp.saturating_mul(1000) });
+                    if let Err(c) = self.out.push(&ServerMessage::Refresh { expires_at: self.principal.exp.saturating_mul(1000) }) {
+                        return Some(c);
+                    }
                 }
                 _ = tokio::time::sleep_until(expires_at) => {
                     return Some(Closing::new(close::UNAUTHENTICATED, "token expired"));
@@ -625,17 +811,43 @@ impl Connection {
         None
     }
 
-    /// While quarantined, low-tier services are not delivered (and counted as dropped).
-    fn drop_low_tier(&self, mut events: Vec<Arc<StoredEvent>>) -> Vec<Arc<StoredEvent>> {
-        if self.quarantine.until.is_some() {
-            let before = events.len();
-            events.retain(|e| !self.low_tier.contains(&e.event.service));
+    /// The cursor a ping may carry: the client has every matching event up
+    /// to here, or was told it was dropped (what still waits in the backlog
+    /// was read but not sent).
+    fn resume_point(&self) -> u64 {
+        let cursor = self.reader.cursor();
+        self.backlog
+            .first_unsent()
+            .map_or(cursor, |s| cursor.min(s.saturating_sub(1)))
+    }
+
+    /// While quarantined, low-tier services are not delivered (and counted
+    /// as dropped); the client gets a `dropped` frame naming them and the
+    /// range, in `seq` order among the events. Only called with an empty
+    /// backlog.
+    fn drop_low_tier(&mut self, events: Vec<Arc<StoredEvent>>) -> Vec<Arc<StoredEvent>> {
+        if self.quarantine.until.is_none() {
+            return events;
+        }
+        let (dropped, kept): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .partition(|e| self.low_tier.contains(&e.event.service));
+        if let (Some(first), Some(last)) = (dropped.first(), dropped.last()) {
             self.node
                 .metrics
                 .dropped
-                .fetch_add((before - events.len()) as u64, Relaxed);
+                .fetch_add(dropped.len() as u64, Relaxed);
+            let mut services: Vec<String> =
+                dropped.iter().map(|e| e.event.service.clone()).collect();
+            services.sort_unstable();
+            services.dedup();
+            self.backlog.dropped = Some(Dropped {
+                services,
+                from_seq: first.seq(),
+                to_seq: last.seq(),
+            });
         }
-        events
+        kept
     }
 
     /// Changes the subscription in place.
@@ -653,9 +865,8 @@ impl Connection {
                 property_id: filter.property().map(str::to_owned),
             },
         };
-        self.reader.set_filter(filter);
-        self.out.push(&updated);
-        Ok(())
+        self.set_filter(filter);
+        self.out.push(&updated)
     }
 
     /// Takes a renewed token for the same user.
@@ -679,9 +890,16 @@ impl Connection {
             self.node.switches.disabled_services(),
         )
         .map_err(|e| Closing::from_api(&e))?;
-        self.reader.set_filter(filter);
+        self.set_filter(filter);
         self.principal = fresh;
         Ok(())
+    }
+
+    /// Changes what is delivered from now on, also among the events read
+    /// but not sent yet.
+    fn set_filter(&mut self, filter: Filter) {
+        self.backlog.events.retain(|e| filter.matches(e));
+        self.reader.set_filter(filter);
     }
 }
 
@@ -790,4 +1008,105 @@ async fn handshake(
         reader,
         epoch_changed,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, service: &str, payload_bytes: usize) -> Arc<StoredEvent> {
+        StoredEvent::new(
+            DeliveredEvent {
+                seq,
+                org_id: "acme".into(),
+                service: service.into(),
+                property_id: None,
+                event_id: seq.to_string(),
+                event_type: "x".into(),
+                timestamp: 0,
+                entity_type: None,
+                entity_id: None,
+                payload: serde_json::Value::String("p".repeat(payload_bytes)),
+            },
+            0,
+        )
+    }
+
+    fn frames(backlog: &mut Backlog, codec: Codec, cap: usize) -> Vec<(usize, ServerMessage)> {
+        std::iter::from_fn(|| backlog.next_frame(codec, cap))
+            .map(|m| {
+                let msg = match &m {
+                    Message::Text(t) => serde_json::from_str(t.as_str()).expect("json frame"),
+                    Message::Binary(b) => rmp_serde::from_slice(b).expect("msgpack frame"),
+                    _ => unreachable!(),
+                };
+                (frame_len(&m), msg)
+            })
+            .collect()
+    }
+
+    fn seqs(msg: &ServerMessage) -> Vec<u64> {
+        match msg {
+            ServerMessage::Events { events, .. } => events.iter().map(|e| e.seq).collect(),
+            other => panic!("not events: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_are_cut_by_bytes_and_a_larger_event_goes_alone() {
+        for codec in [Codec::Json, Codec::MessagePack] {
+            let mut backlog = Backlog::default();
+            backlog
+                .events
+                .extend((1..=10).map(|s| event(s, "files", 3000)));
+            backlog.events.push_back(event(11, "files", 20_000));
+            backlog.events.push_back(event(12, "files", 100));
+            let out = frames(&mut backlog, codec, 10_000);
+            let all: Vec<u64> = out.iter().flat_map(|(_, m)| seqs(m)).collect();
+            assert_eq!(all, (1..=12).collect::<Vec<_>>());
+            for (len, m) in &out {
+                assert!(*len <= 10_000 || seqs(m).len() == 1, "{codec:?}: {len}");
+            }
+            assert!(out.iter().any(|(_, m)| seqs(m) == vec![11]), "alone");
+            assert!(out.iter().any(|(_, m)| seqs(m).len() == 3), "batched");
+        }
+    }
+
+    #[test]
+    fn the_dropped_frame_comes_in_seq_order_and_holds_back_the_cursor() {
+        let mut backlog = Backlog::default();
+        backlog
+            .events
+            .extend([event(1, "a", 1), event(2, "a", 1), event(5, "a", 1)]);
+        backlog.dropped = Some(Dropped {
+            services: vec!["analytics".into()],
+            from_seq: 3,
+            to_seq: 6,
+        });
+        assert_eq!(backlog.first_unsent(), Some(1));
+        let out = frames(&mut backlog, Codec::Json, 1 << 20);
+        assert_eq!(
+            seqs(&out[0].1),
+            vec![1, 2],
+            "stops before the dropped range"
+        );
+        assert!(matches!(
+            out[1].1,
+            ServerMessage::Dropped {
+                from_seq: 3,
+                to_seq: 6,
+                ..
+            }
+        ));
+        assert_eq!(seqs(&out[2].1), vec![5]);
+        assert!(backlog.is_empty());
+    }
+
+    #[test]
+    fn close_reasons_are_cut_at_a_char_boundary() {
+        assert_eq!(close_reason("short".into()), "short");
+        let cut = close_reason("é".repeat(100));
+        assert!(cut.len() <= MAX_CLOSE_REASON && cut.len() >= MAX_CLOSE_REASON - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
 }

@@ -33,6 +33,8 @@ pub struct WsClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// The subprotocol the server selected.
     pub protocol: Option<String>,
+    /// Payload size of the last text or binary frame received, in bytes.
+    pub last_frame_bytes: usize,
 }
 
 impl WsClient {
@@ -78,7 +80,11 @@ impl WsClient {
             .get("sec-websocket-protocol")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ok(WsClient { ws, protocol })
+        Ok(WsClient {
+            ws,
+            protocol,
+            last_frame_bytes: 0,
+        })
     }
 
     /// Connects to `<base>/v2/realtime/stream<query>` with exactly the given
@@ -125,9 +131,9 @@ impl WsClient {
         self.ws.send(frame).await.expect("send");
     }
 
-    /// Sends a raw frame.
-    pub async fn send_raw(&mut self, frame: Message) {
-        let _ = self.ws.send(frame).await;
+    /// Sends a raw frame; false when the connection no longer takes frames.
+    pub async fn send_raw(&mut self, frame: Message) -> bool {
+        self.ws.send(frame).await.is_ok()
     }
 
     /// Sends `hello` and returns the `ack`.
@@ -164,9 +170,11 @@ impl WsClient {
             return match next {
                 None | Some(Err(_)) => Received::Ended,
                 Some(Ok(Message::Text(t))) => {
+                    self.last_frame_bytes = t.len();
                     Received::Frame(serde_json::from_str(t.as_str()).expect("json frame"))
                 }
                 Some(Ok(Message::Binary(b))) => {
+                    self.last_frame_bytes = b.len();
                     Received::Frame(rmp_serde::from_slice(&b).expect("msgpack frame"))
                 }
                 Some(Ok(Message::Close(c))) => match c {

@@ -42,7 +42,8 @@ export interface TransportHandlers {
   onEvents(events: HeraldEvent[], cursor: number | null): void;
   /** The resume point moved without events (ping, quiet poll). */
   onCursor(seq: number, epoch: string | null): void;
-  onReset(reason: ResetReason, seq: number | null, epoch: string | null): void;
+  /** `services`: only these services' events were skipped (`dropped`); absent = all. */
+  onReset(reason: ResetReason, seq: number | null, epoch: string | null, services?: string[]): void;
   /** The server confirmed an in-place update. */
   onUpdated(sub: { services: string[]; propertyId: string | null }): void;
   onClose(reason: CloseReason, opened: boolean): void;

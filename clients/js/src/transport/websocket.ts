@@ -150,6 +150,14 @@ export class WebSocketTransport implements Transport {
         }
         return;
       }
+      case 'dropped': {
+        // A quarantine skipped these services' events in [fromSeq, toSeq]:
+        // their state must be refetched. The cursor does not move (later
+        // frames carry it), so nothing else is lost.
+        const services = Array.isArray(frame.services) ? frame.services.filter((s): s is string => typeof s === 'string') : [];
+        if (services.length > 0) h.onReset('dropped', null, null, services);
+        return;
+      }
       case 'ping': {
         this.send({ type: 'pong' });
         const seq = num(frame.seq);
