@@ -114,7 +114,11 @@ impl WsClient {
             .get("sec-websocket-protocol")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        WsClient { ws, protocol }
+        WsClient {
+            ws,
+            protocol,
+            last_frame_bytes: 0,
+        }
     }
 
     fn msgpack(&self) -> bool {
