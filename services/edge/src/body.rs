@@ -94,13 +94,18 @@ mod tests {
 
     fn length(n: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_str(n).unwrap());
+        h.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from_str(n).expect("ok"),
+        );
         h
     }
 
     #[tokio::test]
     async fn reads_a_body_within_the_cap() {
-        let b = read(Body::from("hello"), &length("5"), LIMITS).await.unwrap();
+        let b = read(Body::from("hello"), &length("5"), LIMITS)
+            .await
+            .expect("ok");
         assert_eq!(&b[..], b"hello");
     }
 

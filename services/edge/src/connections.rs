@@ -311,15 +311,19 @@ mod tests {
     #[test]
     fn polls_count_toward_the_caps_but_get_no_commands() {
         let c = Arc::new(Connections::default());
-        let poll = c.register("acme", "u1", Transport::LongPoll, 3, 2).unwrap();
+        let poll = c
+            .register("acme", "u1", Transport::LongPoll, 3, 2)
+            .expect("registered");
         let _ws = c
             .register("acme", "u1", Transport::WebSocket, 3, 2)
-            .unwrap();
+            .expect("registered");
         assert_eq!(
             c.register("acme", "u1", Transport::LongPoll, 3, 2).err(),
             Some(LimitError::User)
         );
-        let _other = c.register("acme", "u2", Transport::LongPoll, 3, 2).unwrap();
+        let _other = c
+            .register("acme", "u2", Transport::LongPoll, 3, 2)
+            .expect("registered");
         assert_eq!(
             c.register("acme", "u3", Transport::Sse, 3, 2).err(),
             Some(LimitError::Node)

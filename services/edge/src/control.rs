@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{extract_token, Principal, Role};
-use crate::connections::Control;
 use crate::body;
+use crate::connections::Control;
 use crate::error::ApiError;
 use crate::filter::Filter;
 use crate::node::Node;

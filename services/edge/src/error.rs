@@ -114,10 +114,9 @@ impl IntoResponse for ApiError {
         // The rest of such a body is never read: end the connection rather
         // than leave the client's bytes to be taken for the next request.
         if matches!(self, Self::BodyTimeout(_) | Self::TooLarge(_)) {
-            response.headers_mut().insert(
-                http::header::CONNECTION,
-                HeaderValue::from_static("close"),
-            );
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

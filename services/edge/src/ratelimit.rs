@@ -85,10 +85,13 @@ mod tests {
         for _ in 0..20 {
             assert!(l.check("acme", "u1").is_ok());
         }
-        let wait = l.check("acme", "u1").unwrap_err();
+        let wait = l.check("acme", "u1").expect_err("limited");
         assert!(wait <= Duration::from_millis(100), "{wait:?}");
         assert!(l.check("acme", "u2").is_ok(), "users have their own budget");
-        assert!(l.check("globex", "u1").is_ok(), "orgs have their own budget");
+        assert!(
+            l.check("globex", "u1").is_ok(),
+            "orgs have their own budget"
+        );
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(l.check("acme", "u1").is_ok());
         assert!(l.check("acme", "u1").is_err());
@@ -110,6 +113,6 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         // Now they have refilled and carry nothing: swept out.
         assert!(l.check("o", "d").is_ok());
-        assert_eq!(l.buckets.lock().unwrap().len(), 1);
+        assert_eq!(l.buckets.lock().expect("ok").len(), 1);
     }
 }

@@ -196,7 +196,8 @@ mod tests {
         }));
         assert!(s.disabled());
         assert!(
-            s.disabled_services().is_disabled("analytics") && s.disabled_services().is_disabled("tasks")
+            s.disabled_services().is_disabled("analytics")
+                && s.disabled_services().is_disabled("tasks")
         );
         assert!(!s.apply(SwitchState::default()));
         assert!(!s.disabled());

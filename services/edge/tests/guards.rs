@@ -10,7 +10,7 @@ use herald_testkit::{get_json, post_json, Herald, WsClient};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
 
@@ -19,7 +19,9 @@ const AT_ONCE: Duration = Duration::from_secs(5);
 
 /// Opens a raw connection and writes `head` (and nothing else).
 async fn raw(h: &Herald, head: &str) -> TcpStream {
-    let mut s = TcpStream::connect(h.edges[0].addr()).await.expect("connect");
+    let mut s = TcpStream::connect(h.edges[0].addr())
+        .await
+        .expect("connect");
     s.write_all(head.as_bytes()).await.expect("write");
     s
 }
@@ -87,9 +89,9 @@ async fn bodies_are_not_read_before_the_token_is_checked() {
             post_head(path, token, length)
         };
         let mut s = raw(&h, &method_path).await;
-        let head = read_head(&mut s, AT_ONCE)
-            .await
-            .unwrap_or_else(|| panic!("{path} {token:?}: no answer within {AT_ONCE:?} without a body"));
+        let head = read_head(&mut s, AT_ONCE).await.unwrap_or_else(|| {
+            panic!("{path} {token:?}: no answer within {AT_ONCE:?} without a body")
+        });
         assert!(
             head.starts_with(&format!("HTTP/1.1 {want}")),
             "{path} {token:?}: {head}"
@@ -111,13 +113,16 @@ async fn a_body_that_stalls_is_cut_off_with_408() {
         &post_head("/v2/realtime/publish", Some(&publisher), body.len()),
     )
     .await;
-    s.write_all(&body.as_bytes()[..10]).await.unwrap();
+    s.write_all(&body.as_bytes()[..10]).await.expect("write");
     let t0 = Instant::now();
     let head = read_head(&mut s, Duration::from_secs(15))
         .await
         .expect("no answer to a stalled body within 15 s");
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
-    assert!(closed_within(&mut s, AT_ONCE).await, "connection not closed");
+    assert!(
+        closed_within(&mut s, AT_ONCE).await,
+        "connection not closed"
+    );
     assert!(t0.elapsed() < Duration::from_secs(15));
     // Nothing was published.
     let r = h.poll(0, &h.token("acme"), "lastSeq=0&timeout=0").await;
@@ -259,7 +264,7 @@ async fn held_polls_count_toward_the_per_user_cap() {
     h.publish("acme", "finance", None, json!({"eventType": "wake"}))
         .await;
     for p in held {
-        assert_eq!(p.await.unwrap(), 200);
+        assert_eq!(p.await.expect("poll task"), 200);
     }
     // The slots are free again.
     assert_eq!(h.poll(0, &token, "timeout=0").await.status, 200);
@@ -285,7 +290,7 @@ async fn update_services_is_rate_limited_per_user() {
         .collect();
     let mut limited = 0;
     for c in calls {
-        let (status, body, headers) = c.await.unwrap();
+        let (status, body, headers) = c.await.expect("call task");
         match status.as_u16() {
             202 => {}
             429 => {
@@ -318,7 +323,7 @@ async fn a_malformed_switches_value_keeps_the_last_good_one() {
         .json(&json!({"disabledServices": ["analytics"]}))
         .send()
         .await
-        .unwrap();
+        .expect("PUT switches");
     assert_eq!(put.status(), 200);
     let disabled = |v: &Value| v["disabledServices"] == json!(["analytics"]);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -328,8 +333,13 @@ async fn a_malformed_switches_value_keeps_the_last_good_one() {
     }
     // Garbage written straight into the bucket, as a broken tool might.
     let js = async_nats::jetstream::new(h.nats_client().clone());
-    let kv = js.get_key_value("HERALD_SWITCHES").await.unwrap();
-    kv.put("switches", "{not json".into()).await.unwrap();
+    let kv = js
+        .get_key_value("HERALD_SWITCHES")
+        .await
+        .expect("switches bucket");
+    kv.put("switches", "{not json".into())
+        .await
+        .expect("put garbage");
     // Wait until the node has read it (counted), or long enough that it must have.
     let deadline = Instant::now() + Duration::from_secs(10);
     while h.metrics(0).await["guards"]["switchErrors"].as_u64() < Some(1)
@@ -406,7 +416,11 @@ async fn unknown_services_are_refused_when_a_list_is_set() {
     )
     .await;
     assert_eq!(alias.0, 400);
-    let sse = get_json(&format!("{base}/v2/realtime/sse?services=finanse"), Some(&token)).await;
+    let sse = get_json(
+        &format!("{base}/v2/realtime/sse?services=finanse"),
+        Some(&token),
+    )
+    .await;
     assert_eq!(sse.0, 400, "{}", sse.1);
 
     let mut ws = WsClient::connect(&base, "", Some(&token), None).await;
@@ -415,7 +429,8 @@ async fn unknown_services_are_refused_when_a_list_is_set() {
     assert_eq!(ws.close_code().await, Some(4000));
 
     let update = format!("{base}/v2/realtime/update-services");
-    let (status, body, _) = post_json(&update, Some(&token), &json!({"services": ["finanse"]})).await;
+    let (status, body, _) =
+        post_json(&update, Some(&token), &json!({"services": ["finanse"]})).await;
     assert_eq!(status, 400, "{body}");
     let (status, body, _) = post_json(&update, Some(&token), &json!({"services": ["tasks"]})).await;
     assert_eq!(status, 202, "{body}");
