@@ -230,6 +230,32 @@ pub struct Config {
     /// written; a client that lets the queue fill is closed with 4008.
     #[arg(long, env = "HERALD_WS_OUTBOUND_BYTES", default_value_t = 1_048_576)]
     pub ws_outbound_bytes: usize,
+    // --- HTTP guards and node limits ---
+    /// A request body whose bytes stop arriving for this long is cut off (408).
+    #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Time a client has to send a request's headers; also how long an idle
+    /// keep-alive connection is kept open.
+    #[arg(long, env = "HERALD_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// HTTP connections served at once (upgraded WebSockets leave this count
+    /// for `HERALD_MAX_CONNECTIONS`); further ones are answered 503 and closed.
+    #[arg(long, env = "HERALD_MAX_HTTP_CONNECTIONS", default_value_t = 100_000)]
+    pub max_http_connections: usize,
+
+    /// `update-services` calls allowed per second per (org, user).
+    #[arg(long, env = "HERALD_CONTROL_RATE", default_value_t = 10)]
+    pub control_rate: u32,
+
+    /// Burst of `update-services` calls allowed per (org, user).
+    #[arg(long, env = "HERALD_CONTROL_BURST", default_value_t = 20)]
+    pub control_burst: u32,
+
+    /// Services that exist, comma-separated; when set, naming any other is 400.
+    #[arg(long, env = "HERALD_SERVICES", value_delimiter = ',')]
+    pub services: Vec<String>,
 }
 
 /// A secret string that never prints.
@@ -338,6 +364,21 @@ impl Config {
                 return bad("HERALD_DISABLED_SERVICES holds an invalid service name");
             }
         }
+        // HTTP guards and node limits.
+        if self.body_timeout.is_zero() || self.header_timeout.is_zero() {
+            return bad("HERALD_BODY_TIMEOUT and HERALD_HEADER_TIMEOUT must be above zero");
+        }
+        if self.max_http_connections == 0 {
+            return bad("HERALD_MAX_HTTP_CONNECTIONS must be at least 1");
+        }
+        if self.control_rate == 0 || self.control_burst == 0 {
+            return bad("HERALD_CONTROL_RATE and HERALD_CONTROL_BURST must be at least 1");
+        }
+        for s in self.known_services().iter().flatten() {
+            if herald_proto::subject::check_token("service", s).is_err() {
+                return bad("HERALD_SERVICES holds an invalid service name");
+            }
+        }
         Ok(())
     }
 
@@ -347,6 +388,18 @@ impl Config {
             messages: self.live_queue_messages.max(1),
             bytes: self.live_queue_bytes.max(1),
         }
+    }
+
+    /// `HERALD_SERVICES` as a set; `None` when unset (every service name is accepted).
+    pub fn known_services(&self) -> Option<std::collections::HashSet<String>> {
+        let set: std::collections::HashSet<String> = self
+            .services
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!set.is_empty()).then_some(set)
     }
 
     /// The NATS URLs as a list.
@@ -430,15 +483,17 @@ impl fmt::Debug for Config {
             .field("audit_interval", &self.audit_interval)
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
-
             .field("nats_user", &self.nats_user)
             .field("nats_password", &self.nats_password)
             .field("nats_token", &self.nats_token)
             .field("nats_creds_file", &self.nats_creds_file)
-
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("ws_outbound_frames", &self.ws_outbound_frames)
             .field("ws_outbound_bytes", &self.ws_outbound_bytes)
+            .field("body_timeout", &self.body_timeout)
+            .field("header_timeout", &self.header_timeout)
+            .field("max_http_connections", &self.max_http_connections)
+            .field("services", &self.services)
             .finish_non_exhaustive()
     }
 }

@@ -1,6 +1,7 @@
-//! Open stream connections (WebSocket and SSE) of this node: counted against
-//! the node and per-user limits, and reachable by (org, user) so control
-//! messages from any node can change or close them.
+//! Open client connections of this node (WebSocket and SSE streams, and
+//! long-polls in progress): counted against the node and per-user limits,
+//! and indexed by org, then user, so that a control message from any node
+//! reaches a user's streams by lookup, never by scanning the node.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,6 +37,19 @@ pub enum Transport {
     WebSocket,
     /// Server-Sent Events.
     Sse,
+    /// A long-poll in progress: counted, never sent control commands.
+    LongPoll,
+}
+
+/// One org's open connections on this node, by transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrgCounts {
+    /// WebSocket streams.
+    pub websocket: u64,
+    /// SSE streams.
+    pub sse: u64,
+    /// Long-polls in progress.
+    pub longpoll: u64,
 }
 
 /// Commands queued per connection before further ones are dropped.
@@ -71,19 +85,22 @@ impl Inbox {
 
 struct Entry {
     id: u64,
-    inbox: Arc<Inbox>,
     transport: Transport,
+    inbox: Arc<Inbox>,
 }
 
 type Key = (Arc<str>, Arc<str>);
+/// Org → user → that user's connections.
+type Index = HashMap<Arc<str>, HashMap<Arc<str>, Vec<Entry>>>;
 
 /// The node's open connections.
 #[derive(Default)]
 pub struct Connections {
-    by_user: Mutex<HashMap<Key, Vec<Entry>>>,
+    by_org: Mutex<Index>,
     next_id: AtomicU64,
     websocket: AtomicU64,
     sse: AtomicU64,
+    longpoll: AtomicU64,
     /// Connections currently quarantined as slow.
     pub quarantined: AtomicU64,
 }
@@ -132,10 +149,16 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut map = self.conns.map();
-        if let Some(list) = map.get_mut(&self.key) {
-            list.retain(|e| e.id != self.id);
-            if list.is_empty() {
-                map.remove(&self.key);
+        let (org, user) = &self.key;
+        if let Some(users) = map.get_mut(org) {
+            if let Some(list) = users.get_mut(user) {
+                list.retain(|e| e.id != self.id);
+                if list.is_empty() {
+                    users.remove(user);
+                }
+            }
+            if users.is_empty() {
+                map.remove(org);
             }
         }
         self.conns.counter(self.transport).fetch_sub(1, Relaxed);
@@ -143,20 +166,26 @@ impl Drop for Registration {
 }
 
 impl Connections {
-    fn map(&self) -> MutexGuard<'_, HashMap<Key, Vec<Entry>>> {
-        self.by_user.lock().unwrap_or_else(|p| p.into_inner())
+    fn map(&self) -> MutexGuard<'_, Index> {
+        self.by_org.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn counter(&self, t: Transport) -> &AtomicU64 {
         match t {
             Transport::WebSocket => &self.websocket,
             Transport::Sse => &self.sse,
+            Transport::LongPoll => &self.longpoll,
         }
     }
 
     /// Open WebSocket and SSE connections.
     pub fn counts(&self) -> (u64, u64) {
         (self.websocket.load(Relaxed), self.sse.load(Relaxed))
+    }
+
+    /// Every counted connection: streams and polls in progress.
+    fn total(&self) -> u64 {
+        self.websocket.load(Relaxed) + self.sse.load(Relaxed) + self.longpoll.load(Relaxed)
     }
 
     /// Registers a connection of `user` in `org`, within the limits.
@@ -169,25 +198,23 @@ impl Connections {
         max_per_user: usize,
     ) -> Result<Registration, LimitError> {
         let mut map = self.map();
-        let (ws, sse) = self.counts();
-        if (ws + sse) as usize >= max_total {
+        if self.total() as usize >= max_total {
             return Err(LimitError::Node);
         }
-        let key: Key = (org.into(), user.into());
-        let list = map.entry(key.clone()).or_default();
-        if list.len() >= max_per_user {
-            if list.is_empty() {
-                map.remove(&key);
-            }
+        let (org, user): Key = (org.into(), user.into());
+        let users = map.entry(Arc::clone(&org)).or_default();
+        if users.get(&user).is_some_and(|l| l.len() >= max_per_user) {
             return Err(LimitError::User);
         }
+        let list = users.entry(Arc::clone(&user)).or_default();
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
         let inbox = Arc::new(Inbox::default());
         list.push(Entry {
             id,
-            inbox: Arc::clone(&inbox),
             transport,
+            inbox: Arc::clone(&inbox),
         });
+        let key = (org, user);
         self.counter(transport).fetch_add(1, Relaxed);
         Ok(Registration {
             conns: Arc::clone(self),
@@ -201,44 +228,61 @@ impl Connections {
     /// Sends `control` to every connection of `user` in `org` (every user of
     /// the org when `user` is `None`); returns how many were reached.
     pub fn dispatch(&self, org: &str, user: Option<&str>, control: &Control) -> usize {
-        let map = self.map();
-        let mut reached = 0;
-        for ((o, u), list) in map.iter() {
-            if &**o != org || user.is_some_and(|want| want != &**u) {
-                continue;
-            }
-            for e in list {
-                if e.inbox.try_send(control.clone()) {
-                    reached += 1;
-                }
-            }
-        }
-        reached
+        // Look the targets up under the lock, queue outside it: registering
+        // and closing connections never waits on a large dispatch.
+        let inboxes: Vec<Arc<Inbox>> = {
+            let map = self.map();
+            let Some(users) = map.get(org) else {
+                return 0;
+            };
+            let lists: Vec<&Vec<Entry>> = match user {
+                Some(u) => users.get(u).into_iter().collect(),
+                None => users.values().collect(),
+            };
+            lists
+                .into_iter()
+                .flatten()
+                .filter(|e| e.transport != Transport::LongPoll)
+                .map(|e| Arc::clone(&e.inbox))
+                .collect()
+        };
+        inboxes
+            .iter()
+            .filter(|i| i.try_send(control.clone()))
+            .count()
     }
 
-    /// Open WebSocket and SSE connections of one org (an org admin's view).
-    pub fn org_counts(&self, org: &str) -> (u64, u64) {
+    /// Open connections of one org on this node (an org admin's view):
+    /// WebSocket streams, SSE streams and long-polls in progress.
+    pub fn org_counts(&self, org: &str) -> OrgCounts {
         let map = self.map();
-        let mut counts = (0, 0);
+        let mut counts = OrgCounts::default();
         for e in map
-            .iter()
-            .filter(|((o, _), _)| &**o == org)
-            .flat_map(|(_, l)| l)
+            .get(org)
+            .into_iter()
+            .flat_map(|users| users.values().flatten())
         {
             match e.transport {
-                Transport::WebSocket => counts.0 += 1,
-                Transport::Sse => counts.1 += 1,
+                Transport::WebSocket => counts.websocket += 1,
+                Transport::Sse => counts.sse += 1,
+                Transport::LongPoll => counts.longpoll += 1,
             }
         }
         counts
     }
 
-    /// Sends `control` to every connection of the node.
+    /// Sends `control` to every stream connection of the node.
     pub fn broadcast(&self, control: &Control) -> usize {
-        self.map()
+        let inboxes: Vec<Arc<Inbox>> = self
+            .map()
             .values()
-            .flatten()
-            .filter(|e| e.inbox.try_send(control.clone()))
+            .flat_map(|users| users.values().flatten())
+            .filter(|e| e.transport != Transport::LongPoll)
+            .map(|e| Arc::clone(&e.inbox))
+            .collect();
+        inboxes
+            .iter()
+            .filter(|i| i.try_send(control.clone()))
             .count()
     }
 }
@@ -292,8 +336,46 @@ mod tests {
         assert!(b.try_recv().is_some());
         assert!(other.try_recv().is_none());
         assert_eq!(c.broadcast(&close), 3);
-        assert_eq!(c.org_counts("acme"), (1, 1));
-        assert_eq!(c.org_counts("globex"), (1, 0));
-        assert_eq!(c.org_counts("initech"), (0, 0));
+        let counts = |org| {
+            let n = c.org_counts(org);
+            (n.websocket, n.sse, n.longpoll)
+        };
+        assert_eq!(counts("acme"), (1, 1, 0));
+        assert_eq!(counts("globex"), (1, 0, 0));
+        assert_eq!(counts("initech"), (0, 0, 0));
+    }
+
+    #[test]
+    fn polls_count_toward_the_caps_but_get_no_commands() {
+        let c = Arc::new(Connections::default());
+        let poll = c
+            .register("acme", "u1", Transport::LongPoll, 3, 2)
+            .expect("registered");
+        let _ws = c
+            .register("acme", "u1", Transport::WebSocket, 3, 2)
+            .expect("registered");
+        assert_eq!(
+            c.register("acme", "u1", Transport::LongPoll, 3, 2).err(),
+            Some(LimitError::User)
+        );
+        let _other = c
+            .register("acme", "u2", Transport::LongPoll, 3, 2)
+            .expect("registered");
+        assert_eq!(
+            c.register("acme", "u3", Transport::Sse, 3, 2).err(),
+            Some(LimitError::Node)
+        );
+        assert_eq!(c.counts(), (1, 0), "polls are not streams");
+        let acme = c.org_counts("acme");
+        assert_eq!((acme.websocket, acme.sse, acme.longpoll), (1, 0, 2));
+        let close = Control::Close {
+            code: 4001,
+            reason: "bye".into(),
+        };
+        assert_eq!(c.dispatch("acme", Some("u1"), &close), 1);
+        assert!(poll.try_recv().is_none());
+        drop(poll);
+        assert!(c.register("acme", "u1", Transport::Sse, 3, 2).is_ok());
+        assert_eq!(c.dispatch("nobody", None, &close), 0);
     }
 }

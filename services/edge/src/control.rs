@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -18,12 +19,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{extract_token, Principal, Role};
+use crate::body;
 use crate::connections::Control;
 use crate::error::ApiError;
 use crate::filter::Filter;
 use crate::http::require_json;
 use crate::node::Node;
 use crate::switches::{self, SwitchState};
+
+/// Largest control request body; the largest one names 64 services.
+const MAX_CONTROL_BODY: usize = 16 * 1024;
 
 /// Subject prefix of control messages.
 pub const CONTROL_PREFIX: &str = "herald.control";
@@ -129,6 +134,15 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadParameter(format!("invalid body: {e}")))
 }
 
+/// Reads and parses a control body; call only once the caller is authorized.
+async fn read<T: for<'de> Deserialize<'de>>(
+    node: &Node,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    parse(&body::read_for(node, body, headers, MAX_CONTROL_BODY).await?)
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UpdateServices {
@@ -137,11 +151,12 @@ struct UpdateServices {
     property_id: Option<String>,
 }
 
-/// `POST /v2/realtime/update-services`: the caller's own connections, on every node.
+/// `POST /v2/realtime/update-services`: the caller's own connections, on
+/// every node. Rate-limited per (org, user): each call reaches every node.
 pub async fn update_services(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let who = principal(&node, &headers)?;
     if who.org == "*" {
@@ -150,14 +165,24 @@ pub async fn update_services(
         ));
     }
     require_json(&headers)?;
-    let req: UpdateServices = parse(&body)?;
+    if let Err(wait) = node.control_limiter.check(&who.org, &who.user) {
+        node.metrics
+            .guards
+            .rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(ApiError::RateLimited {
+            message: "too many update-services calls for this user".into(),
+            retry_after: wait.as_secs().max(1) as u32,
+        });
+    }
+    let req: UpdateServices = read(&node, &headers, body).await?;
     // Checked here so the caller learns of a forbidden change; every
     // connection checks again against its own token.
     Filter::new(
         &who,
         Some(req.services.clone()),
         req.property_id.clone(),
-        Default::default(),
+        node.switches.disabled_services(),
     )?;
     let message = ControlMessage::Update {
         user: who.user.clone(),
@@ -184,7 +209,7 @@ struct Disconnect {
 pub async fn disconnect(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let who = principal(&node, &headers)?;
     if who.role != Some(Role::Admin) {
@@ -193,7 +218,7 @@ pub async fn disconnect(
         ));
     }
     require_json(&headers)?;
-    let req: Disconnect = parse(&body)?;
+    let req: Disconnect = read(&node, &headers, body).await?;
     let org = who.target_org(req.org_id.as_deref())?;
     let reason = req
         .reason
@@ -219,7 +244,12 @@ pub async fn get_switches(
             "switches need an admin token with org '*'".into(),
         ));
     }
-    let mut services: Vec<String> = node.switches.disabled_services().iter().cloned().collect();
+    let mut services: Vec<String> = node
+        .switches
+        .disabled_services()
+        .disabled()
+        .cloned()
+        .collect();
     services.sort();
     Ok(Json(json!({
         "disabled": node.switches.disabled(),
@@ -233,7 +263,7 @@ pub async fn get_switches(
 pub async fn put_switches(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<SwitchState>, ApiError> {
     let who = principal(&node, &headers)?;
     if !who.is_cluster_admin() {
@@ -242,7 +272,7 @@ pub async fn put_switches(
         ));
     }
     require_json(&headers)?;
-    let state: SwitchState = parse(&body)?;
+    let state: SwitchState = read(&node, &headers, body).await?;
     for s in &state.disabled_services {
         herald_proto::subject::check_token("service", s)
             .map_err(|e| ApiError::BadParameter(e.to_string()))?;

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// 404: no such endpoint.
     #[error("not found")]
     NotFound,
+    /// 408: the request body stopped arriving.
+    #[error("{0}")]
+    BodyTimeout(String),
     /// 413: the body is too large.
     #[error("{0}")]
     TooLarge(String),
@@ -30,6 +33,14 @@ pub enum ApiError {
     /// 429 with `Retry-After`: too many connections.
     #[error("{0}")]
     TooMany(String),
+    /// 429 with `Retry-After`: too many requests of this kind from this user.
+    #[error("{message}")]
+    RateLimited {
+        /// What was limited.
+        message: String,
+        /// Seconds to wait.
+        retry_after: u32,
+    },
     /// 503 with `Retry-After`: a limit was reached.
     #[error("{message}")]
     Overloaded {
@@ -54,9 +65,10 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooMany(_) | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -69,9 +81,11 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::TooLarge(_) => "too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::TooMany(_) => "too_many_connections",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Overloaded { .. } => "overloaded",
             Self::Unavailable(_) => "unavailable",
             Self::Internal => "internal",
@@ -80,7 +94,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<u32> {
         match self {
-            Self::Overloaded { retry_after, .. } => Some(*retry_after),
+            Self::Overloaded { retry_after, .. } | Self::RateLimited { retry_after, .. } => {
+                Some(*retry_after)
+            }
             Self::TooMany(_) => Some(5),
             Self::Unavailable(_) => Some(2),
             _ => None,
@@ -99,6 +115,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        // The rest of such a body is never read: end the connection rather
+        // than leave the client's bytes to be taken for the next request.
+        if matches!(self, Self::BodyTimeout(_) | Self::TooLarge(_)) {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -1,6 +1,8 @@
 //! What one client receives: its org's events of the services it asked for
 //! (and may see), of the property it asked for (and may see), plus org-wide
-//! events. Built from request parameters and checked against the token.
+//! events. Built from request parameters and checked against the token and
+//! the node's service rules ([`ServiceSet`]: kill switches, and the
+//! `HERALD_SERVICES` list of services that exist).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,6 +13,47 @@ use crate::ingest::StoredEvent;
 
 /// Most services one subscription may name.
 const MAX_SERVICES: usize = 64;
+
+/// The node's rules about services: which are switched off, and (when
+/// `HERALD_SERVICES` is set) which exist at all.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ServiceSet {
+    disabled: HashSet<String>,
+    known: Option<Arc<HashSet<String>>>,
+}
+
+impl ServiceSet {
+    /// Rules with `disabled` switched off and only `known` existing
+    /// (`None`: any valid name exists).
+    pub fn new(disabled: HashSet<String>, known: Option<Arc<HashSet<String>>>) -> Self {
+        Self { disabled, known }
+    }
+
+    /// Is `service` switched off?
+    pub fn is_disabled(&self, service: &str) -> bool {
+        self.disabled.contains(service)
+    }
+
+    /// The services switched off.
+    pub fn disabled(&self) -> impl Iterator<Item = &String> {
+        self.disabled.iter()
+    }
+
+    /// Does `service` exist? Always true without `HERALD_SERVICES`.
+    pub fn is_known(&self, service: &str) -> bool {
+        self.known.as_ref().is_none_or(|k| k.contains(service))
+    }
+}
+
+/// Refuses (400) a service name outside `HERALD_SERVICES`, so a typo is an
+/// error rather than a quiet feed.
+pub fn check_known(rules: &ServiceSet, service: &str) -> Result<(), ApiError> {
+    if rules.is_known(service) {
+        Ok(())
+    } else {
+        Err(ApiError::BadParameter(format!("unknown service {service}")))
+    }
+}
 
 /// A client's event filter. The org is implied by the buffer it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,18 +66,18 @@ pub struct Filter {
     property: Option<String>,
     /// Properties the token allows; `None` = all.
     allowed_props: Option<HashSet<String>>,
-    /// Services switched off by the kill switch.
-    disabled: Arc<HashSet<String>>,
+    /// The node's service rules (kill switches, known services).
+    disabled: Arc<ServiceSet>,
 }
 
 impl Filter {
     /// Builds a filter for `principal`. Services or a property outside the
-    /// token's claims are 403; malformed names are 400.
+    /// token's claims are 403; malformed or unknown names are 400.
     pub fn new(
         principal: &Principal,
         services: Option<Vec<String>>,
         property: Option<String>,
-        disabled: Arc<HashSet<String>>,
+        disabled: Arc<ServiceSet>,
     ) -> Result<Self, ApiError> {
         let services = match services {
             Some(list) => {
@@ -56,6 +99,7 @@ impl Filter {
                             "token does not allow service {s}"
                         )));
                     }
+                    check_known(&disabled, s)?;
                 }
                 Some(list.into_iter().collect())
             }
@@ -79,8 +123,8 @@ impl Filter {
         })
     }
 
-    /// Takes the kill switch's current list of disabled services.
-    pub fn set_disabled(&mut self, disabled: Arc<HashSet<String>>) {
+    /// Takes the node's current service rules (the kill switch may have changed).
+    pub fn set_disabled(&mut self, disabled: Arc<ServiceSet>) {
         if !Arc::ptr_eq(&self.disabled, &disabled) {
             self.disabled = disabled;
         }
@@ -103,7 +147,7 @@ impl Filter {
     /// Does this client receive `event`?
     pub fn matches(&self, event: &StoredEvent) -> bool {
         let e = &event.event;
-        if self.disabled.contains(&e.service) {
+        if self.disabled.is_disabled(&e.service) {
             return false;
         }
         let service_ok = match &self.services {
@@ -213,10 +257,27 @@ mod tests {
             &principal(None, None),
             None,
             None,
-            Arc::new(["analytics".to_owned()].into()),
+            Arc::new(ServiceSet::new(["analytics".to_owned()].into(), None)),
         )
         .unwrap();
         assert!(!f.matches(&event("analytics", None)));
         assert!(f.matches(&event("finance", None)));
+    }
+
+    #[test]
+    fn unknown_services_are_refused_only_with_a_list() {
+        let p = principal(None, None);
+        let known = Arc::new(ServiceSet::new(
+            Default::default(),
+            Some(Arc::new(["finance".to_owned()].into())),
+        ));
+        assert!(Filter::new(&p, Some(vec!["finance".into()]), None, known.clone()).is_ok());
+        assert!(Filter::new(&p, None, None, known.clone()).is_ok());
+        assert!(matches!(
+            Filter::new(&p, Some(vec!["finanse".into()]), None, known.clone()),
+            Err(ApiError::BadParameter(_))
+        ));
+        assert!(check_known(&known, "finanse").is_err());
+        assert!(check_known(&ServiceSet::default(), "finanse").is_ok());
     }
 }

@@ -154,12 +154,12 @@ async fn metrics_json(
 /// An org admin's view: the org's own connections, held polls and buffered
 /// events on this node; nothing about other orgs or the node as a whole.
 fn org_metrics(node: &Node, org: &str) -> serde_json::Value {
-    let (websocket, sse) = node.connections.org_counts(org);
+    let conns = node.connections.org_counts(org);
     let stats = node.orgs.org_stats(org);
     serde_json::json!({
         "nodeId": node.node_id,
         "orgId": org,
-        "connections": {"websocket": websocket, "sse": sse, "longpoll": stats.waiters},
+        "connections": {"websocket": conns.websocket, "sse": conns.sse, "longpoll": conns.longpoll},
         "waiters": stats.waiters,
         "buffers": {"events": stats.buffered},
         "active": stats.active > 0,

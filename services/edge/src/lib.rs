@@ -16,10 +16,13 @@
 //! - [`http`], [`poll`], [`ws`], [`sse`], [`publish`]: the endpoints.
 //! - [`connections`], [`control`], [`switches`]: open streams and their
 //!   limits, control across nodes over NATS, kill switches.
+//! - [`body`], [`ratelimit`]: request bodies read after the token, within
+//!   a size cap and an inactivity timeout; per-user rate limits.
 //! - [`error`], [`metrics`], [`telemetry`]: errors as HTTP answers, counters,
 //!   logs and traces.
 
 pub mod auth;
+pub mod body;
 pub mod buffer;
 pub mod config;
 pub mod connections;
@@ -37,6 +40,7 @@ pub mod node;
 pub mod org;
 pub mod poll;
 pub mod publish;
+pub mod ratelimit;
 pub mod reader;
 pub mod registry;
 pub mod serve;

@@ -118,6 +118,35 @@ pub struct Metrics {
     /// Stream connections closed as slow consumers (4008).
     pub slow_closes: AtomicU64,
     latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Request guards and node limits.
+    pub guards: GuardCounters,
+}
+
+/// What the request guards and node limits did.
+#[derive(Default)]
+pub struct GuardCounters {
+    /// HTTP connections being served now (a gauge).
+    pub http_connections: AtomicU64,
+    /// Connections closed at accept because `HERALD_MAX_HTTP_CONNECTIONS` was reached.
+    pub http_refused: AtomicU64,
+    /// Request bodies cut off by `HERALD_BODY_TIMEOUT`.
+    pub body_timeouts: AtomicU64,
+    /// Requests refused by a per-user rate limit.
+    pub rate_limited: AtomicU64,
+    /// Malformed kill-switch values ignored (the last good one kept).
+    pub switch_errors: AtomicU64,
+}
+
+impl GuardCounters {
+    fn to_json(&self) -> Value {
+        json!({
+            "httpConnections": self.http_connections.load(Relaxed),
+            "httpRefused": self.http_refused.load(Relaxed),
+            "bodyTimeouts": self.body_timeouts.load(Relaxed),
+            "rateLimited": self.rate_limited.load(Relaxed),
+            "switchErrors": self.switch_errors.load(Relaxed),
+        })
+    }
 }
 
 impl Metrics {
@@ -212,6 +241,7 @@ impl Metrics {
             "slowConsumerCloses": self.slow_closes.load(Relaxed),
             "quarantined": g.quarantined,
             "latencyMs": latency,
+            "guards": self.guards.to_json(),
         })
     }
 
@@ -322,6 +352,37 @@ impl Metrics {
             "counter",
             "Polls refused by the per-org waiter cap.",
             &[(String::new(), n(self.waiter_cap_hits.load(Relaxed)))],
+        );
+        let gc = &self.guards;
+        line(
+            "herald_http_connections",
+            "gauge",
+            "HTTP connections being served.",
+            &[(String::new(), n(gc.http_connections.load(Relaxed)))],
+        );
+        line(
+            "herald_http_refused_total",
+            "counter",
+            "HTTP connections closed at accept by the connection cap.",
+            &[(String::new(), n(gc.http_refused.load(Relaxed)))],
+        );
+        line(
+            "herald_body_timeouts_total",
+            "counter",
+            "Request bodies cut off after stalling.",
+            &[(String::new(), n(gc.body_timeouts.load(Relaxed)))],
+        );
+        line(
+            "herald_rate_limited_total",
+            "counter",
+            "Requests refused by a per-user rate limit.",
+            &[(String::new(), n(gc.rate_limited.load(Relaxed)))],
+        );
+        line(
+            "herald_switch_errors_total",
+            "counter",
+            "Malformed kill-switch values ignored.",
+            &[(String::new(), n(gc.switch_errors.load(Relaxed)))],
         );
 
         let map = self.latency.lock().unwrap_or_else(|p| p.into_inner());

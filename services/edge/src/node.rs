@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::connections::Connections;
 use crate::jetstream::{EventStream, StreamError, StreamHead};
 use crate::metrics::{Gauges, Metrics};
+use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
 use crate::switches::Switches;
 
@@ -54,6 +55,8 @@ pub struct Node {
     aged_head: std::sync::Mutex<Option<StreamHead>>,
     /// When the last head request started, and what it found (single-flight).
     head_sample: tokio::sync::Mutex<Option<(Instant, StreamHead)>>,
+    /// `update-services` calls per (org, user).
+    pub control_limiter: RateLimiter,
 }
 
 impl Node {
@@ -67,6 +70,9 @@ impl Node {
     ) -> Arc<Self> {
         let (config_disabled, config_disabled_services) =
             (config.disabled, config.disabled_services.clone());
+        let control_limiter = RateLimiter::new(config.control_rate, config.control_burst);
+        let switches = Switches::new(config_disabled, &config_disabled_services)
+            .with_known(config.known_services());
         let stream = EventStream::new(
             client.clone(),
             &config.stream,
@@ -103,9 +109,10 @@ impl Node {
             draining: CancellationToken::new(),
             polls: AtomicU64::new(0),
             connections: Arc::new(Connections::default()),
-            switches: Switches::new(config_disabled, &config_disabled_services),
+            switches,
             head_sample: tokio::sync::Mutex::new(None),
             aged_head: std::sync::Mutex::new(None),
+            control_limiter,
         })
     }
 

@@ -15,6 +15,8 @@ use crate::{control, head, http, nats, serve, switches};
 
 /// Longest pause between looks for idle orgs.
 const EVICT_EVERY_MAX: Duration = Duration::from_secs(5);
+/// Time granted to flush NATS at exit even when the drain used up its own.
+const FINAL_FLUSH: Duration = Duration::from_millis(500);
 
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +70,7 @@ pub async fn run(
     let draining = node.draining.clone();
     let drain_timeout = node.config.drain_timeout;
     let app = http::router(Arc::clone(&node));
-    let serving = tokio::spawn(serve::serve(listener, app, draining.clone()));
+    let serving = tokio::spawn(serve::serve(listener, app, Arc::clone(&node)));
     shutdown.await;
     tracing::info!("draining");
     draining.cancel();
@@ -82,7 +84,17 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     node.orgs.shutdown();
-    let _ = node.client.flush().await;
+    // A flush waits for a server that may be gone: skipped while NATS is
+    // away and bounded otherwise, like every wait here, so SIGTERM exits
+    // within the drain timeout even without NATS.
+    let flush_by = deadline.max(tokio::time::Instant::now() + FINAL_FLUSH);
+    if !nats::is_connected(&node.client)
+        || tokio::time::timeout_at(flush_by, node.client.flush())
+            .await
+            .is_err()
+    {
+        tracing::warn!("NATS not flushed before exit (unreachable)");
+    }
     tracing::info!("herald-edge stopped");
     Ok(())
 }

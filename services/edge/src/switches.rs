@@ -3,15 +3,20 @@
 //! runtime through `PUT /v2/realtime/switches`, which stores them in the NATS
 //! key-value bucket `HERALD_SWITCHES`. Every node reads the bucket every
 //! `HERALD_HEAD_INTERVAL`; a switch is on when either source turns it on.
+//! A value that does not parse is ignored (logged as an error, at most once
+//! a minute, and counted): the last good value stays in force, so a broken
+//! write cannot silently turn every switch off.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
 
 use crate::connections::Control;
+use crate::filter::ServiceSet;
 use crate::node::Node;
 
 /// Bucket holding the cluster-wide switches.
@@ -20,6 +25,8 @@ pub const BUCKET: &str = "HERALD_SWITCHES";
 const KEY: &str = "switches";
 /// Close code of a stream refused or closed by the kill switch.
 pub const CLOSE_DISABLED: u16 = 4503;
+/// Least time between two error logs about a malformed stored value.
+const MALFORMED_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The switches as stored and as answered by the admin endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +44,9 @@ pub struct SwitchState {
 pub struct Switches {
     env_disabled: bool,
     env_services: Vec<String>,
+    known: Option<Arc<HashSet<String>>>,
     disabled: AtomicBool,
-    services: RwLock<Arc<HashSet<String>>>,
+    services: RwLock<Arc<ServiceSet>>,
     runtime: RwLock<SwitchState>,
 }
 
@@ -48,10 +56,22 @@ impl Switches {
         Self {
             env_disabled: disabled,
             env_services: services.to_vec(),
+            known: None,
             disabled: AtomicBool::new(disabled),
-            services: RwLock::new(Arc::new(services.iter().cloned().collect())),
+            services: RwLock::new(Arc::new(ServiceSet::new(
+                services.iter().cloned().collect(),
+                None,
+            ))),
             runtime: RwLock::new(SwitchState::default()),
         }
+    }
+
+    /// Sets the services that exist (`HERALD_SERVICES`); `None` accepts any name.
+    pub fn with_known(mut self, known: Option<HashSet<String>>) -> Self {
+        self.known = known.map(Arc::new);
+        let state = self.runtime();
+        self.apply(state);
+        self
     }
 
     /// Realtime streams refused.
@@ -59,8 +79,9 @@ impl Switches {
         self.disabled.load(Relaxed)
     }
 
-    /// Services not delivered.
-    pub fn disabled_services(&self) -> Arc<HashSet<String>> {
+    /// The service rules every filter follows: the services not delivered
+    /// and, with `HERALD_SERVICES`, the services that exist.
+    pub fn disabled_services(&self) -> Arc<ServiceSet> {
         Arc::clone(&self.services.read().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -83,7 +104,8 @@ impl Switches {
             .chain(&state.disabled_services)
             .cloned()
             .collect();
-        *self.services.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(services);
+        *self.services.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(ServiceSet::new(services, self.known.clone()));
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = state;
         now && !was
     }
@@ -116,6 +138,7 @@ pub async fn store(node: &Node, state: &SwitchState) -> Result<(), String> {
 pub async fn follow(node: Arc<Node>) {
     let js = jetstream::new(node.client.clone());
     let mut store = None;
+    let mut malformed_logged: Option<tokio::time::Instant> = None;
     loop {
         if store.is_none() {
             store = js.get_key_value(BUCKET).await.ok();
@@ -123,9 +146,21 @@ pub async fn follow(node: Arc<Node>) {
         if let Some(s) = &store {
             match s.get(KEY).await {
                 Ok(value) => {
-                    let state = value
-                        .and_then(|v| serde_json::from_slice::<SwitchState>(&v).ok())
-                        .unwrap_or_default();
+                    // A deleted key means no cluster switches; a malformed one
+                    // changes nothing.
+                    let state = match value.map(|v| serde_json::from_slice::<SwitchState>(&v)) {
+                        None => SwitchState::default(),
+                        Some(Ok(state)) => state,
+                        Some(Err(e)) => {
+                            node.metrics.guards.switch_errors.fetch_add(1, Relaxed);
+                            if malformed_logged.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
+                                malformed_logged = Some(tokio::time::Instant::now());
+                                tracing::error!(bucket = BUCKET, key = KEY, error = %e,
+                                    "malformed kill switches ignored; the last good value stays in force");
+                            }
+                            node.switches.runtime()
+                        }
+                    };
                     if state != node.switches.runtime() {
                         tracing::warn!(?state, "kill switches changed");
                         if node.switches.apply(state) {
@@ -161,7 +196,8 @@ mod tests {
         }));
         assert!(s.disabled());
         assert!(
-            s.disabled_services().contains("analytics") && s.disabled_services().contains("tasks")
+            s.disabled_services().is_disabled("analytics")
+                && s.disabled_services().is_disabled("tasks")
         );
         assert!(!s.apply(SwitchState::default()));
         assert!(!s.disabled());
