@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs every check of the Herald workspace: formatting (warning only), a build
-# of all targets, the Rust tests (cargo-nextest when installed, else cargo
+# Runs every check of the Herald workspace: formatting (rustfmt --check),
+# clippy with warnings denied, a build of all targets, the Rust tests (cargo-nextest when installed, else cargo
 # test) and, when present, the browser SDK's tests in clients/js and its
 # real-browser end-to-end tests in clients/js/e2e (needs Chromium; installed
 # with apt-get when missing and running as root).
-# Exits non-zero when anything but formatting fails.
+# Exits non-zero when anything fails.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,10 +19,16 @@ export HERALD_NATS_SERVER="$repo/.tools/bin/nats-server"
 failed=()
 step() { echo; echo "==> $*"; }
 
-step "cargo fmt --all -- --check (warning only)"
-if ! cargo fmt --all -- --check >/dev/null 2>&1; then
-    echo "warning: code is not rustfmt-formatted (run: cargo fmt --all)"
+step "cargo fmt --all -- --check"
+if ! cargo fmt --all -- --check; then
+    echo "error: code is not rustfmt-formatted (run: cargo fmt --all)"
+    failed+=("rustfmt")
 fi
+
+# Library and binary code: every lint, warnings denied. Tests may unwrap.
+step "cargo clippy (warnings denied)"
+cargo clippy --workspace --lib --bins -- -D warnings || failed+=("clippy")
+cargo clippy --workspace --tests -- -D warnings -A clippy::unwrap_used || failed+=("clippy (tests)")
 
 step "cargo build --workspace --all-targets"
 if cargo build --workspace --all-targets; then
