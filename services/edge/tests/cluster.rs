@@ -119,3 +119,56 @@ async fn nodes_on_different_cluster_servers_deliver_and_resume() {
     assert_eq!(on_b, more, "exactly the events after A's cursor");
     drop(a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_edges_nats_server_under_load_loses_nothing() {
+    let mut cluster = NatsCluster::start(3).await;
+    // The edge knows only server 0 and learns the others from the cluster.
+    let opts = EdgeOptions::new(cluster.servers()[0].url(), SECRET)
+        .with_env("HERALD_STREAM_REPLICAS", "3");
+    let edge = EdgeProcess::spawn(EDGE, opts).await;
+    let token = TokenBuilder::new(SECRET).sub("u1").org("acme").build();
+    let start = poll(&edge, &token, "timeout=0").await["lastSeq"]
+        .as_u64()
+        .expect("lastSeq");
+    let js = async_nats::jetstream::new(cluster.servers()[2].connect().await);
+    let publisher = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        for i in 0..1500 {
+            let body = json!({"eventType": "x", "n": i}).to_string();
+            let subject = format!("herald.events.acme.finance.p{}", i % 5);
+            let ack = loop {
+                // Retries during the leader election reuse the message id.
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("acme:finance:k{i}").as_str());
+                match js
+                    .publish_with_headers(subject.clone(), headers, body.clone().into())
+                    .await
+                {
+                    Ok(f) => match f.await {
+                        Ok(ack) => break ack,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    },
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            if !ack.duplicate {
+                seqs.push(ack.sequence);
+            }
+            if i % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        seqs
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    cluster.stop(0);
+    let published = publisher.await.expect("publisher");
+    let (got, _) = collect(&edge, &token, start, published.len()).await;
+    assert_eq!(
+        got.len(),
+        published.len(),
+        "every event published across the server's death arrives"
+    );
+    assert_eq!(got, published, "in order, once");
+}
