@@ -137,7 +137,9 @@ pub fn decode_stored(
     )
 }
 
-fn decode(
+/// Decodes one message of `org` given its parts: the common path of
+/// [`decode_live`] and [`decode_stored`] (public so it can be fuzzed without NATS).
+pub fn decode(
     seq: u64,
     subject: &str,
     headers: Option<&HeaderMap>,
