@@ -116,13 +116,13 @@ impl EventBody {
                 max: max_bytes,
             });
         }
-        let body: Self =
-            match encoding {
-                Encoding::Json => serde_json::from_slice(bytes)
-                    .map_err(|e| EnvelopeError::Invalid(e.to_string()))?,
-                Encoding::MessagePack => rmp_serde::from_slice(bytes)
-                    .map_err(|e| EnvelopeError::Invalid(e.to_string()))?,
-            };
+        let body: Self = match encoding {
+            Encoding::Json => {
+                serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Invalid(e.to_string()))?
+            }
+            Encoding::MessagePack => crate::msgpack::from_slice(bytes)
+                .map_err(|e| EnvelopeError::Invalid(e.to_string()))?,
+        };
         body.check(subject)?;
         Ok(body)
     }

@@ -10,11 +10,13 @@
 //! - [`poll`], [`stream`]: long-poll answers and WebSocket/SSE messages.
 //! - [`publish`]: the body of `POST /v2/realtime/publish`.
 //! - [`error`]: the JSON error body every endpoint answers with.
+//! - [`msgpack`]: MessagePack decoding with JSON's nesting limit.
 
 pub mod cursor;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod msgpack;
 pub mod poll;
 pub mod publish;
 pub mod stream;

@@ -360,7 +360,9 @@ fn decode(msg: Message) -> Incoming {
         Message::Text(t) => {
             serde_json::from_str::<ClientMessage>(t.as_str()).map_err(|e| e.to_string())
         }
-        Message::Binary(b) => rmp_serde::from_slice::<ClientMessage>(&b).map_err(|e| e.to_string()),
+        Message::Binary(b) => {
+            herald_proto::msgpack::from_slice::<ClientMessage>(&b).map_err(|e| e.to_string())
+        }
         Message::Close(_) => return Incoming::Close,
         Message::Ping(_) | Message::Pong(_) => return Incoming::Ignore,
     };
