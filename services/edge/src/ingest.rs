@@ -76,14 +76,17 @@ pub struct LiveMeta {
 
 /// Reads the sequence headers of a RePublished message; `None` if the
 /// message did not come from `stream` (so it cannot be trusted as an event).
+///
+/// RePublish appends its headers after the publisher's own, so only the last
+/// value of each is the server's: a publisher may have sent any of them.
 pub fn live_meta(headers: Option<&HeaderMap>, stream: &str) -> Option<LiveMeta> {
     let h = headers?;
-    if h.get("Nats-Stream")?.as_str() != stream {
+    if h.get_last("Nats-Stream")?.as_str() != stream {
         return None;
     }
-    let seq = h.get("Nats-Sequence")?.as_str().parse().ok()?;
+    let seq = h.get_last("Nats-Sequence")?.as_str().parse().ok()?;
     let last_subject_seq = h
-        .get("Nats-Last-Sequence")
+        .get_last("Nats-Last-Sequence")
         .and_then(|v| v.as_str().parse().ok())
         .unwrap_or(0);
     Some(LiveMeta {
@@ -99,13 +102,14 @@ pub fn decode_live(
     org: &str,
     max_bytes: usize,
 ) -> Decoded {
+    // The server's values are the last ones (see `live_meta`).
     let headers = msg.headers.as_ref();
     let original = headers
-        .and_then(|h| h.get("Nats-Subject"))
+        .and_then(|h| h.get_last("Nats-Subject"))
         .map(|v| v.as_str().to_owned())
         .unwrap_or_default();
     let stored_ms = headers
-        .and_then(|h| h.get("Nats-Time-Stamp"))
+        .and_then(|h| h.get_last("Nats-Time-Stamp"))
         .and_then(|v| parse_rfc3339_ms(v.as_str()))
         .unwrap_or_else(now_ms);
     decode(
@@ -261,6 +265,18 @@ mod tests {
         );
         assert_eq!(live_meta(Some(&h), "OTHER"), None);
         assert_eq!(live_meta(None, "HERALD_EVENTS"), None);
+
+        // A publisher's own headers come first; the server's are appended.
+        let mut forged = HeaderMap::new();
+        forged.insert("Nats-Stream", "HERALD_EVENTS");
+        forged.insert("Nats-Sequence", "999999");
+        forged.append("Nats-Stream", "HERALD_EVENTS");
+        forged.append("Nats-Sequence", "42");
+        forged.append("Nats-Last-Sequence", "40");
+        assert_eq!(
+            live_meta(Some(&forged), "HERALD_EVENTS").map(|m| m.seq),
+            Some(42)
+        );
     }
 
     #[test]

@@ -79,3 +79,36 @@ async fn deeply_nested_msgpack_event_is_rejected_and_the_next_one_delivered() {
     let m = h.metrics(0).await;
     assert_eq!(m["events"]["rejectedByReason"]["invalid"], 1, "{m}");
 }
+
+/// JetStream's RePublish appends its `Nats-Stream`, `Nats-Sequence`,
+/// `Nats-Time-Stamp`… headers after the ones the publisher sent, so a message
+/// carrying its own (forged, or copied from a message it consumed) must not
+/// decide where the event sits in the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republish_headers_sent_by_a_publisher_do_not_override_the_servers() {
+    let h = Herald::start(EDGE, 1).await;
+    let token = h.token("acme");
+    let mut ws = WsClient::connect(&h.edges[0].base_url(), "", Some(&token), None).await;
+    ws.hello(&["finance"], None, None, None).await;
+
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Stream", "HERALD_EVENTS");
+    headers.insert("Nats-Sequence", "999999");
+    headers.insert("Nats-Last-Sequence", "999998");
+    headers.insert("Nats-Subject", "herald.events.acme.finance.p2");
+    headers.insert("Nats-Time-Stamp", "2099-01-01T00:00:00Z");
+    let forged = h
+        .publish_raw(
+            "herald.events.acme.finance.p1",
+            headers,
+            br#"{"eventType":"x"}"#.to_vec(),
+        )
+        .await;
+    let plain = h
+        .publish("acme", "finance", Some("p1"), json!({"eventType": "y"}))
+        .await;
+    let events = ws.events(2).await;
+    assert_eq!(seqs_of(&events), vec![forged, plain], "{events:?}");
+    assert_eq!(events[0]["propertyId"], "p1");
+    assert!(events[0]["timestamp"].as_i64().unwrap() < 4_000_000_000_000);
+}
