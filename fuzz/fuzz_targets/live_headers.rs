@@ -1,8 +1,9 @@
 //! Headers of RePublished messages: `live_meta` on arbitrary header maps, and
 //! `parse_rfc3339_ms` on arbitrary `Nats-Time-Stamp` values.
 //!
-//! Invariants: `live_meta` answers exactly when `Nats-Stream` names our
-//! stream and `Nats-Sequence` is a u64, and its numbers are those headers';
+//! Invariants: `live_meta` answers exactly when the last `Nats-Stream` names
+//! our stream and the last `Nats-Sequence` is a u64, and its numbers are
+//! those headers' (RePublish appends after the publisher's own headers);
 //! a timestamp another RFC 3339 parser (humantime) accepts is read as the
 //! same millisecond, and one we accept has in-range fields.
 #![no_main]
@@ -31,16 +32,18 @@ fuzz_target!(|data: &[u8]| {
             map.append(n, v);
         }
     }
-    let first = |name: &str| map.get(name).map(|v| v.as_str().to_owned());
-    let expected = match (first("Nats-Stream"), first("Nats-Sequence")) {
+    // RePublish appends the server's headers after the publisher's: the
+    // last value of each is the one to trust.
+    let last = |name: &str| map.get_last(name).map(|v| v.as_str().to_owned());
+    let expected = match (last("Nats-Stream"), last("Nats-Sequence")) {
         (Some(s), Some(seq)) if s == STREAM => seq.parse::<u64>().ok(),
         _ => None,
     };
     let meta = live_meta(Some(&map), STREAM);
     assert_eq!(meta.map(|m| m.seq), expected, "{map:?}");
     if let Some(m) = meta {
-        let last = first("Nats-Last-Sequence").and_then(|v| v.parse::<u64>().ok());
-        assert_eq!(m.last_subject_seq, last.unwrap_or(0));
+        let previous = last("Nats-Last-Sequence").and_then(|v| v.parse::<u64>().ok());
+        assert_eq!(m.last_subject_seq, previous.unwrap_or(0));
     }
     for (name, value) in &lines {
         check_timestamp(name);
