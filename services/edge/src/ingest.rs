@@ -198,9 +198,17 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Digits only (`parse` alone would take a sign), each field in range.
+    let num = |r: std::ops::Range<usize>, max: i64| {
+        let f = s.get(r)?;
+        let n = f.parse::<i64>().ok()?;
+        (f.bytes().all(|c| c.is_ascii_digit()) && n <= max).then_some(n)
+    };
+    let (y, mo, d) = (num(0..4, 9999)?, num(5..7, 12)?, num(8..10, 31)?);
+    let (h, mi, sec) = (num(11..13, 23)?, num(14..16, 59)?, num(17..19, 60)?);
+    if mo == 0 || d == 0 {
+        return None;
+    }
     let rest = &s[19..];
     let (frac, tz) = match rest.strip_prefix('.') {
         Some(r) => {
@@ -247,6 +255,20 @@ mod tests {
             Some(951_868_800_000)
         );
         assert_eq!(parse_rfc3339_ms("garbage"), None);
+        // Found by fuzzing: out-of-range fields and signs were read as dates.
+        for bad in [
+            "1970-00-01T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-11-00T00:00:00Z",
+            "2024-11-32T00:00:00Z",
+            "2024-11-22T24:00:00Z",
+            "2024-11-22T12:60:00Z",
+            "2024-11-22T12:53:61Z",
+            "2024-+1-22T12:53:20Z",
+            "-999-11-22T12:53:20Z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
         assert_eq!(parse_rfc3339_ms("2024-11-22T12:53:20+02:00"), None);
     }
 
