@@ -112,3 +112,38 @@ async fn republish_headers_sent_by_a_publisher_do_not_override_the_servers() {
     assert_eq!(events[0]["propertyId"], "p1");
     assert!(events[0]["timestamp"].as_i64().unwrap() < 4_000_000_000_000);
 }
+
+/// serde_json's default float parsing is best-effort (off by one unit in
+/// the last place for some inputs), so a JSON payload's number could reach
+/// clients changed in its last digit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_payload_floats_are_delivered_exactly_as_published() {
+    let h = Herald::start(EDGE, 1).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    let number = "7.094522737689082e-97";
+    let body = format!(r#"{{"eventType":"x","payload":{{"f":{number}}}}}"#);
+    let seq = h
+        .publish_raw(
+            "herald.events.acme.finance.p1",
+            async_nats::HeaderMap::new(),
+            body.into_bytes(),
+        )
+        .await;
+    // Read the answer as text: a JSON parser in the test could round as well.
+    let url = format!(
+        "{}/v1/realtime/poll?lastSeq={start}&timeout=5",
+        h.edges[0].base_url()
+    );
+    let text = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("poll")
+        .text()
+        .await
+        .expect("poll body");
+    assert!(text.contains(&format!(r#""seq":{seq}"#)), "{text}");
+    assert!(text.contains(&format!(r#""f":{number}"#)), "{text}");
+}
