@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
     for ((key, value), raw) in pairs.iter().zip(&pieces) {
         let (raw_key, raw_value) = raw.split_once('=').unwrap_or((raw, ""));
         assert!(key.len() <= raw_key.len(), "{raw_key:?} decoded longer");
-        assert!(value.len() <= raw_value.len(), "{raw_value:?} decoded longer");
+        assert!(
+            value.len() <= raw_value.len(),
+            "{raw_value:?} decoded longer"
+        );
         if !raw_key.contains(['%', '+']) {
             assert_eq!(key, raw_key);
         }
@@ -48,9 +51,9 @@ fuzz_target!(|data: &[u8]| {
     let bad_seq = |v: &str| !v.is_empty() && v.parse::<u64>().is_err();
     let bad_timeout =
         |v: &str| !v.is_empty() && v.parse::<u64>().map_or(true, |s| s > MAX_TIMEOUT_SECS);
-    let poll_bad = pairs.iter().any(|(k, v)| {
-        (k == "lastSeq" && bad_seq(v)) || (k == "timeout" && bad_timeout(v))
-    });
+    let poll_bad = pairs
+        .iter()
+        .any(|(k, v)| (k == "lastSeq" && bad_seq(v)) || (k == "timeout" && bad_timeout(v)));
     let poll = PollParams::parse(Some(query));
     assert_eq!(poll.is_err(), poll_bad, "poll {query:?}: {poll:?}");
 
@@ -63,7 +66,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let sse_bad = header_bad || pairs.iter().any(|(k, v)| k == "lastSeq" && bad_seq(v));
     let sse = sse::parse(Some(query), &headers);
-    assert_eq!(sse.is_err(), sse_bad, "sse {query:?} {last_event_id:?}: {sse:?}");
+    assert_eq!(
+        sse.is_err(),
+        sse_bad,
+        "sse {query:?} {last_event_id:?}: {sse:?}"
+    );
 });
 
 /// Percent-encodes everything but unreserved characters.

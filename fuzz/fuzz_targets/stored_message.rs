@@ -35,7 +35,15 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let decoded = decode(SEQ, &subject, Some(&headers), payload, STORED_MS, ORG, MAX_BYTES);
+    let decoded = decode(
+        SEQ,
+        &subject,
+        Some(&headers),
+        payload,
+        STORED_MS,
+        ORG,
+        MAX_BYTES,
+    );
     assert_eq!(decoded.seq(), SEQ);
     let parsed = EventSubject::parse(&subject);
     match decoded {

@@ -112,7 +112,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(p) = verifier().verify(&token) {
         let header: serde_json::Value =
             serde_json::from_slice(input.header).expect("verified header is JSON");
-        assert_eq!(header["alg"], "HS256", "token of another algorithm verified");
+        assert_eq!(
+            header["alg"], "HS256",
+            "token of another algorithm verified"
+        );
         assert!(!p.user.is_empty());
         assert!(p.org == "*" || herald_proto::subject::check_token("org", &p.org).is_ok());
         let now = std::time::SystemTime::now()
@@ -124,6 +127,9 @@ fuzz_target!(|data: &[u8]| {
         let last = forged.len() - 2;
         forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(forged).expect("ASCII token");
-        assert!(verifier().verify(&forged).is_err(), "forged signature verified");
+        assert!(
+            verifier().verify(&forged).is_err(),
+            "forged signature verified"
+        );
     }
 });
