@@ -46,7 +46,10 @@ for t in "${targets[@]}"; do
         failed+=("$t")
         tail -n 40 "$log"
     fi
-    grep -E '^stat::number_of_executed_units|^Done [0-9]+ runs' "$log" || true
+    # With -jobs, libFuzzer writes the job's own output to fuzz-<n>.log.
+    grep -hE '^stat::number_of_executed_units|^stat::average_exec_per_sec|^Done [0-9]+ runs' \
+        "$log" fuzz-*.log 2>/dev/null || true
+    rm -f fuzz-*.log
 done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
