@@ -11,6 +11,7 @@
 //! - [`poll`], [`stream`]: long-poll answers and WebSocket/SSE messages.
 //! - [`publish`]: the body of `POST /v2/realtime/publish`.
 //! - [`error`]: the JSON error body every endpoint answers with.
+//! - [`msgpack`]: MessagePack decoding with JSON's nesting limit.
 
 pub mod cursor;
 pub mod envelope;

@@ -1,16 +1,18 @@
-//! MessagePack decoding with the same nesting limit as JSON.
+//! MessagePack decoding with the nesting limit `serde_json` applies to JSON.
 //!
-//! rmp-serde allows 1024 levels by default; serde_json stops at 128. Input
-//! from publishers and clients gets the JSON limit in both encodings, so a
-//! deeply nested MessagePack value is an error rather than deep recursion.
+//! rmp-serde follows up to 1024 levels of arrays and maps by default, one
+//! stack frame chain per level; a frame of a few kilobytes then overflows a
+//! 2 MiB tokio worker stack and aborts the whole node. Every MessagePack
+//! input Herald parses goes through [`from_slice`] instead.
 
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
-/// Nesting allowed in decoded input (serde_json's recursion limit).
+/// Deepest nesting of arrays and maps accepted, the same as `serde_json`'s.
 pub const MAX_DEPTH: usize = 128;
 
-/// Decodes `bytes` with at most [`MAX_DEPTH`] levels of nesting.
-pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+/// Decodes `bytes` like `rmp_serde::from_slice`, refusing nesting deeper
+/// than [`MAX_DEPTH`] with `depth limit exceeded`.
+pub fn from_slice<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(MAX_DEPTH);
     T::deserialize(&mut de)
@@ -21,16 +23,33 @@ mod tests {
     use super::*;
 
     fn nested(depth: usize) -> Vec<u8> {
-        // `depth` one-element arrays around a 0.
-        let mut b = vec![0x91; depth];
-        b.push(0x00);
-        b
+        let mut bytes = vec![0x91; depth];
+        bytes.push(0xc0);
+        bytes
     }
 
     #[test]
-    fn nesting_is_limited_like_json() {
-        assert!(from_slice::<serde_json::Value>(&nested(100)).is_ok());
-        assert!(from_slice::<serde_json::Value>(&nested(200)).is_err());
-        assert!(serde_json::from_str::<serde_json::Value>(&"[".repeat(200)).is_err());
+    fn accepts_what_json_accepts_and_refuses_deeper() {
+        // serde_json accepts 127 arrays around a value and refuses 128.
+        let json = |d: usize| format!("{}null{}", "[".repeat(d), "]".repeat(d));
+        assert!(serde_json::from_str::<serde_json::Value>(&json(127)).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&json(128)).is_err());
+        assert!(from_slice::<serde_json::Value>(&nested(127)).is_ok());
+        let err = from_slice::<serde_json::Value>(&nested(128)).unwrap_err();
+        assert!(err.to_string().contains("depth"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_on_a_worker_sized_stack() {
+        // What an edge node's tokio worker has; rmp-serde's default depth
+        // overflowed it in a debug build.
+        let frame = nested(1000);
+        let refused = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || from_slice::<crate::stream::ClientMessage>(&frame).is_err())
+            .expect("spawn")
+            .join()
+            .expect("no panic");
+        assert!(refused);
     }
 }

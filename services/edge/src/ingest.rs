@@ -82,20 +82,23 @@ pub struct LiveMeta {
 
 /// Reads the sequence headers of a RePublished message; `None` if the
 /// message did not come from `stream` (so it cannot be trusted as an event).
+///
+/// RePublish appends its headers after the publisher's own, so only the last
+/// value of each is the server's: a publisher may have sent any of them.
 pub fn live_meta(headers: Option<&HeaderMap>, stream: &str) -> Option<LiveMeta> {
     let h = headers?;
-    if h.get("Nats-Stream")?.as_str() != stream {
+    if h.get_last("Nats-Stream")?.as_str() != stream {
         return None;
     }
     // Sequence 0 never exists; refusing it keeps `seq - 1` safe everywhere.
     let seq = h
-        .get("Nats-Sequence")?
+        .get_last("Nats-Sequence")?
         .as_str()
         .parse()
         .ok()
         .filter(|s: &u64| *s > 0)?;
     let last_subject_seq = h
-        .get("Nats-Last-Sequence")
+        .get_last("Nats-Last-Sequence")
         .and_then(|v| v.as_str().parse().ok())
         .unwrap_or(0);
     Some(LiveMeta {
@@ -111,13 +114,14 @@ pub fn decode_live(
     org: &str,
     max_bytes: usize,
 ) -> Decoded {
+    // The server's values are the last ones (see `live_meta`).
     let headers = msg.headers.as_ref();
     let original = headers
-        .and_then(|h| h.get("Nats-Subject"))
+        .and_then(|h| h.get_last("Nats-Subject"))
         .map(|v| v.as_str().to_owned())
         .unwrap_or_default();
     let stored_ms = headers
-        .and_then(|h| h.get("Nats-Time-Stamp"))
+        .and_then(|h| h.get_last("Nats-Time-Stamp"))
         .and_then(|v| parse_rfc3339_ms(v.as_str()))
         .unwrap_or_else(now_ms);
     decode(
@@ -149,7 +153,9 @@ pub fn decode_stored(
     )
 }
 
-fn decode(
+/// Decodes one message of `org` given its parts: the common path of
+/// [`decode_live`] and [`decode_stored`] (public so it can be fuzzed without NATS).
+pub fn decode(
     seq: u64,
     subject: &str,
     headers: Option<&HeaderMap>,
@@ -253,9 +259,17 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Digits only (`parse` alone would take a sign), each field in range.
+    let num = |r: std::ops::Range<usize>, max: i64| {
+        let f = s.get(r)?;
+        let n = f.parse::<i64>().ok()?;
+        (f.bytes().all(|c| c.is_ascii_digit()) && n <= max).then_some(n)
+    };
+    let (y, mo, d) = (num(0..4, 9999)?, num(5..7, 12)?, num(8..10, 31)?);
+    let (h, mi, sec) = (num(11..13, 23)?, num(14..16, 59)?, num(17..19, 60)?);
+    if mo == 0 || d == 0 {
+        return None;
+    }
     let rest = &s[19..];
     let (frac, tz) = match rest.strip_prefix('.') {
         Some(r) => {
@@ -309,6 +323,20 @@ mod tests {
             Some(951_868_800_000)
         );
         assert_eq!(parse_rfc3339_ms("garbage"), None);
+        // Found by fuzzing: out-of-range fields and signs were read as dates.
+        for bad in [
+            "1970-00-01T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-11-00T00:00:00Z",
+            "2024-11-32T00:00:00Z",
+            "2024-11-22T24:00:00Z",
+            "2024-11-22T12:60:00Z",
+            "2024-11-22T12:53:61Z",
+            "2024-+1-22T12:53:20Z",
+            "-999-11-22T12:53:20Z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
         assert_eq!(parse_rfc3339_ms("2024-11-22T12:53:20+02:00"), None);
     }
 
@@ -335,6 +363,18 @@ mod tests {
         h.insert("Nats-Sequence", "18446744073709551616");
         assert_eq!(live_meta(Some(&h), "HERALD_EVENTS"), None, "over u64");
         assert_eq!(live_meta(None, "HERALD_EVENTS"), None);
+
+        // A publisher's own headers come first; the server's are appended.
+        let mut forged = HeaderMap::new();
+        forged.insert("Nats-Stream", "HERALD_EVENTS");
+        forged.insert("Nats-Sequence", "999999");
+        forged.append("Nats-Stream", "HERALD_EVENTS");
+        forged.append("Nats-Sequence", "42");
+        forged.append("Nats-Last-Sequence", "40");
+        assert_eq!(
+            live_meta(Some(&forged), "HERALD_EVENTS").map(|m| m.seq),
+            Some(42)
+        );
     }
 
     #[test]

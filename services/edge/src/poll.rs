@@ -33,7 +33,7 @@ const WAITER_CAP_RETRY_SECS: u32 = 5;
 
 /// Parsed query of a poll.
 #[derive(Debug, Default, PartialEq)]
-struct PollParams {
+pub struct PollParams {
     services: Option<Vec<String>>,
     property: Option<String>,
     last_seq: Option<u64>,
@@ -42,7 +42,8 @@ struct PollParams {
 }
 
 impl PollParams {
-    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+    /// Parses a poll's raw query string; a bad value is a 400.
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
         let mut p = Self::default();
         let bad = |name: &str, why: &str| ApiError::BadParameter(format!("{name}: {why}"));
         for (key, value) in form_pairs(query.unwrap_or("")) {
@@ -75,7 +76,7 @@ impl PollParams {
 }
 
 /// `key=value` pairs of a query string, percent-decoded.
-pub(crate) fn form_pairs(query: &str) -> Vec<(String, String)> {
+pub fn form_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|s| !s.is_empty())

@@ -34,8 +34,9 @@ use crate::ws::BATCH_EVENTS;
 /// Pause before reading the stream again after a failed history read.
 const RETRY: Duration = Duration::from_secs(1);
 
-#[derive(Default)]
-struct SseParams {
+/// Parsed query (and `Last-Event-ID`) of an SSE request.
+#[derive(Debug, Default)]
+pub struct SseParams {
     services: Option<Vec<String>>,
     property: Option<String>,
     last_seq: Option<u64>,
@@ -43,7 +44,8 @@ struct SseParams {
     token: Option<String>,
 }
 
-fn parse(query: Option<&str>, headers: &HeaderMap) -> Result<SseParams, ApiError> {
+/// Parses an SSE request's raw query string and `Last-Event-ID`; a bad value is a 400.
+pub fn parse(query: Option<&str>, headers: &HeaderMap) -> Result<SseParams, ApiError> {
     let mut p = SseParams::default();
     let bad_seq =
         |name: &str| ApiError::BadParameter(format!("{name}: must be a non-negative integer"));
