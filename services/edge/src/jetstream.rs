@@ -2,6 +2,7 @@
 //! stream that differs, only reporting it), samples its head and epoch, and
 //! reads an org's stored events by sequence.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ pub struct EventStream {
     max_age: Duration,
     max_msg_size: i32,
     reads: Arc<Semaphore>,
+    requests: Arc<AtomicU64>,
 }
 
 impl EventStream {
@@ -77,7 +79,14 @@ impl EventStream {
             max_msg_size: i32::try_from(max_event_bytes.saturating_add(16 * 1024))
                 .unwrap_or(i32::MAX),
             reads: Arc::new(Semaphore::new(concurrent_reads.max(1))),
+            requests: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Requests sent so far to read stored events (one per message get,
+    /// consumer creation or batch fetch).
+    pub fn read_requests(&self) -> u64 {
+        self.requests.load(Relaxed)
     }
 
     /// The stream name.
@@ -153,6 +162,7 @@ impl EventStream {
         org: &str,
         from: u64,
     ) -> Result<Option<StreamMessage>, StreamError> {
+        self.requests.fetch_add(1, Relaxed);
         let handle = self
             .js
             .get_stream_no_info(&self.name)
@@ -250,6 +260,7 @@ impl EventStream {
             .get_stream_no_info(&self.name)
             .await
             .map_err(|e| err(&e))?;
+        self.requests.fetch_add(1, Relaxed);
         let consumer = stream
             .create_consumer(pull::Config {
                 deliver_policy: DeliverPolicy::ByStartSequence {
@@ -270,6 +281,7 @@ impl EventStream {
             let mut taken = 0;
             loop {
                 let want = BATCH.min(max - taken).max(1);
+                self.requests.fetch_add(1, Relaxed);
                 let mut batch = consumer
                     .fetch()
                     .max_messages(want)

@@ -89,6 +89,10 @@ pub struct Gauges {
     pub waiters: u64,
     /// Quarantined stream connections.
     pub quarantined: u64,
+    /// Bytes held in all org buffers.
+    pub buffered_bytes: u64,
+    /// Requests this node has sent to JetStream to read stored events.
+    pub stream_reads: u64,
 }
 
 /// The node's counters.
@@ -235,7 +239,8 @@ impl Metrics {
                 "historyReads": self.history_reads.load(Relaxed),
                 "resets": self.resets.load(Relaxed),
             },
-            "buffers": {"total_size": g.buffered_events},
+            "buffers": {"total_size": g.buffered_events, "bytes": g.buffered_bytes},
+            "stream": {"readRequests": g.stream_reads},
             "waiters": g.waiters,
             "waiterCapHits": self.waiter_cap_hits.load(Relaxed),
             "slowConsumerCloses": self.slow_closes.load(Relaxed),
@@ -328,6 +333,18 @@ impl Metrics {
             "counter",
             "Gaps in the live feed filled from the stream.",
             &[(String::new(), n(self.gaps_filled.load(Relaxed)))],
+        );
+        line(
+            "herald_buffered_bytes",
+            "gauge",
+            "Bytes held in all org buffers.",
+            &[(String::new(), n(g.buffered_bytes))],
+        );
+        line(
+            "herald_stream_read_requests_total",
+            "counter",
+            "Requests sent to JetStream to read stored events (message gets and batch fetches).",
+            &[(String::new(), n(g.stream_reads))],
         );
         line(
             "herald_history_reads_total",

@@ -202,6 +202,8 @@ impl Node {
             buffered_events: o.buffered,
             waiters: o.waiters,
             quarantined: self.connections.quarantined.load(Relaxed),
+            buffered_bytes: self.buffer_budget.used() as u64,
+            stream_reads: self.stream.read_requests(),
         }
     }
 }
