@@ -35,7 +35,7 @@ mod tests {
         assert!(serde_json::from_str::<serde_json::Value>(&json(127)).is_ok());
         assert!(serde_json::from_str::<serde_json::Value>(&json(128)).is_err());
         assert!(from_slice::<serde_json::Value>(&nested(127)).is_ok());
-        let err = from_slice::<serde_json::Value>(&nested(128)).unwrap_err();
+        let err = from_slice::<serde_json::Value>(&nested(128)).expect_err("128 levels refused");
         assert!(err.to_string().contains("depth"), "{err}");
     }
 
