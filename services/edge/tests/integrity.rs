@@ -380,3 +380,65 @@ async fn a_stream_client_far_behind_on_a_sparse_filter_catches_up_without_waitin
         "24,000 stored events are read in batches, not message by message: {requests:?} requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_dropped_while_the_org_is_behind_are_read_back_before_later_live_events() {
+    // Audits far apart, so only the feed's own loss handling can save the
+    // dropped messages.
+    let h = Herald::start_with(
+        EDGE,
+        1,
+        &[
+            ("HERALD_NATS_SUBSCRIPTION_CAPACITY", "1024"),
+            ("HERALD_LIVE_QUEUE_MESSAGES", "16"),
+            ("HERALD_AUDIT_INTERVAL", "120s"),
+        ],
+    )
+    .await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    // Past the start-up checks: the feed is trusted.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // While the node is frozen, 1,100 events pile up for it; when it wakes
+    // the NATS client receives them far faster than the org can take them,
+    // and the newest ones are dropped.
+    signal(h.edges[0].pid(), "-STOP");
+    let js = async_nats::jetstream::new(h.nats_client().clone());
+    let mut published = Vec::new();
+    let mut acks = Vec::new();
+    for i in 0..1100 {
+        let body = json!({"eventType": "pile", "payload": {"i": i}}).to_string();
+        acks.push(tokio::spawn(
+            js.publish("herald.events.acme.finance.p1", body.into())
+                .await
+                .expect("publish")
+                .into_future(),
+        ));
+    }
+    for a in acks {
+        published.push(a.await.expect("ack task").expect("ack").sequence);
+    }
+    signal(h.edges[0].pid(), "-CONT");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A later event on another subject arrives live: it must not carry the
+    // org's settled point past the dropped ones.
+    published.push(
+        h.publish("acme", "tasks", Some("p2"), json!({"eventType": "later"}))
+            .await,
+    );
+    let got = read_all(&h, 0, &token, start, published.len()).await;
+    let lost = missing(&published, &got);
+    assert!(
+        lost.is_empty(),
+        "{} of {} events lost for good (first {:?})",
+        lost.len(),
+        published.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert_eq!(got, published);
+    let m = h.metrics(0).await;
+    assert!(
+        m["events"]["liveLosses"].as_u64() > Some(0),
+        "messages must have been dropped for this test to mean anything: {m}"
+    );
+}
