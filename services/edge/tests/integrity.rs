@@ -389,8 +389,8 @@ async fn messages_dropped_while_the_org_is_behind_are_read_back_before_later_liv
         EDGE,
         1,
         &[
-            ("HERALD_NATS_SUBSCRIPTION_CAPACITY", "1024"),
-            ("HERALD_LIVE_QUEUE_MESSAGES", "16"),
+            ("HERALD_NATS_SUBSCRIPTION_CAPACITY", "2048"),
+            ("HERALD_LIVE_QUEUE_MESSAGES", "2048"),
             ("HERALD_AUDIT_INTERVAL", "120s"),
         ],
     )
@@ -399,14 +399,14 @@ async fn messages_dropped_while_the_org_is_behind_are_read_back_before_later_liv
     let start = h.poll(0, &token, "timeout=0").await.last_seq();
     // Past the start-up checks: the feed is trusted.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // While the node is frozen, 1,100 events pile up for it; when it wakes
+    // While the node is frozen, 10,000 events pile up for it; when it wakes
     // the NATS client receives them far faster than the org can take them,
     // and the newest ones are dropped.
     signal(h.edges[0].pid(), "-STOP");
     let js = async_nats::jetstream::new(h.nats_client().clone());
     let mut published = Vec::new();
     let mut acks = Vec::new();
-    for i in 0..1100 {
+    for i in 0..10_000 {
         let body = json!({"eventType": "pile", "payload": {"i": i}}).to_string();
         acks.push(tokio::spawn(
             js.publish("herald.events.acme.finance.p1", body.into())
