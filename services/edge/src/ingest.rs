@@ -3,7 +3,7 @@
 //! with their sequence and skipped.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_nats::HeaderMap;
 use herald_proto::envelope::{Encoding, EnvelopeError, EventBody};
@@ -12,25 +12,33 @@ use herald_proto::DeliveredEvent;
 use serde_json::value::RawValue;
 
 /// An event held in an org buffer, serialised once for every client.
+///
+/// The payload lives only in [`json`](Self::json): a parsed payload (a
+/// `serde_json::Value` tree) can take ten times its text, so `event` keeps
+/// the routing fields and a `null` payload. MessagePack clients get the
+/// event transcoded from the JSON text once, on first use, and shared.
 #[derive(Debug)]
 pub struct StoredEvent {
-    /// The event.
+    /// The event's routing fields (`payload` is always `null` here).
     pub event: DeliveredEvent,
-    /// The event as JSON, shared by every JSON client.
+    /// The whole event as JSON, shared by every JSON client.
     pub json: Box<RawValue>,
     /// When JetStream stored it, ms since the Unix epoch (for latency metrics).
     pub stored_ms: i64,
+    msgpack: OnceLock<Box<[u8]>>,
 }
 
 impl StoredEvent {
-    /// Wraps an event, serialising it once.
-    pub fn new(event: DeliveredEvent, stored_ms: i64) -> Arc<Self> {
+    /// Wraps an event, serialising it once and dropping its parsed payload.
+    pub fn new(mut event: DeliveredEvent, stored_ms: i64) -> Arc<Self> {
         let text = serde_json::to_string(&event).unwrap_or_else(|_| "null".to_owned());
         let json = RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        event.payload = serde_json::Value::Null;
         Arc::new(Self {
             event,
             json,
             stored_ms,
+            msgpack: OnceLock::new(),
         })
     }
 
@@ -39,9 +47,26 @@ impl StoredEvent {
         self.event.seq
     }
 
-    /// Bytes it holds, as counted against buffer limits.
+    /// The event as MessagePack (a map with the JSON's field names),
+    /// transcoded from the JSON text on first use.
+    pub fn msgpack(&self) -> &[u8] {
+        self.msgpack.get_or_init(|| {
+            let mut out = Vec::with_capacity(self.json.get().len());
+            let mut from = serde_json::Deserializer::from_str(self.json.get());
+            let mut to = rmp_serde::Serializer::new(&mut out);
+            if serde_transcode::transcode(&mut from, &mut to).is_err() {
+                out.clear();
+                // Unreachable for text serde_json wrote; nil keeps the frame valid.
+                out.push(0xc0);
+            }
+            out.into_boxed_slice()
+        })
+    }
+
+    /// Bytes it may hold, as counted against buffer limits: its JSON, and as
+    /// much again for the MessagePack copy (never larger than the JSON).
     pub fn size(&self) -> usize {
-        self.json.get().len() + std::mem::size_of::<Self>()
+        2 * self.json.get().len() + std::mem::size_of::<Self>()
     }
 }
 

@@ -30,7 +30,7 @@ use futures::{SinkExt, StreamExt};
 use herald_proto::stream::{
     ClientMessage, Filters, ServerMessage, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
 };
-use herald_proto::{DeliveredEvent, ResetReason};
+use herald_proto::ResetReason;
 use http::{HeaderMap, Method};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -413,16 +413,6 @@ struct JsonEvents<'a> {
     seq: u64,
 }
 
-/// An `events` frame borrowing the buffered events (MessagePack).
-#[derive(Serialize)]
-struct PackedEvents<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    service: &'a str,
-    events: Vec<&'a DeliveredEvent>,
-    seq: u64,
-}
-
 /// Events read but not yet framed, in `seq` order, and the `dropped` frame
 /// due among them. The events are shared with the org buffer (or come from
 /// one bounded history read), so holding them costs little; framing them one
@@ -495,30 +485,30 @@ impl Backlog {
 fn event_len(codec: Codec, e: &StoredEvent) -> usize {
     match codec {
         Codec::Json => e.json.get().len(),
-        Codec::MessagePack => {
-            let mut counter = ByteCounter(0);
-            let mut ser = rmp_serde::Serializer::new(&mut counter).with_struct_map();
-            match e.event.serialize(&mut ser) {
-                Ok(()) => counter.0,
-                // Not encodable: it goes out alone (and encodes as nothing).
-                Err(_) => usize::MAX / 2,
-            }
-        }
+        Codec::MessagePack => e.msgpack().len(),
     }
 }
 
-/// Counts what MessagePack would write, without keeping it.
-struct ByteCounter(usize);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
+/// A MessagePack `events` frame: the map `{type, service, events, seq}`
+/// written around each event's shared MessagePack bytes.
+fn packed_events(service: &str, run: &[Arc<StoredEvent>], seq: u64) -> Vec<u8> {
+    use rmp::encode;
+    let size: usize = run.iter().map(|e| e.msgpack().len()).sum();
+    let mut out = Vec::with_capacity(size + FRAME_OVERHEAD + service.len());
+    // Writes into a Vec cannot fail.
+    let _ = encode::write_map_len(&mut out, 4);
+    let _ = encode::write_str(&mut out, "type");
+    let _ = encode::write_str(&mut out, "events");
+    let _ = encode::write_str(&mut out, "service");
+    let _ = encode::write_str(&mut out, service);
+    let _ = encode::write_str(&mut out, "events");
+    let _ = encode::write_array_len(&mut out, u32::try_from(run.len()).unwrap_or(u32::MAX));
+    for e in run {
+        out.extend_from_slice(e.msgpack());
     }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    let _ = encode::write_str(&mut out, "seq");
+    let _ = encode::write_uint(&mut out, seq);
+    out
 }
 
 /// An `events` frame of one service's run of events.
@@ -534,15 +524,7 @@ fn events_frame(codec: Codec, service: &str, run: &[Arc<StoredEvent>]) -> Messag
                 seq,
             },
         ),
-        Codec::MessagePack => encode(
-            codec,
-            &PackedEvents {
-                kind: "events",
-                service,
-                events: run.iter().map(|e| &e.event).collect(),
-                seq,
-            },
-        ),
+        Codec::MessagePack => Message::Binary(packed_events(service, run, seq).into()),
     }
 }
 
@@ -1013,6 +995,7 @@ async fn handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_proto::DeliveredEvent;
 
     fn event(seq: u64, service: &str, payload_bytes: usize) -> Arc<StoredEvent> {
         StoredEvent::new(

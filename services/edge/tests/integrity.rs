@@ -442,3 +442,78 @@ async fn messages_dropped_while_the_org_is_behind_are_read_back_before_later_liv
         "messages must have been dropped for this test to mean anything: {m}"
     );
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_events_cost_their_bytes_not_a_parsed_tree() {
+    let h = Herald::start(EDGE, 1).await;
+    let orgs = ["acme", "globex", "initech"];
+    for org in orgs {
+        h.poll(0, &h.token(org), "timeout=0").await;
+    }
+    let pid = h.edges[0].pid();
+    let before = rss_kib(pid);
+    // 256 KiB of MessagePack small integers: about 520 KiB as JSON text,
+    // but over 8 MiB as a parsed `serde_json::Value` tree.
+    let body = rmp_serde::to_vec_named(&json!({
+        "eventType": "big",
+        "payload": vec![1u8; 260_000],
+    }))
+    .expect("msgpack body");
+    assert!(body.len() <= 262_144);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "application/msgpack");
+    for i in 0..90 {
+        h.publish_raw(
+            &format!("herald.events.{}.finance.p1", orgs[i % 3]),
+            headers.clone(),
+            body.clone(),
+        )
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = h.metrics(0).await;
+        if m["events"]["ingested"].as_u64() >= Some(90) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not ingested: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 150,
+        "90 such events grew the node by {grown_mib} MiB: buffers must hold bytes, not trees"
+    );
+    // The events still arrive whole, as JSON and as MessagePack.
+    let token = h.token("acme");
+    let r = h.poll(0, &token, "lastSeq=0&timeout=0").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let events = r.events();
+    assert!(!events.is_empty());
+    assert_eq!(
+        events[events.len() - 1]["payload"].as_array().map(Vec::len),
+        Some(260_000)
+    );
+    let mut ws = herald_testkit::WsClient::connect(
+        &h.edges[0].base_url(),
+        "",
+        Some(&token),
+        Some("herald.v1.msgpack"),
+    )
+    .await;
+    let seq = events[events.len() - 1]["seq"].as_u64().expect("seq");
+    ws.hello(&["finance"], None, Some(seq - 1), None).await;
+    let got = ws.events(1).await;
+    assert_eq!(got[0]["seq"].as_u64(), Some(seq));
+    assert_eq!(got[0]["payload"].as_array().map(Vec::len), Some(260_000));
+    assert_eq!(got[0]["orgId"], "acme");
+}
