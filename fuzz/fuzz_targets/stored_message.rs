@@ -57,9 +57,17 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(ev.property_id, parsed.property);
             assert!(!ev.event_type.is_empty());
             assert_eq!(stored.stored_ms, STORED_MS);
-            let back: DeliveredEvent = serde_json::from_str(stored.json.get())
+            let mut back: DeliveredEvent = serde_json::from_str(stored.json.get())
                 .unwrap_or_else(|e| panic!("shared JSON of the event does not parse: {e}"));
+            // The payload lives only in the JSON text; the routing fields agree.
+            assert!(ev.payload.is_null(), "no parsed payload is kept");
+            back.payload = serde_json::Value::Null;
             assert_eq!(&back, ev, "shared JSON differs from the event");
+            // MessagePack clients get the same event.
+            let packed: serde_json::Value = rmp_serde::from_slice(stored.msgpack())
+                .unwrap_or_else(|e| panic!("MessagePack copy does not decode: {e}"));
+            let text: serde_json::Value = serde_json::from_str(stored.json.get()).expect("json");
+            assert_eq!(packed, text, "MessagePack copy differs from the JSON");
         }
         Decoded::Rejected { reason, .. } => {
             if parsed.as_ref().map_or(true, |s| s.org != ORG) {
