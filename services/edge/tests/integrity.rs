@@ -517,3 +517,102 @@ async fn buffered_events_cost_their_bytes_not_a_parsed_tree() {
     assert_eq!(got[0]["payload"].as_array().map(Vec::len), Some(260_000));
     assert_eq!(got[0]["orgId"], "acme");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_live_sequences_are_refused_and_later_events_still_flow() {
+    // Without NATS permissions (the fixture's server has none), anyone can
+    // publish on the live subjects the node trusts.
+    let h = Herald::start(EDGE, 1).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let forge = |seq: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Stream", "HERALD_EVENTS");
+        headers.insert("Nats-Subject", "herald.events.acme.finance.p1");
+        headers.insert("Nats-Sequence", seq);
+        headers.insert("Nats-Last-Sequence", "0");
+        headers
+    };
+    let body = json!({"eventType": "forged"}).to_string();
+    for seq in [
+        "18446744073709551615",
+        "9223372036854775808",
+        "0",
+        "-1",
+        "4000000",
+    ] {
+        h.nats_client()
+            .publish_with_headers(
+                "herald.live.acme.finance.p1",
+                forge(seq),
+                body.clone().into(),
+            )
+            .await
+            .expect("forge");
+    }
+    h.nats_client().flush().await.expect("flush");
+    let real = h
+        .publish("acme", "finance", Some("p1"), json!({"eventType": "real"}))
+        .await;
+    let r = h
+        .poll(0, &token, &format!("lastSeq={start}&timeout=10"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.seqs(), vec![real], "only the real event: {}", r.body);
+    assert!(
+        r.last_seq() < 1_000,
+        "the cursor is not carried off: {}",
+        r.body
+    );
+    let next = h
+        .publish("acme", "finance", Some("p1"), json!({"eventType": "next"}))
+        .await;
+    let r = h
+        .poll(0, &token, &format!("lastSeq={}&timeout=10", r.last_seq()))
+        .await;
+    assert_eq!(r.seqs(), vec![next], "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_bodies_are_logged_briefly_and_sparingly() {
+    let h = Herald::start(EDGE, 1).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    // 100 invalid bodies, each echoing a quarter megabyte of publisher text.
+    // (serde's "invalid type" error quotes the string it got.)
+    let junk = format!(
+        "{{\"eventType\": \"x\", \"timestamp\": \"{}\"}}",
+        "z".repeat(250_000)
+    );
+    for _ in 0..100 {
+        h.publish_raw(
+            "herald.events.acme.finance.p1",
+            async_nats::HeaderMap::new(),
+            junk.clone().into_bytes(),
+        )
+        .await;
+    }
+    let good = h
+        .publish("acme", "finance", None, json!({"eventType": "ok"}))
+        .await;
+    let r = h
+        .poll(0, &token, &format!("lastSeq={start}&timeout=10"))
+        .await;
+    assert_eq!(r.seqs(), vec![good], "{}", r.body);
+    let log = h.edges[0].log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("rejected stored event"))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() <= 25,
+        "{} rejection lines for 100 rejections",
+        lines.len()
+    );
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(
+        longest < 4_096,
+        "a log line of {longest} bytes echoes publisher text"
+    );
+}
