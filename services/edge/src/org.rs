@@ -571,3 +571,72 @@ pub async fn read_history(
     }
     Ok((events, cursor))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due_in(f: &Feed) -> Duration {
+        f.next_audit.saturating_duration_since(Instant::now())
+    }
+
+    #[test]
+    fn a_feed_is_proven_by_three_start_up_audits_then_trusted() {
+        let interval = Duration::from_secs(10);
+        let mut f = Feed::new();
+        assert_eq!(f.trust, Trust::Unproven { step: 0 });
+        assert!(due_in(&f) <= UNPROVEN_AUDITS[0].mul_f64(1.2));
+        f.audited(interval);
+        f.audited(interval);
+        assert_eq!(f.trust, Trust::Unproven { step: 2 });
+        f.audited(interval);
+        assert_eq!(f.trust, Trust::Trusted);
+        let due = due_in(&f);
+        assert!(
+            due > interval.mul_f64(0.75) && due <= interval.mul_f64(1.2),
+            "{due:?}"
+        );
+    }
+
+    #[test]
+    fn a_loss_mark_distrusts_the_feed_until_a_read_succeeds() {
+        let interval = Duration::from_secs(10);
+        let mut f = Feed::new();
+        for _ in 0..UNPROVEN_AUDITS.len() {
+            f.audited(interval);
+        }
+        f.lost();
+        assert_eq!(f.trust, Trust::Recovering);
+        assert!(
+            due_in(&f) < Duration::from_millis(50),
+            "recovery starts at once"
+        );
+        f.failed();
+        assert_eq!(
+            f.trust,
+            Trust::Recovering,
+            "a failed read trusts nothing new"
+        );
+        assert!(due_in(&f) > Duration::from_millis(500));
+        f.audited(interval);
+        assert_eq!(f.trust, Trust::Trusted);
+        // A mark during start-up keeps the stricter start-up checks.
+        let mut young = Feed::new();
+        young.lost();
+        assert_eq!(young.trust, Trust::Unproven { step: 0 });
+        // A trusted feed whose read fails stops trusting live messages.
+        f.failed();
+        assert_eq!(f.trust, Trust::Recovering);
+    }
+
+    #[test]
+    fn start_up_audits_are_jittered() {
+        let firsts: std::collections::BTreeSet<u128> =
+            (0..20).map(|_| due_in(&Feed::new()).as_micros()).collect();
+        assert!(
+            firsts.len() > 1,
+            "orgs created together must not audit together"
+        );
+        assert!(firsts.iter().all(|us| *us <= 120_000));
+    }
+}
