@@ -35,6 +35,11 @@ pub struct StreamError(pub String);
 const SINGLE_READS: usize = 4;
 /// Messages fetched per batch.
 const BATCH: usize = 256;
+/// Longest a read of stored events may take before it fails (a request or a
+/// batch lost in a reconnect or a leader change must not hang its reader).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server keeps one batch request open.
+const FETCH_EXPIRES: Duration = Duration::from_secs(2);
 /// How long an abandoned read's consumer lives on the server.
 const READ_CONSUMER_IDLE: Duration = Duration::from_secs(10);
 
@@ -202,6 +207,22 @@ impl EventStream {
             .acquire()
             .await
             .map_err(|_| StreamError("node is shutting down".into()))?;
+        tokio::time::timeout(
+            READ_TIMEOUT,
+            self.read_org(org, from, until, max, max_bytes),
+        )
+        .await
+        .map_err(|_| StreamError("reading stored events timed out".into()))?
+    }
+
+    async fn read_org(
+        &self,
+        org: &str,
+        from: u64,
+        until: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<OrgMessages, StreamError> {
         let mut out = OrgMessages {
             messages: Vec::new(),
             complete_to: from.saturating_sub(1),
@@ -285,6 +306,7 @@ impl EventStream {
                 let mut batch = consumer
                     .fetch()
                     .max_messages(want)
+                    .expires(FETCH_EXPIRES)
                     .messages()
                     .await
                     .map_err(|e| err(&e))?;
