@@ -35,8 +35,9 @@ pub struct StreamError(pub String);
 const SINGLE_READS: usize = 4;
 /// Messages fetched per batch.
 const BATCH: usize = 256;
-/// Longest a read of stored events may take before it fails (a request or a
-/// batch lost in a reconnect or a leader change must not hang its reader).
+/// Longest wait for the next message of a batch before the read fails (a
+/// batch request lost in a reconnect or a leader change must not hang its
+/// reader; single requests have the client's request timeout).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server keeps one batch request open.
 const FETCH_EXPIRES: Duration = Duration::from_secs(2);
@@ -311,7 +312,13 @@ impl EventStream {
                     .await
                     .map_err(|e| err(&e))?;
                 let mut got = 0;
-                while let Some(m) = batch.next().await {
+                loop {
+                    let next = tokio::time::timeout(READ_TIMEOUT, batch.next())
+                        .await
+                        .map_err(|_| {
+                            StreamError("a batch of stored events stopped arriving".into())
+                        })?;
+                    let Some(m) = next else { break };
                     let m = m.map_err(|e| err(&e))?;
                     got += 1;
                     let info = m.info().map_err(|e| err(&e))?;

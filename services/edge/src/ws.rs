@@ -676,6 +676,11 @@ impl Connection {
                 }
             }
             self.out.start_next();
+            // Nothing to send and nothing to wait for (a history scan moved
+            // the cursor without finding a match, or quarantine dropped a
+            // whole read): read on at once, after the other arms had a look.
+            let read_on =
+                self.out.idle() && self.backlog.is_empty() && !waiting && retry_at.is_none();
             // A write blocked this long gets checked: behind the buffer means
             // the client is stuck and loses events, so it is closed.
             let slow_deadline = if self.out.busy() {
@@ -773,6 +778,7 @@ impl Connection {
                         }
                     }
                 }
+                () = std::future::ready(()), if read_on => {}
             }
         }
     }
