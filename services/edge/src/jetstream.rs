@@ -208,12 +208,7 @@ impl EventStream {
             .acquire()
             .await
             .map_err(|_| StreamError("node is shutting down".into()))?;
-        tokio::time::timeout(
-            READ_TIMEOUT,
-            self.read_org(org, from, until, max, max_bytes),
-        )
-        .await
-        .map_err(|_| StreamError("reading stored events timed out".into()))?
+        self.read_org(org, from, until, max, max_bytes).await
     }
 
     async fn read_org(
