@@ -250,6 +250,7 @@ impl EventStream {
             out.complete_to = until;
             return Ok(out);
         }
+        let read_from = out.messages.last().map_or(next, |m| m.sequence + 1);
         self.batch_read(
             org,
             next,
@@ -259,6 +260,23 @@ impl EventStream {
             &mut out,
         )
         .await?;
+        // A consumer that reports nothing more (no pending, an empty fetch)
+        // is believed only after the leader confirms it: settling on a
+        // wrong "nothing more" would skip stored events for good.
+        if out.complete_to == until {
+            let after = out
+                .messages
+                .last()
+                .map_or(read_from, |m| m.sequence.saturating_add(1))
+                .max(read_from);
+            if after <= until {
+                if let Some(m) = self.next_for_org(org, after).await? {
+                    if m.sequence <= until {
+                        out.complete_to = after - 1;
+                    }
+                }
+            }
+        }
         Ok(out)
     }
 
