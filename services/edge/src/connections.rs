@@ -114,6 +114,22 @@ pub enum LimitError {
     User,
 }
 
+impl LimitError {
+    /// What the client is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Node => "node connection limit reached",
+            Self::User => "too many connections for this user",
+        }
+    }
+}
+
+impl From<LimitError> for crate::error::ApiError {
+    fn from(e: LimitError) -> Self {
+        Self::TooMany(e.message().into())
+    }
+}
+
 /// A registered connection; unregisters on drop.
 pub struct Registration {
     conns: Arc<Connections>,

@@ -208,17 +208,6 @@ impl EventStream {
             .acquire()
             .await
             .map_err(|_| StreamError("node is shutting down".into()))?;
-        self.read_org(org, from, until, max, max_bytes).await
-    }
-
-    async fn read_org(
-        &self,
-        org: &str,
-        from: u64,
-        until: u64,
-        max: usize,
-        max_bytes: usize,
-    ) -> Result<OrgMessages, StreamError> {
         let mut out = OrgMessages {
             messages: Vec::new(),
             complete_to: from.saturating_sub(1),

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::auth::extract_token;
 use crate::config::MAX_POLL_TIMEOUT;
-use crate::connections::{LimitError, Transport};
+use crate::connections::Transport;
 use crate::error::ApiError;
 use crate::filter::{split_services, Filter};
 use crate::ingest::{now_ms, StoredEvent};
@@ -189,19 +189,13 @@ async fn serve(
     let timeout = params.timeout.unwrap_or(node.config.poll_timeout);
     // A poll in progress holds a connection slot of its user, like a stream:
     // otherwise one user could take every waiter slot of an org.
-    let _registration = node
-        .connections
-        .register(
-            &principal.org,
-            &principal.user,
-            Transport::LongPoll,
-            node.config.max_connections,
-            node.config.max_connections_per_user,
-        )
-        .map_err(|e| match e {
-            LimitError::Node => ApiError::TooMany("node connection limit reached".into()),
-            LimitError::User => ApiError::TooMany("too many connections for this user".into()),
-        })?;
+    let _registration = node.connections.register(
+        &principal.org,
+        &principal.user,
+        Transport::LongPoll,
+        node.config.max_connections,
+        node.config.max_connections_per_user,
+    )?;
 
     node.polls.fetch_add(1, Relaxed);
     let _counted = PollGuard(&node);

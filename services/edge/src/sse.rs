@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::time::{Instant, Interval};
 
 use crate::auth::extract_token;
-use crate::connections::{Control, LimitError, Registration, Transport};
+use crate::connections::{Control, Registration, Transport};
 use crate::error::ApiError;
 use crate::filter::{split_services, Filter};
 use crate::ingest::now_ms;
@@ -99,19 +99,13 @@ pub async fn sse(
         params.property,
         node.switches.disabled_services(),
     )?;
-    let registration = node
-        .connections
-        .register(
-            &principal.org,
-            &principal.user,
-            Transport::Sse,
-            node.config.max_connections,
-            node.config.max_connections_per_user,
-        )
-        .map_err(|e| match e {
-            LimitError::Node => ApiError::TooMany("node connection limit reached".into()),
-            LimitError::User => ApiError::TooMany("too many connections for this user".into()),
-        })?;
+    let registration = node.connections.register(
+        &principal.org,
+        &principal.user,
+        Transport::Sse,
+        node.config.max_connections,
+        node.config.max_connections_per_user,
+    )?;
     let lease = Registry::lease(&node, &principal.org)?;
     lease.wait_subscribed(SUBSCRIBE_WAIT).await;
     let mut reader = Reader::new(lease, filter, params.last_seq);

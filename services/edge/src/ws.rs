@@ -37,7 +37,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::auth::{check_origin, find_token, Principal};
-use crate::connections::{Control, LimitError, Registration, Transport};
+use crate::connections::{Control, Registration, Transport};
 use crate::error::ApiError;
 use crate::filter::Filter;
 use crate::ingest::{now_ms, StoredEvent};
@@ -237,10 +237,7 @@ fn register(node: &Node, principal: &Principal) -> Result<Registration, Closing>
             node.config.max_connections,
             node.config.max_connections_per_user,
         )
-        .map_err(|e| match e {
-            LimitError::Node => Closing::new(close::TOO_MANY, "node connection limit reached"),
-            LimitError::User => Closing::new(close::TOO_MANY, "too many connections for this user"),
-        })
+        .map_err(|e| Closing::new(close::TOO_MANY, e.message()))
 }
 
 type Sink = SplitSink<WebSocket, Message>;
