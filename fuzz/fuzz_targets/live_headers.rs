@@ -10,7 +10,7 @@
 
 use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::HeaderMap;
-use herald_edge::ingest::{live_meta, parse_rfc3339_ms};
+use herald_edge::org::decode::{live_meta, parse_rfc3339_ms};
 use libfuzzer_sys::fuzz_target;
 
 const STREAM: &str = "HERALD_EVENTS";

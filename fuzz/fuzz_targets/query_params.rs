@@ -8,8 +8,8 @@
 //! `lastSeq`/`timeout` (or `Last-Event-ID`) and accept all others.
 #![no_main]
 
-use herald_edge::poll::{form_pairs, PollParams};
-use herald_edge::sse;
+use herald_edge::transport::poll::{form_pairs, PollParams};
+use herald_edge::transport::sse;
 use libfuzzer_sys::fuzz_target;
 
 /// `MAX_POLL_TIMEOUT` in seconds.

@@ -1,5 +1,5 @@
 //! A stored or RePublished message turned into a delivered event:
-//! `herald_edge::ingest::decode` with an arbitrary subject, headers and payload,
+//! `herald_edge::org::decode::decode` with an arbitrary subject, headers and payload,
 //! without NATS.
 //!
 //! Invariants: the result carries the message's sequence; an event is of the
@@ -10,7 +10,7 @@
 
 use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::HeaderMap;
-use herald_edge::ingest::{decode, Decoded};
+use herald_edge::org::decode::{decode, Decoded};
 use herald_proto::{DeliveredEvent, EventSubject};
 use libfuzzer_sys::fuzz_target;
 

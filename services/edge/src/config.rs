@@ -383,8 +383,8 @@ impl Config {
     }
 
     /// Bounds of each org's live queue.
-    pub fn live_queue_limits(&self) -> crate::live::QueueLimits {
-        crate::live::QueueLimits {
+    pub fn live_queue_limits(&self) -> crate::org::live::QueueLimits {
+        crate::org::live::QueueLimits {
             messages: self.live_queue_messages.max(1),
             bytes: self.live_queue_bytes.max(1),
         }

@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
         eprintln!("herald-edge: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let _telemetry = herald_edge::telemetry::init(&config);
+    let _telemetry = herald_edge::ops::telemetry::init(&config);
     let listener = match bind(config.listen) {
         Ok(l) => l,
         Err(e) => {

@@ -8,14 +8,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
-use crate::buffer::{BufferLimits, ByteBudget};
+use crate::org::buffer::{BufferLimits, ByteBudget};
 use crate::config::Config;
-use crate::connections::Connections;
-use crate::jetstream::{EventStream, StreamError, StreamHead};
-use crate::metrics::{Gauges, Metrics};
-use crate::ratelimit::RateLimiter;
-use crate::registry::Registry;
-use crate::switches::Switches;
+use crate::ops::connections::Connections;
+use crate::nats::stream::{EventStream, StreamError, StreamHead};
+use crate::ops::metrics::{Gauges, Metrics};
+use crate::transport::ratelimit::RateLimiter;
+use crate::org::registry::Registry;
+use crate::ops::switches::Switches;
 
 /// Shared state of a running node.
 pub struct Node {
@@ -185,7 +185,7 @@ impl Node {
             <= (self.config.head_interval * 3).max(Duration::from_secs(5));
         ok_at > 0
             && fresh
-            && crate::nats::is_connected(&self.client)
+            && crate::nats::connection::is_connected(&self.client)
             && !self.draining.is_cancelled()
     }
 

@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
 use crate::node::Node;
-use crate::{control, head, http, nats, serve, switches};
+use crate::nats::{connection, head};
+use crate::ops::{control, switches};
+use crate::transport::{http, serve};
 
 /// Longest pause between looks for idle orgs.
 const EVICT_EVERY_MAX: Duration = Duration::from_secs(5);
@@ -38,7 +40,7 @@ pub async fn run(
     config.validate()?;
     let verifier = Verifier::from_config(&config).map_err(ConfigError)?;
     let node_id = config.resolved_node_id();
-    let (client, losses) = nats::connect(&config, &node_id)
+    let (client, losses) = connection::connect(&config, &node_id)
         .await
         .map_err(|e| RunError::Nats(e.to_string()))?;
     let node = Node::new(config, node_id, client, losses, verifier);
@@ -88,7 +90,7 @@ pub async fn run(
     // away and bounded otherwise, like every wait here, so SIGTERM exits
     // within the drain timeout even without NATS.
     let flush_by = deadline.max(tokio::time::Instant::now() + FINAL_FLUSH);
-    if !nats::is_connected(&node.client)
+    if !connection::is_connected(&node.client)
         || tokio::time::timeout_at(flush_by, node.client.flush())
             .await
             .is_err()

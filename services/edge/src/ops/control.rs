@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{extract_token, Principal, Role};
-use crate::body;
-use crate::connections::Control;
+use crate::transport::body;
+use crate::ops::connections::Control;
 use crate::error::ApiError;
-use crate::filter::Filter;
-use crate::http::require_json;
+use crate::delivery::filter::Filter;
+use crate::transport::http::require_json;
 use crate::node::Node;
-use crate::switches::{self, SwitchState};
+use crate::ops::switches::{self, SwitchState};
 
 /// Largest control request body; the largest one names 64 services.
 const MAX_CONTROL_BODY: usize = 16 * 1024;

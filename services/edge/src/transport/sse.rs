@@ -21,15 +21,15 @@ use serde_json::json;
 use tokio::time::{Instant, Interval};
 
 use crate::auth::extract_token;
-use crate::connections::{Control, Registration, Transport};
+use crate::ops::connections::{Control, Registration, Transport};
 use crate::error::ApiError;
-use crate::filter::{split_services, Filter};
-use crate::ingest::now_ms;
+use crate::delivery::filter::{split_services, Filter};
+use crate::org::decode::now_ms;
 use crate::node::Node;
-use crate::poll::{form_pairs, SUBSCRIBE_WAIT};
-use crate::reader::{Reader, Step};
-use crate::registry::Registry;
-use crate::ws::BATCH_EVENTS;
+use crate::transport::poll::{form_pairs, SUBSCRIBE_WAIT};
+use crate::delivery::reader::{Reader, Step};
+use crate::org::registry::Registry;
+use crate::transport::ws::BATCH_EVENTS;
 
 /// Pause before reading the stream again after a failed history read.
 const RETRY: Duration = Duration::from_secs(1);

@@ -13,9 +13,10 @@ use http::HeaderMap;
 
 use crate::auth::{extract_token, Role};
 use crate::error::ApiError;
-use crate::http::require_json;
+use crate::transport::http::require_json;
 use crate::node::Node;
-use crate::{body, filter};
+use crate::delivery::filter;
+use crate::transport::body;
 
 /// `POST /v2/realtime/publish` (role `publisher`). The token and role are
 /// checked before the body is read.

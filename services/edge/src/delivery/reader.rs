@@ -8,13 +8,13 @@ use std::sync::Arc;
 use herald_proto::ResetReason;
 use tokio::sync::watch;
 
-use crate::buffer::BufferRead;
-use crate::filter::Filter;
-use crate::ingest::StoredEvent;
-use crate::jetstream::StreamError;
+use crate::org::buffer::BufferRead;
+use crate::delivery::filter::Filter;
+use crate::org::decode::StoredEvent;
+use crate::nats::stream::StreamError;
 use crate::node::Node;
-use crate::org::read_history;
-use crate::registry::Lease;
+use crate::org::hub::read_history;
+use crate::org::registry::Lease;
 
 /// What one read found.
 #[derive(Debug)]

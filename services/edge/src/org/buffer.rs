@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::filter::Filter;
-use crate::ingest::StoredEvent;
+use crate::delivery::filter::Filter;
+use crate::org::decode::StoredEvent;
 
 /// What a read by cursor found.
 #[derive(Debug)]

@@ -37,15 +37,15 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::auth::{check_origin, find_token, Principal};
-use crate::connections::{Control, Registration, Transport};
+use crate::ops::connections::{Control, Registration, Transport};
 use crate::error::ApiError;
-use crate::filter::Filter;
-use crate::ingest::{now_ms, StoredEvent};
+use crate::delivery::filter::Filter;
+use crate::org::decode::{now_ms, StoredEvent};
 use crate::node::Node;
-use crate::poll::{form_pairs, SUBSCRIBE_WAIT};
-use crate::reader::{Reader, Step};
-use crate::registry::Registry;
-use crate::switches::CLOSE_DISABLED;
+use crate::transport::poll::{form_pairs, SUBSCRIBE_WAIT};
+use crate::delivery::reader::{Reader, Step};
+use crate::org::registry::Registry;
+use crate::ops::switches::CLOSE_DISABLED;
 
 /// Path of the stream endpoint.
 pub const STREAM_PATH: &str = "/v2/realtime/stream";

@@ -15,8 +15,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
 
-use crate::connections::Control;
-use crate::filter::ServiceSet;
+use crate::ops::connections::Control;
+use crate::delivery::filter::ServiceSet;
 use crate::node::Node;
 
 /// Bucket holding the cluster-wide switches.

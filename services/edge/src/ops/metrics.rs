@@ -188,7 +188,7 @@ impl Metrics {
     /// per run of same-service events.
     pub fn record_deliveries(
         &self,
-        events: &[std::sync::Arc<crate::ingest::StoredEvent>],
+        events: &[std::sync::Arc<crate::org::decode::StoredEvent>],
         now_ms: i64,
     ) {
         let mut i = 0;

@@ -14,7 +14,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::{check_origin, extract_token, Role};
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::{control, poll, publish, sse, ws};
+use crate::ops::control;
+use crate::transport::{poll, publish, sse, ws};
 
 /// Builds the node's router.
 pub fn router(node: Arc<Node>) -> Router {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::org::{self, OrgHub};
+use crate::org::hub::{self, OrgHub};
 
 /// Counts for the metrics.
 #[derive(Debug, Default, Clone, Copy)]
@@ -81,7 +81,7 @@ impl Registry {
                     head.epoch,
                 );
                 map.insert(Arc::clone(&hub.org), Arc::clone(&hub));
-                tokio::spawn(org::ingest(Arc::clone(&hub), Arc::clone(node)));
+                tokio::spawn(hub::ingest(Arc::clone(&hub), Arc::clone(node)));
                 hub
             }
         };

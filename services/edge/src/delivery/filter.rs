@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::ingest::StoredEvent;
+use crate::org::decode::StoredEvent;
 
 /// Most services one subscription may name.
 const MAX_SERVICES: usize = 64;

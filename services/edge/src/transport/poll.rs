@@ -17,14 +17,14 @@ use tokio::time::Instant;
 
 use crate::auth::extract_token;
 use crate::config::MAX_POLL_TIMEOUT;
-use crate::connections::Transport;
+use crate::ops::connections::Transport;
 use crate::error::ApiError;
-use crate::filter::{split_services, Filter};
-use crate::ingest::{now_ms, StoredEvent};
+use crate::delivery::filter::{split_services, Filter};
+use crate::org::decode::{now_ms, StoredEvent};
 use crate::node::Node;
-use crate::org::OrgHub;
-use crate::reader::{Reader, Step};
-use crate::registry::Registry;
+use crate::org::hub::OrgHub;
+use crate::delivery::reader::{Reader, Step};
+use crate::org::registry::Registry;
 
 /// Longest wait for a new org's live subscription before serving.
 pub(crate) const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
