@@ -2,41 +2,12 @@
 // BroadcastChannel when the browser has it, else `storage` events on a
 // localStorage key (every write fires the event in the *other* tabs; a nonce
 // makes repeated identical messages distinct). Neither delivers a message back
-// to its sender. Also defines the messages the client exchanges.
+// to its sender. Generic over the message type: the client's protocol is in
+// tabs.ts, the logout channel in auth.ts.
+// Invariant: only what `accept` validated is handed on; a bus never delivers
+// its own messages back, and nothing is sent or received after `close()`.
 
 import type { Env, StorageEventLike } from './env.js';
-import type { HeraldEvent, RealtimeState, ResetReason } from './types.js';
-
-/** The leader's view of the connection, mirrored by followers. */
-export interface LeaderStatus {
-  status: RealtimeState['status'];
-  transport: RealtimeState['transport'];
-  url: string | null;
-  connectionId: string | null;
-  /** True while a transport is connected (the stale timer's notion of health). */
-  connected: boolean;
-  /** Reconnect counts per service. */
-  reconnects: Record<string, number>;
-}
-
-/** Messages on the client's bus (`channelName`). */
-export type BusMessage =
-  /** A tab became leader; followers re-announce their needs. */
-  | { type: 'leader'; from: string }
-  /** The leader is alive (every second), with its connection status and cursor. */
-  | { type: 'heartbeat'; from: string; status: LeaderStatus; lastSeq: number | null; epoch: string | null }
-  /** A follower missed heartbeats (its own timers ran, the leader's may be throttled): answer now. */
-  | { type: 'status?'; from: string }
-  /** A tab's subscription. */
-  | { type: 'need'; from: string; services: string[]; propertyId: string | null; visible: boolean }
-  /** A tab went away. */
-  | { type: 'bye'; from: string }
-  /** New events (already deduplicated by the leader) and the cursor after them. */
-  | { type: 'events'; from: string; events: HeraldEvent[]; lastSeq: number | null; epoch: string | null }
-  /** The server reset the cursor: every tab must refetch. */
-  | { type: 'reset'; from: string; reason: ResetReason; lastSeq: number | null; epoch: string | null; services?: string[] }
-  /** A fresh token from the leader's `getToken()`. */
-  | { type: 'token'; from: string; token: string };
 
 /** A bus for one kind of message. */
 export interface Bus<T> {
@@ -124,42 +95,4 @@ export function openBus<T>(
       }
     },
   };
-}
-
-const isStr = (v: unknown): v is string => typeof v === 'string';
-const isSeq = (v: unknown): v is number | null => v === null || (typeof v === 'number' && Number.isFinite(v));
-const isStrOrNull = (v: unknown): v is string | null => v === null || typeof v === 'string';
-
-/** Validates a message of the client's bus. */
-export function acceptBusMessage(raw: unknown): BusMessage | null {
-  if (typeof raw !== 'object' || raw === null) return null;
-  const m = raw as Record<string, unknown>;
-  if (!isStr(m.from)) return null;
-  switch (m.type) {
-    case 'leader':
-    case 'bye':
-    case 'status?':
-      return m as unknown as BusMessage;
-    case 'heartbeat':
-      return typeof m.status === 'object' && m.status !== null && isSeq(m.lastSeq) && isStrOrNull(m.epoch)
-        ? (m as unknown as BusMessage)
-        : null;
-    case 'need':
-      return Array.isArray(m.services) && m.services.every(isStr) && isStrOrNull(m.propertyId)
-        ? (m as unknown as BusMessage)
-        : null;
-    case 'events':
-      return Array.isArray(m.events) && isSeq(m.lastSeq) && isStrOrNull(m.epoch) ? (m as unknown as BusMessage) : null;
-    case 'reset':
-      return (m.reason === 'history_gone' ||
-        m.reason === 'epoch_changed' ||
-        (m.reason === 'dropped' && Array.isArray(m.services) && m.services.every(isStr))) &&
-        isSeq(m.lastSeq)
-        ? (m as unknown as BusMessage)
-        : null;
-    case 'token':
-      return isStr(m.token) ? (m as unknown as BusMessage) : null;
-    default:
-      return null;
-  }
 }
