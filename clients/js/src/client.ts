@@ -1,17 +1,17 @@
-// The client: one per tab. A thin coordinator that wires the pieces together;
-// each concept lives in its own module:
-//   options.ts   what the app passed, checked      cursor.ts  the resume point
-//   tabs.ts      the leader/follower bus protocol  delivery.ts handlers, dedup
-//   state.ts     state() and its listeners         stale.ts   onStale
-//   leader.ts    election   connection.ts the leader's connection loop
-//
+// The client of one tab: a thin coordinator. Every tab runs one; exactly one
+// (the leader) connects to an edge. The concepts live in their own modules:
+//   options.ts     the app's options, checked   leader.ts     election
+//   cursor.ts      the resume point, persisted  connection.ts the leader's loop
+//   tabs.ts        the bus protocol, needs      delivery.ts   handlers, dedup
+//   state.ts       state() and its listeners    stale.ts      onStale
+// This file decides what happens when: roles, page lifecycle, the once-a-
+// second tick, and the two paths of an event:
 //   leader:   server → dedup → cursor → bus 'events' → own handlers
-//   follower: bus 'events' → dedup → own handlers
-//
-// Invariant: exactly one tab (the leader) connects to an edge, subscribed to
-// the union of every tab's needs; a stopped client (close, logout) holds no
-// timer, listener, socket or lock. Logout travels on `auth-control` and stops
-// every tab at once.
+//   follower: bus 'events' → cursor → dedup → own handlers
+// Invariant: only the leader holds a Connection, subscribed to the union of
+// every tab's needs; a stopped client (close, logout) holds no timer,
+// listener, socket or lock. Logout travels on `auth-control` and stops every
+// tab at once.
 
 import { openAuthControl, TokenManager, type AuthControl } from './auth.js';
 import { Connection, type ConnectionStatus } from './connection.js';

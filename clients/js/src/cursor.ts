@@ -142,7 +142,7 @@ export class CursorStore {
    */
   persist(now: boolean): void {
     const storage = this.env.storage;
-    if (storage === null || this.cursor.lastSeq === null) return;
+    if (storage === null || this.closed || this.cursor.lastSeq === null) return;
     const write = () => {
       this.persistTimer = null;
       this.persistedAt = this.env.now();
@@ -152,7 +152,7 @@ export class CursorStore {
       this.timers.clear(this.persistTimer);
       this.persistTimer = null;
       write();
-    } else if (this.persistTimer === null && !this.closed) {
+    } else if (this.persistTimer === null) {
       this.persistTimer = this.timers.set(write, PERSIST_EVERY_MS - (this.env.now() - this.persistedAt));
     }
   }
@@ -162,7 +162,7 @@ export class CursorStore {
     if (this.env.now() - this.persistedAt >= PERSIST_REFRESH_MS) this.persist(true);
   }
 
-  /** Cancels a pending write; later `persist(false)` calls schedule nothing. */
+  /** Cancels a pending write; a closed store writes nothing more (`forget()` still works). */
   close(): void {
     this.closed = true;
     this.timers.clearAll();

@@ -6,8 +6,8 @@
 // subscribes to the union at once; they ask for a status when heartbeats lag.
 // Invariant: a tab never acts on its own messages; a follower mirrors a
 // leader's status only while that leader was heard from within
-// LEADER_STALE_MS; the registry holds this tab's need and those of tabs heard
-// from within NEED_MAX_AGE_MS (or until they said bye).
+// LEADER_STALE_MS; the registry always holds this tab's own need, and another
+// tab's until it says bye or, silent for NEED_MAX_AGE_MS, the next refresh.
 
 import { openBus, type Bus } from './channel.js';
 import type { Env } from './env.js';
@@ -18,7 +18,7 @@ import type { HeraldEvent, RealtimeState, ResetReason } from './types.js';
 export const HEARTBEAT_MS = 1_000;
 /** A leader silent this long is stale (followers stop mirroring its status). */
 export const LEADER_STALE_MS = 3_000;
-/** Tabs re-announce their needs this often… */
+/** Followers re-announce their needs this often… */
 export const NEED_REFRESH_MS = 10_000;
 /** …and the registry forgets a tab not heard from for this long. */
 export const NEED_MAX_AGE_MS = 35_000;
