@@ -382,14 +382,6 @@ impl Config {
         Ok(())
     }
 
-    /// Bounds of each org's live queue.
-    pub fn live_queue_limits(&self) -> crate::org::live::QueueLimits {
-        crate::org::live::QueueLimits {
-            messages: self.live_queue_messages.max(1),
-            bytes: self.live_queue_bytes.max(1),
-        }
-    }
-
     /// `HERALD_SERVICES` as a set; `None` when unset (every service name is accepted).
     pub fn known_services(&self) -> Option<std::collections::HashSet<String>> {
         let set: std::collections::HashSet<String> = self

@@ -126,3 +126,9 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<crate::org::registry::StreamNotReached> for ApiError {
+    fn from(e: crate::org::registry::StreamNotReached) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}

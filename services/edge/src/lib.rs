@@ -15,17 +15,19 @@
 //! config      settings, validated up front
 //! ```
 //!
-//! - [`transport`]: `serve` (HTTP/1.1 accept loop), `http` (router),
+//! - [`transport`] holds `serve` (HTTP/1.1 accept loop), `http` (router),
 //!   `poll`, `sse`, `ws`, `publish`, request `body` limits and `ratelimit`.
-//! - [`delivery`]: `reader` (a client's cursor, shared by every transport)
+//! - [`delivery`] holds `reader` (a client's cursor, shared by every transport)
 //!   and `filter`.
-//! - [`org`]: `registry` (org state created on a first client, evicted when
-//!   idle), `hub` (the buffer, its waiters and the feed task), `live` (the
-//!   bounded live queue that marks every possible loss in order), `buffer`
-//!   and `decode` (NATS messages to events or counted rejections).
-//! - [`nats`]: `connection`, `stream` (the event stream in JetStream) and
+//! - [`org`] holds `registry` (org state created on a first client, evicted
+//!   when idle), `hub` (the buffer and its waiters), `feed` (the task that
+//!   keeps the buffer gap-free) and `trust` (its pure state machine), `live`
+//!   (the bounded live queue that marks every possible loss in order),
+//!   `history` (reads for clients behind the buffer), `buffer` and `decode`
+//!   (NATS messages to events or counted rejections).
+//! - [`nats`] holds `connection`, `stream` (the event stream in JetStream) and
 //!   `head` (the sampled stream head: epoch, first and last sequence).
-//! - [`ops`]: open `connections` and their limits, `control` across nodes,
+//! - [`ops`] holds open `connections` and their limits, `control` across nodes,
 //!   kill `switches`, `metrics`, `telemetry`.
 //! - Beside the layers: [`config`], [`auth`] (tokens), [`error`] (errors as
 //!   HTTP answers), [`node`] (the bundle the server hands to the

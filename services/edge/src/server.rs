@@ -10,8 +10,8 @@ use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
+use crate::nats::connection;
 use crate::node::Node;
-use crate::nats::{connection, head};
 use crate::ops::{control, switches};
 use crate::transport::{http, serve};
 
@@ -47,12 +47,21 @@ pub async fn run(
     tracing::info!(node = %node.node_id, addr = ?listener.local_addr().ok(), stream = %node.stream.name(), "herald-edge starting");
 
     match node.stream.ensure().await {
-        Ok(h) => node.set_head(h),
+        Ok(h) => node.heads.set(h),
         Err(e) => tracing::warn!(error = %e, "stream not reachable yet; will keep trying"),
     }
-    tokio::spawn(head::sample(Arc::clone(&node)));
+    let heads = Arc::clone(&node.heads);
+    let (interval, stop) = (node.config.head_interval, node.draining.clone());
+    tokio::spawn(async move { heads.sample(interval, stop).await });
     tokio::spawn(control::follow(Arc::clone(&node)));
-    tokio::spawn(switches::follow(Arc::clone(&node)));
+    tokio::spawn(switches::follow(
+        Arc::clone(&node.switches),
+        node.client.clone(),
+        Arc::clone(&node.connections),
+        Arc::clone(&node.metrics),
+        node.config.head_interval,
+        node.draining.clone(),
+    ));
     let n = Arc::clone(&node);
     let evict_every =
         (node.config.org_idle_evict / 2).clamp(Duration::from_millis(100), EVICT_EVERY_MAX);
@@ -62,7 +71,7 @@ pub async fn run(
                 _ = tokio::time::sleep(evict_every) => {}
                 _ = n.draining.cancelled() => break,
             }
-            let evicted = n.orgs.evict_idle(n.uptime_ms(), n.config.org_idle_evict);
+            let evicted = n.orgs.evict_idle(n.config.org_idle_evict);
             if evicted > 0 {
                 tracing::debug!(evicted, "released idle orgs");
             }

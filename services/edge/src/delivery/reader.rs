@@ -8,12 +8,11 @@ use std::sync::Arc;
 use herald_proto::ResetReason;
 use tokio::sync::watch;
 
-use crate::org::buffer::BufferRead;
-use crate::delivery::filter::Filter;
-use crate::org::decode::StoredEvent;
+use crate::delivery::filter::{Filter, ServiceSet};
 use crate::nats::stream::StreamError;
-use crate::node::Node;
-use crate::org::hub::read_history;
+use crate::org::buffer::BufferRead;
+use crate::org::decode::StoredEvent;
+use crate::org::history;
 use crate::org::registry::Lease;
 
 /// What one read found.
@@ -91,13 +90,18 @@ impl Reader {
         self.filter = filter;
     }
 
-    /// Reads what is there now, at most `limit` events; never waits for new ones.
-    pub async fn step(&mut self, node: &Node, limit: usize) -> Result<Step, StreamError> {
-        self.filter.set_disabled(node.switches.disabled_services());
+    /// Reads what is there now, at most `limit` events, leaving out the
+    /// services `disabled` names; never waits for new ones.
+    pub async fn step(
+        &mut self,
+        disabled: Arc<ServiceSet>,
+        limit: usize,
+    ) -> Result<Step, StreamError> {
+        self.filter.set_disabled(disabled);
+        let heads = Arc::clone(&self.lease.upstream.heads);
         loop {
             self.changes.borrow_and_update();
-            let max_bytes = node.config.max_read_bytes;
-            let (read, epoch) = self.lease.read(self.cursor, &self.filter, limit, max_bytes);
+            let (read, epoch) = self.lease.read(self.cursor, &self.filter, limit);
             if epoch != self.epoch {
                 self.epoch = epoch;
                 self.cursor = self.lease.settled().0;
@@ -109,7 +113,7 @@ impl Reader {
                     return Ok(Step::Events(events));
                 }
                 BufferRead::Nothing { cursor } => {
-                    if cursor > self.lease.settled_seq() && self.beyond_head(node).await? {
+                    if cursor > self.lease.settled_seq() && self.beyond_head().await? {
                         self.cursor = self.lease.settled().0;
                         return Ok(Step::Reset(ResetReason::EpochChanged));
                     }
@@ -120,20 +124,20 @@ impl Reader {
                     let from = self.cursor;
                     // Boxed: a rare path that would otherwise make every held
                     // request's future (and its memory) larger.
-                    let (events, scanned) = Box::pin(read_history(
-                        node,
+                    let (events, scanned) = Box::pin(history::read(
+                        &self.lease.upstream,
                         &self.lease.org,
                         from,
                         floor,
                         &self.filter,
                         limit,
-                        max_bytes,
+                        self.lease.max_read_bytes(),
                     ))
                     .await?;
                     // Whether anything after the cursor is gone is decided by
                     // the stream as it stands after the scan: a sample taken
                     // before it could predate a purge or an expiry.
-                    let head = node.fresh_head().await?;
+                    let head = heads.fresh().await?;
                     if head.epoch != self.epoch {
                         continue;
                     }
@@ -156,8 +160,8 @@ impl Reader {
     /// True when the cursor is past the stream's head as it stands now: it
     /// belongs to another incarnation of the stream (a resume without its
     /// epoch, such as an EventSource reconnect after a recreate).
-    async fn beyond_head(&mut self, node: &Node) -> Result<bool, StreamError> {
-        let head = node.fresh_head().await?;
+    async fn beyond_head(&mut self) -> Result<bool, StreamError> {
+        let head = self.lease.upstream.heads.fresh().await?;
         Ok(head.epoch == self.epoch && self.cursor > head.last_seq)
     }
 

@@ -1,42 +1,142 @@
-//! Samples the stream's head (first and last sequence, epoch) at a fixed
-//! interval. The sample drives readiness, history-gone checks, audits, and
-//! the reset of every org buffer when the stream is recreated.
+//! Where the event stream stands (first and last sequence, epoch), as this
+//! node last saw it.
+//!
+//! [`Heads`] holds three views of the head, each with its own promise:
+//! - [`Heads::fresh`]: sampled after the call began, so it covers every
+//!   event stored before the call; concurrent callers share one request.
+//! - [`Heads::current`]: the latest sample, of any age; watched by every org
+//!   to notice a recreated stream (new epoch).
+//! - [`Heads::aged`]: the periodic sample before the latest, one to two
+//!   sample intervals old; audits of trusted orgs read up to it, since its
+//!   events have long arrived live.
+//!
+//! [`Heads::sample`] refreshes them every interval until stopped; the node is
+//! ready while the last good sample is recent.
 
-use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
 
-use crate::node::Node;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-/// Samples until the node drains.
-pub async fn sample(node: Arc<Node>) {
-    let mut failing = false;
-    let mut warned_republish = false;
-    loop {
-        let previous = node.current_head();
-        match node.fresh_head().await {
-            Ok(head) => {
-                node.rotate_head(previous);
-                if failing {
-                    tracing::info!(stream = %node.stream.name(), "stream reachable again");
-                    failing = false;
-                }
-                if !head.republishes && !warned_republish {
-                    tracing::error!(
-                        stream = %node.stream.name(),
-                        "stream does not RePublish herald.events.> to herald.live.>; events will only arrive through audits (slow)"
-                    );
-                    warned_republish = true;
-                }
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %e, "cannot sample the stream head");
-                    failing = true;
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(node.config.head_interval) => {}
-            _ = node.draining.cancelled() => break,
+use crate::nats::stream::{EventStream, StreamError, StreamHead};
+
+/// The sampled head of one event stream.
+pub struct Heads {
+    stream: EventStream,
+    current: watch::Sender<Option<StreamHead>>,
+    aged: Mutex<Option<StreamHead>>,
+    /// When the last good sample was taken.
+    ok_at: Mutex<Option<Instant>>,
+    /// When the last head request started, and what it found (single-flight).
+    last_request: tokio::sync::Mutex<Option<(Instant, StreamHead)>>,
+}
+
+impl Heads {
+    /// No sample yet: [`Heads::current`] is `None` until one succeeds.
+    pub fn new(stream: EventStream) -> Self {
+        Self {
+            stream,
+            current: watch::channel(None).0,
+            aged: Mutex::new(None),
+            ok_at: Mutex::new(None),
+            last_request: tokio::sync::Mutex::new(None),
         }
     }
+
+    /// The stream sampled.
+    pub fn stream(&self) -> &EventStream {
+        &self.stream
+    }
+
+    /// Records a head found by other means (the stream's creation).
+    pub fn set(&self, head: StreamHead) {
+        *lock(&self.ok_at) = Some(Instant::now());
+        self.current.send_if_modified(|h| {
+            if h.as_ref() == Some(&head) {
+                false
+            } else {
+                *h = Some(head);
+                true
+            }
+        });
+    }
+
+    /// A head sampled after this call began: covers every event stored
+    /// before it. Concurrent callers share one request.
+    pub async fn fresh(&self) -> Result<StreamHead, StreamError> {
+        let asked = Instant::now();
+        let mut last = self.last_request.lock().await;
+        if let Some((started, head)) = &*last {
+            if *started >= asked {
+                return Ok(head.clone());
+            }
+        }
+        let started = Instant::now();
+        let head = self.stream.head().await?;
+        *last = Some((started, head.clone()));
+        self.set(head.clone());
+        Ok(head)
+    }
+
+    /// The latest sample (`None` until the first succeeds).
+    pub fn current(&self) -> Option<StreamHead> {
+        self.current.borrow().clone()
+    }
+
+    /// A receiver that sees every new sample.
+    pub fn watch(&self) -> watch::Receiver<Option<StreamHead>> {
+        self.current.subscribe()
+    }
+
+    /// The periodic sample before the latest one (at least one interval old).
+    pub fn aged(&self) -> Option<StreamHead> {
+        lock(&self.aged).clone()
+    }
+
+    /// A sample succeeded within `max_age`.
+    pub fn is_recent(&self, max_age: Duration) -> bool {
+        lock(&self.ok_at).is_some_and(|at| at.elapsed() <= max_age)
+    }
+
+    /// Samples every `interval` until `stop`; logs when the stream becomes
+    /// unreachable and reachable again, and once when it does not RePublish.
+    pub async fn sample(&self, interval: Duration, stop: CancellationToken) {
+        let mut failing = false;
+        let mut warned_republish = false;
+        loop {
+            let previous = self.current();
+            match self.fresh().await {
+                Ok(head) => {
+                    *lock(&self.aged) = previous;
+                    if failing {
+                        tracing::info!(stream = %self.stream.name(), "stream reachable again");
+                        failing = false;
+                    }
+                    if !head.republishes && !warned_republish {
+                        tracing::error!(
+                            stream = %self.stream.name(),
+                            "stream does not RePublish herald.events.> to herald.live.>; events will only arrive through audits (slow)"
+                        );
+                        warned_republish = true;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot sample the stream head");
+                        failing = true;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

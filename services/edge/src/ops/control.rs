@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{extract_token, Principal, Role};
-use crate::transport::body;
-use crate::ops::connections::Control;
-use crate::error::ApiError;
 use crate::delivery::filter::Filter;
-use crate::transport::http::require_json;
+use crate::error::ApiError;
 use crate::node::Node;
+use crate::ops::connections::Control;
 use crate::ops::switches::{self, SwitchState};
+use crate::transport::body;
+use crate::transport::http::require_json;
 
 /// Largest control request body; the largest one names 64 services.
 const MAX_CONTROL_BODY: usize = 16 * 1024;
@@ -277,9 +277,11 @@ pub async fn put_switches(
         herald_proto::subject::check_token("service", s)
             .map_err(|e| ApiError::BadParameter(e.to_string()))?;
     }
-    switches::store(&node, &state).await.map_err(|e| {
-        tracing::warn!(error = %e, "cannot store switches");
-        ApiError::Unavailable("cannot store the switches in NATS".into())
-    })?;
+    switches::store(&node.client, node.config.stream_replicas, &state)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot store switches");
+            ApiError::Unavailable("cannot store the switches in NATS".into())
+        })?;
     Ok(Json(state))
 }

@@ -15,9 +15,11 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::connections::Control;
+use tokio_util::sync::CancellationToken;
+
 use crate::delivery::filter::ServiceSet;
-use crate::node::Node;
+use crate::ops::connections::{Connections, Control};
+use crate::ops::metrics::Metrics;
 
 /// Bucket holding the cluster-wide switches.
 pub const BUCKET: &str = "HERALD_SWITCHES";
@@ -111,32 +113,56 @@ impl Switches {
     }
 }
 
-/// Stores a new cluster-wide state.
-pub async fn store(node: &Node, state: &SwitchState) -> Result<(), String> {
-    let js = jetstream::new(node.client.clone());
+/// Why the cluster-wide switches could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The bucket neither exists nor could be created.
+    #[error("cannot create the bucket {BUCKET}: {0}")]
+    Bucket(#[from] async_nats::jetstream::context::CreateKeyValueError),
+    /// The value could not be encoded.
+    #[error("cannot encode the switches: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The value was not written.
+    #[error("cannot write the switches: {0}")]
+    Put(#[from] kv::PutError),
+}
+
+/// Stores a new cluster-wide state, creating the bucket (with `replicas`)
+/// when it does not exist.
+pub async fn store(
+    client: &async_nats::Client,
+    replicas: usize,
+    state: &SwitchState,
+) -> Result<(), StoreError> {
+    let js = jetstream::new(client.clone());
     let store = match js.get_key_value(BUCKET).await {
         Ok(s) => s,
-        Err(_) => js
-            .create_key_value(kv::Config {
+        Err(_) => {
+            js.create_key_value(kv::Config {
                 bucket: BUCKET.into(),
                 history: 1,
-                num_replicas: node.config.stream_replicas,
+                num_replicas: replicas,
                 ..Default::default()
             })
-            .await
-            .map_err(|e| e.to_string())?,
+            .await?
+        }
     };
-    let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-    store
-        .put(KEY, bytes.into())
-        .await
-        .map_err(|e| e.to_string())?;
+    let bytes = serde_json::to_vec(state)?;
+    store.put(KEY, bytes.into()).await?;
     Ok(())
 }
 
-/// Reads the bucket until the node drains, applying what it finds.
-pub async fn follow(node: Arc<Node>) {
-    let js = jetstream::new(node.client.clone());
+/// Reads the bucket every `interval` until `stop`, applying what it finds;
+/// when streams get disabled every open connection is closed.
+pub async fn follow(
+    switches: Arc<Switches>,
+    client: async_nats::Client,
+    connections: Arc<Connections>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let js = jetstream::new(client);
     let mut store = None;
     let mut malformed_logged: Option<tokio::time::Instant> = None;
     loop {
@@ -152,23 +178,23 @@ pub async fn follow(node: Arc<Node>) {
                         None => SwitchState::default(),
                         Some(Ok(state)) => state,
                         Some(Err(e)) => {
-                            node.metrics.guards.switch_errors.fetch_add(1, Relaxed);
+                            metrics.guards.switch_errors.fetch_add(1, Relaxed);
                             if malformed_logged.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
                                 malformed_logged = Some(tokio::time::Instant::now());
                                 tracing::error!(bucket = BUCKET, key = KEY, error = %e,
                                     "malformed kill switches ignored; the last good value stays in force");
                             }
-                            node.switches.runtime()
+                            switches.runtime()
                         }
                     };
-                    if state != node.switches.runtime() {
+                    if state != switches.runtime() {
                         tracing::warn!(?state, "kill switches changed");
-                        if node.switches.apply(state) {
+                        if switches.apply(state) {
                             let close = Control::Close {
                                 code: CLOSE_DISABLED,
                                 reason: "realtime disabled".into(),
                             };
-                            node.connections.broadcast(&close);
+                            connections.broadcast(&close);
                         }
                     }
                 }
@@ -176,8 +202,8 @@ pub async fn follow(node: Arc<Node>) {
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(node.config.head_interval) => {}
-            _ = node.draining.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => break,
         }
     }
 }

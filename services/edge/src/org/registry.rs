@@ -6,11 +6,15 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::error::ApiError;
-use crate::node::Node;
-use crate::org::hub::{self, OrgHub};
+use crate::org::hub::OrgHub;
+use crate::org::{feed, OrgLimits, Upstream};
+
+/// An org's state cannot be created yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the event stream is not reachable yet")]
+pub struct StreamNotReached;
 
 /// Counts for the metrics.
 #[derive(Debug, Default, Clone, Copy)]
@@ -26,15 +30,18 @@ pub struct RegistryStats {
 }
 
 /// Org states by org id.
-#[derive(Default)]
 pub struct Registry {
     orgs: Mutex<HashMap<Arc<str>, Arc<OrgHub>>>,
+    upstream: Arc<Upstream>,
+    limits: OrgLimits,
+    /// The clock of `OrgHub::last_used_ms`.
+    started: Instant,
 }
 
 /// A client's use of an org; the org is not evicted while a lease lives.
 pub struct Lease {
     hub: Arc<OrgHub>,
-    node: Arc<Node>,
+    started: Instant,
 }
 
 impl Deref for Lease {
@@ -53,47 +60,62 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.hub.last_used_ms.store(self.node.uptime_ms(), Relaxed);
+        self.hub
+            .last_used_ms
+            .store(millis_since(self.started), Relaxed);
         self.hub.users.fetch_sub(1, Relaxed);
     }
 }
 
+fn millis_since(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
 impl Registry {
+    /// No org held yet; each org's feed will read from `upstream`.
+    pub fn new(upstream: Arc<Upstream>, limits: OrgLimits) -> Self {
+        Self {
+            orgs: Mutex::default(),
+            upstream,
+            limits,
+            started: Instant::now(),
+        }
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<OrgHub>>> {
         self.orgs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Leases `org`, creating its state and starting its ingestion when new.
     /// Fails while the stream head is unknown (NATS not reached yet).
-    pub fn lease(node: &Arc<Node>, org: &str) -> Result<Lease, ApiError> {
-        let mut map = node.orgs.map();
+    pub fn lease(&self, org: &str) -> Result<Lease, StreamNotReached> {
+        let mut map = self.map();
         let hub = match map.get(org) {
             Some(hub) => Arc::clone(hub),
             None => {
-                let head = node.current_head().ok_or_else(|| {
-                    ApiError::Unavailable("the event stream is not reachable yet".into())
-                })?;
+                let head = self.upstream.heads.current().ok_or(StreamNotReached)?;
                 let hub = OrgHub::new(
                     org,
-                    node.buffer_limits(),
-                    node.config.live_queue_limits(),
+                    Arc::clone(&self.upstream),
+                    &self.limits,
                     head.last_seq,
                     head.epoch,
                 );
                 map.insert(Arc::clone(&hub.org), Arc::clone(&hub));
-                tokio::spawn(hub::ingest(Arc::clone(&hub), Arc::clone(node)));
+                tokio::spawn(feed::run(Arc::clone(&hub)));
                 hub
             }
         };
         hub.users.fetch_add(1, Relaxed);
         Ok(Lease {
             hub,
-            node: Arc::clone(node),
+            started: self.started,
         })
     }
 
     /// Releases orgs without clients for longer than `idle`; returns how many.
-    pub fn evict_idle(&self, now_ms: u64, idle: Duration) -> usize {
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        let now_ms = millis_since(self.started);
         let idle_ms = idle.as_millis() as u64;
         let mut map = self.map();
         let before = map.len();

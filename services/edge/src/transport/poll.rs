@@ -17,14 +17,13 @@ use tokio::time::Instant;
 
 use crate::auth::extract_token;
 use crate::config::MAX_POLL_TIMEOUT;
-use crate::ops::connections::Transport;
-use crate::error::ApiError;
 use crate::delivery::filter::{split_services, Filter};
-use crate::org::decode::{now_ms, StoredEvent};
-use crate::node::Node;
-use crate::org::hub::OrgHub;
 use crate::delivery::reader::{Reader, Step};
-use crate::org::registry::Registry;
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::ops::connections::Transport;
+use crate::org::decode::{now_ms, StoredEvent};
+use crate::org::hub::OrgHub;
 
 /// Longest wait for a new org's live subscription before serving.
 pub(crate) const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
@@ -200,7 +199,7 @@ async fn serve(
     node.polls.fetch_add(1, Relaxed);
     let _counted = PollGuard(&node);
     let deadline = Instant::now() + timeout;
-    let lease = Registry::lease(&node, &principal.org)?;
+    let lease = node.orgs.lease(&principal.org)?;
     lease.wait_subscribed(SUBSCRIBE_WAIT).await;
     let mut reader = Reader::new(lease, filter, params.last_seq);
     if reader.check_epoch(params.epoch.as_deref()) {
@@ -208,10 +207,13 @@ async fn serve(
     }
     let mut waiter = None;
     loop {
-        let step = reader.step(&node, MAX_EVENTS_PER_POLL).await.map_err(|e| {
-            tracing::warn!(org = %reader.lease().org, error = %e, "history read failed");
-            ApiError::Unavailable("the event stream is not reachable".into())
-        })?;
+        let step = reader
+            .step(node.switches.disabled_services(), MAX_EVENTS_PER_POLL)
+            .await
+            .map_err(|e| {
+                tracing::warn!(org = %reader.lease().org, error = %e, "history read failed");
+                ApiError::Unavailable("the event stream is not reachable".into())
+            })?;
         match step {
             Step::Events(events) => return Ok(answer(&node, &events, &reader)),
             // Report how far the scan got rather than holding it.

@@ -12,11 +12,11 @@ use herald_publisher::{OutgoingEvent, PublishError};
 use http::HeaderMap;
 
 use crate::auth::{extract_token, Role};
-use crate::error::ApiError;
-use crate::transport::http::require_json;
-use crate::node::Node;
 use crate::delivery::filter;
+use crate::error::ApiError;
+use crate::node::Node;
 use crate::transport::body;
+use crate::transport::http::require_json;
 
 /// `POST /v2/realtime/publish` (role `publisher`). The token and role are
 /// checked before the body is read.

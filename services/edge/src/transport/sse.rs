@@ -21,14 +21,13 @@ use serde_json::json;
 use tokio::time::{Instant, Interval};
 
 use crate::auth::extract_token;
-use crate::ops::connections::{Control, Registration, Transport};
-use crate::error::ApiError;
 use crate::delivery::filter::{split_services, Filter};
-use crate::org::decode::now_ms;
-use crate::node::Node;
-use crate::transport::poll::{form_pairs, SUBSCRIBE_WAIT};
 use crate::delivery::reader::{Reader, Step};
-use crate::org::registry::Registry;
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::ops::connections::{Control, Registration, Transport};
+use crate::org::decode::now_ms;
+use crate::transport::poll::{form_pairs, SUBSCRIBE_WAIT};
 use crate::transport::ws::BATCH_EVENTS;
 
 /// Pause before reading the stream again after a failed history read.
@@ -106,7 +105,7 @@ pub async fn sse(
         node.config.max_connections,
         node.config.max_connections_per_user,
     )?;
-    let lease = Registry::lease(&node, &principal.org)?;
+    let lease = node.orgs.lease(&principal.org)?;
     lease.wait_subscribed(SUBSCRIBE_WAIT).await;
     let mut reader = Reader::new(lease, filter, params.last_seq);
     let epoch_changed = reader.check_epoch(params.epoch.as_deref());
@@ -235,7 +234,11 @@ async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseS
             return Some((Ok(event), st));
         }
         if !st.waiting {
-            match st.reader.step(&st.node, BATCH_EVENTS).await {
+            match st
+                .reader
+                .step(st.node.switches.disabled_services(), BATCH_EVENTS)
+                .await
+            {
                 Ok(Step::Events(events)) => {
                     st.node.metrics.record_deliveries(&events, now_ms());
                     for e in &events {

@@ -37,15 +37,14 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::auth::{check_origin, find_token, Principal};
-use crate::ops::connections::{Control, Registration, Transport};
-use crate::error::ApiError;
 use crate::delivery::filter::Filter;
-use crate::org::decode::{now_ms, StoredEvent};
-use crate::node::Node;
-use crate::transport::poll::{form_pairs, SUBSCRIBE_WAIT};
 use crate::delivery::reader::{Reader, Step};
-use crate::org::registry::Registry;
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::ops::connections::{Control, Registration, Transport};
 use crate::ops::switches::CLOSE_DISABLED;
+use crate::org::decode::{now_ms, StoredEvent};
+use crate::transport::poll::{form_pairs, SUBSCRIBE_WAIT};
 
 /// Path of the stream endpoint.
 pub const STREAM_PATH: &str = "/v2/realtime/stream";
@@ -640,7 +639,11 @@ impl Connection {
         let max_batch = node.config.max_batch_bytes;
         loop {
             if self.out.idle() && self.backlog.is_empty() && !waiting && retry_at.is_none() {
-                match self.reader.step(&node, BATCH_EVENTS).await {
+                match self
+                    .reader
+                    .step(node.switches.disabled_services(), BATCH_EVENTS)
+                    .await
+                {
                     Ok(Step::Events(events)) => {
                         let events = self.drop_low_tier(events);
                         node.metrics.record_deliveries(&events, now_ms());
@@ -983,7 +986,10 @@ async fn handshake(
         node.switches.disabled_services(),
     )
     .map_err(|e| Closing::from_api(&e))?;
-    let lease = Registry::lease(node, &principal.org).map_err(|e| Closing::from_api(&e))?;
+    let lease = node
+        .orgs
+        .lease(&principal.org)
+        .map_err(|e| Closing::from_api(&e.into()))?;
     lease.wait_subscribed(SUBSCRIBE_WAIT).await;
     let mut reader = Reader::new(lease, filter, last_seq);
     let epoch_changed = reader.check_epoch(epoch.as_deref());
