@@ -53,7 +53,11 @@ pub async fn run(
     let heads = Arc::clone(&node.heads);
     let (interval, stop) = (node.config.head_interval, node.draining.clone());
     tokio::spawn(async move { heads.sample(interval, stop).await });
-    tokio::spawn(control::follow(Arc::clone(&node)));
+    tokio::spawn(control::follow(
+        node.client.clone(),
+        Arc::clone(&node.connections),
+        node.draining.clone(),
+    ));
     tokio::spawn(switches::follow(
         Arc::clone(&node.switches),
         node.client.clone(),

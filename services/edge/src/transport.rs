@@ -1,6 +1,7 @@
 //! The HTTP side: the accept loop, the router, request bodies, rate limits
-//! and the endpoints (long-poll, WebSocket, SSE, publish).
+//! and the endpoints (long-poll, WebSocket, SSE, publish, admin).
 
+pub mod admin;
 pub mod body;
 pub mod http;
 pub mod poll;

@@ -14,8 +14,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::{check_origin, extract_token, Role};
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::ops::control;
-use crate::transport::{poll, publish, sse, ws};
+use crate::transport::{admin, poll, publish, sse, ws};
 
 /// Builds the node's router.
 pub fn router(node: Arc<Node>) -> Router {
@@ -30,14 +29,11 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route(ws::STREAM_PATH, get(ws::stream))
         .route("/v2/realtime/sse", get(sse::sse))
-        .route(
-            "/v2/realtime/update-services",
-            post(control::update_services),
-        )
-        .route("/v2/realtime/disconnect", post(control::disconnect))
+        .route("/v2/realtime/update-services", post(admin::update_services))
+        .route("/v2/realtime/disconnect", post(admin::disconnect))
         .route(
             "/v2/realtime/switches",
-            get(control::get_switches).put(control::put_switches),
+            get(admin::get_switches).put(admin::put_switches),
         )
         .route("/v2/realtime/publish", post(publish::publish))
         .route("/v2/realtime/metrics", get(metrics_json))
