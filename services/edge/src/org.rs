@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::nats::head::Heads;
 use crate::nats::stream::EventStream;
 use crate::ops::metrics::Metrics;
+use crate::org::decode::StoredEvent;
 
 pub mod buffer;
 pub mod decode;
@@ -51,4 +52,10 @@ pub struct OrgLimits {
     pub live: live::QueueLimits,
     /// Most JSON bytes one read returns (`HERALD_MAX_READ_BYTES`).
     pub max_read_bytes: usize,
+}
+
+/// Which events a read returns: a client's filter implements it.
+pub trait EventFilter {
+    /// True when `event` is returned.
+    fn matches(&self, event: &StoredEvent) -> bool;
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::org::decode::StoredEvent;
+use crate::org::EventFilter;
 
 /// Most services one subscription may name.
 const MAX_SERVICES: usize = 64;
@@ -175,6 +176,12 @@ pub fn split_services(raw: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+impl EventFilter for Filter {
+    fn matches(&self, event: &StoredEvent) -> bool {
+        Filter::matches(self, event)
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! connections it holds. Core NATS: a node that is away when a message is
 //! sent misses it, which is fine for what it carries (a connection that was
 //! not there cannot be changed). The HTTP endpoints that send them are in
-//! [`admin`](crate::transport::admin).
+//! `transport::admin`.
 
 use std::sync::Arc;
 

@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::delivery::filter::Filter;
 use crate::org::decode::StoredEvent;
+use crate::org::EventFilter;
 
 /// What a read by cursor found.
 #[derive(Debug)]
@@ -168,7 +168,13 @@ impl OrgBuffer {
 
     /// Up to `limit` events matching `filter` with `seq > after`, stopping
     /// once they reach `max_bytes` of JSON (the first event always fits).
-    pub fn read(&self, after: u64, filter: &Filter, limit: usize, max_bytes: usize) -> BufferRead {
+    pub fn read(
+        &self,
+        after: u64,
+        filter: &impl EventFilter,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BufferRead {
         if after < self.floor {
             return BufferRead::Behind { floor: self.floor };
         }
@@ -197,7 +203,6 @@ impl OrgBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Principal;
     use herald_proto::DeliveredEvent;
 
     fn ev(seq: u64, service: &str) -> Arc<StoredEvent> {
@@ -226,22 +231,19 @@ mod tests {
         }
     }
 
-    fn filter(services: Option<&[&str]>) -> Filter {
-        let p = Principal {
-            user: "u".into(),
-            org: "acme".into(),
-            props: None,
-            svcs: None,
-            role: None,
-            exp: 0,
-        };
-        Filter::new(
-            &p,
-            services.map(|s| s.iter().map(|x| x.to_string()).collect()),
-            None,
-            Default::default(),
-        )
-        .unwrap()
+    /// Events of the named services, or all.
+    struct Services(Option<Vec<String>>);
+
+    impl EventFilter for Services {
+        fn matches(&self, event: &StoredEvent) -> bool {
+            self.0
+                .as_ref()
+                .is_none_or(|s| s.contains(&event.event.service))
+        }
+    }
+
+    fn filter(services: Option<&[&str]>) -> Services {
+        Services(services.map(|s| s.iter().map(|x| x.to_string()).collect()))
     }
 
     fn seqs(r: &BufferRead) -> (Vec<u64>, u64) {

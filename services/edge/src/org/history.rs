@@ -8,11 +8,10 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::delivery::filter::Filter;
 use crate::nats::stream::StreamError;
 use crate::org::decode::{self, Decoded, StoredEvent};
 use crate::org::hub::FILL_BYTES;
-use crate::org::Upstream;
+use crate::org::{EventFilter, Upstream};
 
 /// Most stored messages one history read scans, so one poll cannot keep the node busy.
 pub const HISTORY_SCAN_LIMIT: usize = 5_000;
@@ -26,7 +25,7 @@ pub async fn read(
     org: &str,
     after: u64,
     until: u64,
-    filter: &Filter,
+    filter: &impl EventFilter,
     limit: usize,
     max_bytes: usize,
 ) -> Result<(Vec<Arc<StoredEvent>>, u64), StreamError> {

@@ -13,12 +13,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::filter::Filter;
 use crate::nats::stream::{StreamError, StreamHead};
 use crate::org::buffer::{BufferRead, OrgBuffer};
 use crate::org::decode::{self, Decoded};
 use crate::org::live::LiveQueue;
-use crate::org::{OrgLimits, Upstream};
+use crate::org::{EventFilter, OrgLimits, Upstream};
 
 /// Messages and payload bytes one step of a catch-up reads.
 const FILL_BATCH: usize = 1024;
@@ -85,7 +84,12 @@ impl OrgHub {
 
     /// Reads by cursor, at most `limit` events and about
     /// `HERALD_MAX_READ_BYTES`; also returns the epoch the answer belongs to.
-    pub fn read(&self, after: u64, filter: &Filter, limit: usize) -> (BufferRead, String) {
+    pub fn read(
+        &self,
+        after: u64,
+        filter: &impl EventFilter,
+        limit: usize,
+    ) -> (BufferRead, String) {
         let s = self.state();
         (
             s.buffer.read(after, filter, limit, self.max_read_bytes),
