@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
-use crate::nats::connection;
+use crate::nats::connection::{self, NatsError};
 use crate::node::Node;
 use crate::ops::{control, switches};
 use crate::transport::{http, serve};
@@ -28,7 +28,7 @@ pub enum RunError {
     Config(#[from] ConfigError),
     /// The NATS client could not be set up.
     #[error("nats: {0}")]
-    Nats(String),
+    Nats(#[from] NatsError),
 }
 
 /// Serves `listener` with `config` until `shutdown` completes.
@@ -40,9 +40,7 @@ pub async fn run(
     config.validate()?;
     let verifier = Verifier::from_config(&config).map_err(ConfigError)?;
     let node_id = config.resolved_node_id();
-    let (client, losses) = connection::connect(&config, &node_id)
-        .await
-        .map_err(|e| RunError::Nats(e.to_string()))?;
+    let (client, losses) = connection::connect(&config, &node_id).await?;
     let node = Node::new(config, node_id, client, losses, verifier);
     tracing::info!(node = %node.node_id, addr = ?listener.local_addr().ok(), stream = %node.stream.name(), "herald-edge starting");
 

@@ -26,10 +26,38 @@ pub struct StreamHead {
     pub republishes: bool,
 }
 
-/// Failure talking to JetStream.
+/// Failure talking to JetStream. Every kind is worth a retry later: the
+/// callers (audits, history reads, head samples) retry or answer 503.
 #[derive(Debug, thiserror::Error)]
-#[error("jetstream: {0}")]
-pub struct StreamError(pub String);
+pub enum StreamError {
+    /// A JetStream request failed (NATS away, timeout, no leader, refused).
+    #[error("jetstream {op}: {source}")]
+    Request {
+        /// What was asked.
+        op: &'static str,
+        /// What the client reported.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A batch of stored events stopped arriving before its end.
+    #[error("jetstream: a batch of stored events stopped arriving")]
+    BatchStalled,
+    /// The node is shutting down: no new read starts.
+    #[error("jetstream: the node is shutting down")]
+    ShuttingDown,
+}
+
+impl StreamError {
+    /// Wraps the client's error of the request `op`.
+    fn request<E>(op: &'static str) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |e| Self::Request {
+            op,
+            source: Box::new(e),
+        }
+    }
+}
 
 /// Reads of one message by sequence before a read switches to a batch.
 const SINGLE_READS: usize = 4;
@@ -126,7 +154,10 @@ impl EventStream {
     pub async fn ensure(&self) -> Result<StreamHead, StreamError> {
         match self.js.get_stream(&self.name).await {
             Ok(mut s) => {
-                let info = s.info().await.map_err(|e| StreamError(e.to_string()))?;
+                let info = s
+                    .info()
+                    .await
+                    .map_err(StreamError::request("stream info"))?;
                 for diff in differences(&self.wanted_config(), &info.config) {
                     tracing::warn!(stream = %self.name, %diff, "existing stream differs from the wanted config; leaving it as it is");
                 }
@@ -138,11 +169,14 @@ impl EventStream {
                     .js
                     .get_or_create_stream(self.wanted_config())
                     .await
-                    .map_err(|e| StreamError(e.to_string()))?;
-                let info = s.info().await.map_err(|e| StreamError(e.to_string()))?;
+                    .map_err(StreamError::request("create stream"))?;
+                let info = s
+                    .info()
+                    .await
+                    .map_err(StreamError::request("stream info"))?;
                 Ok(head_of(info))
             }
-            Err(e) => Err(StreamError(e.to_string())),
+            Err(e) => Err(StreamError::request("get stream")(e)),
         }
     }
 
@@ -150,14 +184,17 @@ impl EventStream {
     pub async fn head(&self) -> Result<StreamHead, StreamError> {
         match self.js.get_stream(&self.name).await {
             Ok(mut s) => {
-                let info = s.info().await.map_err(|e| StreamError(e.to_string()))?;
+                let info = s
+                    .info()
+                    .await
+                    .map_err(StreamError::request("stream info"))?;
                 Ok(head_of(info))
             }
             Err(e) if is_not_found(&e) => {
                 tracing::warn!(stream = %self.name, "stream is gone");
                 self.ensure().await
             }
-            Err(e) => Err(StreamError(e.to_string())),
+            Err(e) => Err(StreamError::request("get stream")(e)),
         }
     }
 
@@ -173,7 +210,7 @@ impl EventStream {
             .js
             .get_stream_no_info(&self.name)
             .await
-            .map_err(|e| StreamError(e.to_string()))?;
+            .map_err(StreamError::request("get stream"))?;
         match handle
             .raw_message_builder()
             .sequence(from.max(1))
@@ -183,7 +220,7 @@ impl EventStream {
         {
             Ok(m) => Ok(Some(m)),
             Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(StreamError(e.to_string())),
+            Err(e) => Err(StreamError::request("get message")(e)),
         }
     }
 }
@@ -207,7 +244,7 @@ impl EventStream {
             .reads
             .acquire()
             .await
-            .map_err(|_| StreamError("node is shutting down".into()))?;
+            .map_err(|_| StreamError::ShuttingDown)?;
         let mut out = OrgMessages {
             messages: Vec::new(),
             complete_to: from.saturating_sub(1),
@@ -278,12 +315,11 @@ impl EventStream {
         max_bytes: usize,
         out: &mut OrgMessages,
     ) -> Result<(), StreamError> {
-        let err = |e: &dyn std::fmt::Display| StreamError(e.to_string());
         let stream = self
             .js
             .get_stream_no_info(&self.name)
             .await
-            .map_err(|e| err(&e))?;
+            .map_err(StreamError::request("get stream"))?;
         self.requests.fetch_add(1, Relaxed);
         let consumer = stream
             .create_consumer(pull::Config {
@@ -298,7 +334,7 @@ impl EventStream {
                 ..Default::default()
             })
             .await
-            .map_err(|e| err(&e))?;
+            .map_err(StreamError::request("create read consumer"))?;
         let name = consumer.cached_info().name.clone();
         let result = async {
             let mut bytes = 0;
@@ -312,18 +348,22 @@ impl EventStream {
                     .expires(FETCH_EXPIRES)
                     .messages()
                     .await
-                    .map_err(|e| err(&e))?;
+                    .map_err(StreamError::request("fetch batch"))?;
                 let mut got = 0;
                 loop {
                     let next = tokio::time::timeout(READ_TIMEOUT, batch.next())
                         .await
-                        .map_err(|_| {
-                            StreamError("a batch of stored events stopped arriving".into())
-                        })?;
+                        .map_err(|_| StreamError::BatchStalled)?;
                     let Some(m) = next else { break };
-                    let m = m.map_err(|e| err(&e))?;
+                    let m = m.map_err(|source| StreamError::Request {
+                        op: "batch message",
+                        source,
+                    })?;
                     got += 1;
-                    let info = m.info().map_err(|e| err(&e))?;
+                    let info = m.info().map_err(|e| StreamError::Request {
+                        op: "batch message info",
+                        source: e,
+                    })?;
                     let (seq, pending, time) = (info.stream_sequence, info.pending, info.published);
                     if seq > until {
                         out.complete_to = until;
