@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
 use futures::StreamExt;
+use herald_proto::CloseCode;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -32,8 +33,6 @@ const MAX_CONTROL_BODY: usize = 16 * 1024;
 
 /// Subject prefix of control messages.
 pub const CONTROL_PREFIX: &str = "herald.control";
-/// Close code for connections closed by an admin disconnect.
-pub const CLOSE_DISCONNECTED: u16 = 4001;
 
 /// A control message on `herald.control.<org>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,7 +224,7 @@ pub async fn disconnect(
         .unwrap_or_else(|| "disconnected by an administrator".into());
     let message = ControlMessage::Disconnect {
         user: req.user_id,
-        code: CLOSE_DISCONNECTED,
+        code: CloseCode::Unauthenticated.code(),
         reason,
     };
     send(&node, &org, &message).await?;

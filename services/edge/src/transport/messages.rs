@@ -1,0 +1,51 @@
+//! The control messages both streams send (`ack`, `reset`, `updated`),
+//! built from a connection's state as [`ServerMessage`] values.
+//!
+//! Invariant: WebSocket and SSE send the same proto values for the same
+//! moment (a WebSocket frame; SSE's `data:` line, named by its `event:`
+//! line), so the two transports cannot drift apart field by field; and
+//! every `reset` built here is counted in the metrics exactly once.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use herald_proto::stream::{Filters, ServerMessage};
+use herald_proto::ResetReason;
+
+use crate::auth::Principal;
+use crate::delivery::filter::Filter;
+use crate::delivery::reader::Reader;
+use crate::node::Node;
+use crate::ops::connections::Registration;
+
+/// `ack`: the connection is accepted; `seq` is where its reader starts.
+pub fn ack(
+    node: &Node,
+    registration: &Registration,
+    principal: &Principal,
+    reader: &Reader,
+) -> ServerMessage {
+    ServerMessage::Ack {
+        connection_id: format!("{}-{}", node.node_id, registration.id()),
+        node_id: node.node_id.clone(),
+        epoch: reader.epoch().to_owned(),
+        seq: reader.cursor(),
+        expires_at: principal.exp.saturating_mul(1000),
+    }
+}
+
+/// `reset`: the client must refetch; `head` is where delivery goes on.
+pub fn reset(node: &Node, reason: ResetReason, head: u64) -> ServerMessage {
+    node.metrics.resets.fetch_add(1, Relaxed);
+    ServerMessage::Reset { reason, seq: head }
+}
+
+/// `updated`: the subscription now in force (`services` empty when every
+/// service the token allows is delivered).
+pub fn updated(filter: &Filter) -> ServerMessage {
+    ServerMessage::Updated {
+        services: filter.services().unwrap_or_default(),
+        filters: Filters {
+            property_id: filter.property().map(str::to_owned),
+        },
+    }
+}
