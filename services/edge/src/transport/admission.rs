@@ -57,10 +57,19 @@ pub fn admit(
 /// Refuses every new connection while the node drains, and new streams
 /// while the kill switch is on.
 pub fn open(node: &Node, transport: Transport) -> Result<(), ApiError> {
-    if node.draining.is_cancelled() {
+    node_state(
+        transport,
+        node.draining.is_cancelled(),
+        node.switches.disabled(),
+    )
+}
+
+/// [`open`] on the node's state: drain first, it refuses everything.
+fn node_state(transport: Transport, draining: bool, disabled: bool) -> Result<(), ApiError> {
+    if draining {
         return Err(ApiError::Draining);
     }
-    if transport != Transport::LongPoll && node.switches.disabled() {
+    if disabled && transport != Transport::LongPoll {
         return Err(ApiError::Disabled);
     }
     Ok(())
@@ -125,4 +134,38 @@ pub fn room_for_anonymous(node: &Node) -> Result<(), ApiError> {
         return Err(LimitError::Node.into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_proto::CloseCode;
+
+    use super::*;
+
+    const ALL: [Transport; 3] = [Transport::LongPoll, Transport::Sse, Transport::WebSocket];
+
+    #[test]
+    fn a_draining_node_refuses_every_transport() {
+        for t in ALL {
+            for disabled in [false, true] {
+                let e = node_state(t, true, disabled).unwrap_err();
+                assert!(matches!(e, ApiError::Draining), "{t:?}");
+                assert_eq!(e.close_code(), CloseCode::Draining);
+            }
+        }
+    }
+
+    #[test]
+    fn the_kill_switch_refuses_streams_and_leaves_long_poll() {
+        assert!(node_state(Transport::LongPoll, false, true).is_ok());
+        for t in [Transport::Sse, Transport::WebSocket] {
+            let e = node_state(t, false, true).unwrap_err();
+            assert!(matches!(e, ApiError::Disabled), "{t:?}");
+            assert_eq!(e.close_code(), CloseCode::Disabled);
+            assert_eq!(e.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        }
+        for t in ALL {
+            assert!(node_state(t, false, false).is_ok(), "{t:?}");
+        }
+    }
 }

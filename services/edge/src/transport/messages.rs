@@ -49,3 +49,42 @@ pub fn updated(filter: &Filter) -> ServerMessage {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn principal() -> Principal {
+        Principal {
+            user: "u1".into(),
+            org: "acme".into(),
+            props: None,
+            svcs: Some(HashSet::from(["tasks".to_owned(), "finance".to_owned()])),
+            role: None,
+            exp: 0,
+        }
+    }
+
+    #[test]
+    fn updated_names_the_subscription_as_the_websocket_and_sse_send_it() {
+        let p = principal();
+        let all = Filter::new(&p, None, None, Default::default()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&updated(&all)).unwrap(),
+            r#"{"type":"updated","services":[],"filters":{}}"#
+        );
+        let some = Filter::new(
+            &p,
+            Some(vec!["tasks".into(), "finance".into()]),
+            Some("p1".into()),
+            Default::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&updated(&some)).unwrap(),
+            r#"{"type":"updated","services":["finance","tasks"],"filters":{"propertyId":"p1"}}"#
+        );
+    }
+}

@@ -74,6 +74,70 @@ pub(super) struct Handshake {
     pub(super) epoch_changed: bool,
 }
 
+/// The client's `hello`.
+#[derive(Debug, PartialEq)]
+struct Hello {
+    version: u32,
+    services: Vec<String>,
+    property: Option<String>,
+    last_seq: Option<u64>,
+    epoch: Option<String>,
+    token: Option<String>,
+}
+
+impl Hello {
+    /// Only version 1 exists.
+    fn check_version(&self) -> Result<(), Closing> {
+        if self.version == 1 {
+            return Ok(());
+        }
+        Err(Closing::new(
+            CloseCode::BadMessage,
+            format!("unsupported protocol version {}", self.version),
+        ))
+    }
+}
+
+/// What a frame received before `hello` means.
+#[derive(Debug, PartialEq)]
+enum First {
+    /// The `hello`.
+    Hello(Hello),
+    /// A WebSocket ping or pong: keep waiting.
+    Skip,
+    /// The client closed.
+    Left,
+    /// Anything else: refused with 4000.
+    Refused(Closing),
+}
+
+fn first(frame: Incoming) -> First {
+    match frame {
+        Incoming::Message(ClientMessage::Hello {
+            version,
+            services,
+            filters,
+            last_seq,
+            epoch,
+            token,
+        }) => First::Hello(Hello {
+            version,
+            services,
+            property: filters.and_then(|f| f.property_id),
+            last_seq,
+            epoch,
+            token,
+        }),
+        Incoming::Ignore => First::Skip,
+        Incoming::Close => First::Left,
+        Incoming::Message(_) => First::Refused(Closing::new(
+            CloseCode::BadMessage,
+            "the first message must be hello",
+        )),
+        Incoming::Bad(why) => First::Refused(Closing::new(CloseCode::BadMessage, why)),
+    }
+}
+
 /// Waits for `hello`, authenticates with its token when the upgrade carried
 /// none (4001 without a valid one), and builds the reader; `Ok(None)` when
 /// the client left. A `hello` token is ignored when the upgrade was
@@ -89,7 +153,7 @@ pub(super) async fn handshake(
             f = tokio::time::timeout_at(deadline, incoming.next()) => f,
             _ = node.draining.cancelled() => return Err(ApiError::Draining.into()),
         };
-        match frame {
+        let frame = match frame {
             Err(_) => {
                 return Err(Closing::new(
                     CloseCode::BadMessage,
@@ -97,64 +161,98 @@ pub(super) async fn handshake(
                 ))
             }
             Ok(None) | Ok(Some(Err(_))) => return Ok(None),
-            Ok(Some(Ok(msg))) => match decode(msg) {
-                Incoming::Ignore => continue,
-                Incoming::Close => return Ok(None),
-                Incoming::Message(m @ ClientMessage::Hello { .. }) => break m,
-                Incoming::Message(_) => {
-                    return Err(Closing::new(
-                        CloseCode::BadMessage,
-                        "the first message must be hello",
-                    ))
-                }
-                Incoming::Bad(why) => return Err(Closing::new(CloseCode::BadMessage, why)),
-            },
+            Ok(Some(Ok(msg))) => decode(msg),
+        };
+        match first(frame) {
+            First::Hello(hello) => break hello,
+            First::Skip => continue,
+            First::Left => return Ok(None),
+            First::Refused(closing) => return Err(closing),
         }
-    };
-    let ClientMessage::Hello {
-        version,
-        services,
-        filters,
-        last_seq,
-        epoch,
-        token,
-    } = hello
-    else {
-        return Err(Closing::new(
-            CloseCode::BadMessage,
-            "the first message must be hello",
-        ));
     };
     let (principal, registration) = match admission {
         Admission::Authenticated(admitted) => *admitted,
         Admission::AtHello => {
-            let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
-                Closing::new(
-                    CloseCode::Unauthenticated,
-                    "no token: send it in hello or in Authorization: Bearer",
-                )
-            })?;
-            let principal = admission::authenticate(node, &token)?;
+            let token = hello
+                .token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    Closing::new(
+                        CloseCode::Unauthenticated,
+                        "no token: send it in hello or in Authorization: Bearer",
+                    )
+                })?;
+            let principal = admission::authenticate(node, token)?;
             let registration = admission::register(node, &principal, Transport::WebSocket)?;
             (principal, registration)
         }
     };
-    if version != 1 {
-        return Err(Closing::new(
-            CloseCode::BadMessage,
-            format!("unsupported protocol version {version}"),
-        ));
-    }
-    let property = filters.and_then(|f| f.property_id);
-    let filter = admission::subscribe(node, &principal, Some(services), property)?;
+    // After the token: a client without a valid one learns that first.
+    hello.check_version()?;
+    let filter = admission::subscribe(node, &principal, Some(hello.services), hello.property)?;
     let lease = Registry::lease(node, &principal.org)?;
     lease.wait_subscribed(SUBSCRIBE_WAIT).await;
-    let mut reader = Reader::new(lease, filter, last_seq);
-    let epoch_changed = reader.check_epoch(epoch.as_deref());
+    let mut reader = Reader::new(lease, filter, hello.last_seq);
+    let epoch_changed = reader.check_epoch(hello.epoch.as_deref());
     Ok(Some(Handshake {
         principal,
         registration,
         reader,
         epoch_changed,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ws::Message;
+
+    use super::*;
+
+    fn frame(text: &str) -> First {
+        first(decode(Message::Text(text.into())))
+    }
+
+    #[test]
+    fn hello_is_the_first_message_and_the_only_one_taken() {
+        let First::Hello(hello) = frame(
+            r#"{"type":"hello","version":1,"services":["finance"],"filters":{"propertyId":"p1"},"lastSeq":41,"epoch":"E","token":"t"}"#,
+        ) else {
+            panic!("not hello");
+        };
+        assert_eq!(
+            hello,
+            Hello {
+                version: 1,
+                services: vec!["finance".into()],
+                property: Some("p1".into()),
+                last_seq: Some(41),
+                epoch: Some("E".into()),
+                token: Some("t".into()),
+            }
+        );
+        assert!(hello.check_version().is_ok());
+        assert_eq!(
+            first(decode(Message::Ping(Default::default()))),
+            First::Skip
+        );
+        assert_eq!(first(decode(Message::Close(None))), First::Left);
+        for refused in [r#"{"type":"pong"}"#, "{", r#"{"type":"nope"}"#] {
+            let First::Refused(closing) = frame(refused) else {
+                panic!("{refused} taken");
+            };
+            assert_eq!(closing.code, CloseCode::BadMessage, "{refused}");
+        }
+    }
+
+    #[test]
+    fn only_version_1_is_spoken() {
+        let First::Hello(hello) = frame(r#"{"type":"hello","version":2,"services":[]}"#) else {
+            panic!("not hello");
+        };
+        assert_eq!(
+            hello.check_version().unwrap_err().code,
+            CloseCode::BadMessage
+        );
+    }
 }
