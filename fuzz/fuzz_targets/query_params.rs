@@ -8,8 +8,7 @@
 //! `lastSeq`/`timeout` (or `Last-Event-ID`) and accept all others.
 #![no_main]
 
-use herald_edge::transport::poll::{form_pairs, PollParams};
-use herald_edge::transport::sse;
+use herald_edge::transport::query::{form_pairs, PollParams, SseParams};
 use libfuzzer_sys::fuzz_target;
 
 /// `MAX_POLL_TIMEOUT` in seconds.
@@ -65,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
         headers.insert("last-event-id", v);
     }
     let sse_bad = header_bad || pairs.iter().any(|(k, v)| k == "lastSeq" && bad_seq(v));
-    let sse = sse::parse(Some(query), &headers);
+    let sse = SseParams::parse(Some(query), &headers);
     assert_eq!(
         sse.is_err(),
         sse_bad,

@@ -9,10 +9,12 @@
 //! - [`msgpack`]: MessagePack decoding with the JSON nesting limit.
 //! - [`cursor`]: stream sequence cursors, epochs and `reset` reasons.
 //! - [`poll`], [`stream`]: long-poll answers and WebSocket/SSE messages.
+//! - [`close`]: the stream's WebSocket close codes.
 //! - [`publish`]: the body of `POST /v2/realtime/publish`.
 //! - [`error`]: the JSON error body every endpoint answers with.
 //! - [`msgpack`]: MessagePack decoding with JSON's nesting limit.
 
+pub mod close;
 pub mod cursor;
 pub mod envelope;
 pub mod error;
@@ -23,6 +25,7 @@ pub mod publish;
 pub mod stream;
 pub mod subject;
 
+pub use close::CloseCode;
 pub use cursor::{Epoch, Reset, ResetReason};
 pub use envelope::{Encoding, EnvelopeError, EventBody};
 pub use error::ErrorBody;

@@ -16,8 +16,6 @@ use crate::ops::connections::{Connections, Control};
 
 /// Subject prefix of control messages.
 pub const CONTROL_PREFIX: &str = "herald.control";
-/// Close code for connections closed by an admin disconnect.
-pub const CLOSE_DISCONNECTED: u16 = 4001;
 
 /// A control message on `herald.control.<org>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
+use herald_proto::CloseCode;
 use serde::{Deserialize, Serialize};
 
 use tokio_util::sync::CancellationToken;
@@ -25,8 +26,6 @@ use crate::ops::metrics::Metrics;
 pub const BUCKET: &str = "HERALD_SWITCHES";
 /// Key of the switches document.
 const KEY: &str = "switches";
-/// Close code of a stream refused or closed by the kill switch.
-pub const CLOSE_DISABLED: u16 = 4503;
 /// Least time between two error logs about a malformed stored value.
 const MALFORMED_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -191,7 +190,7 @@ pub async fn follow(
                         tracing::warn!(?state, "kill switches changed");
                         if switches.apply(state) {
                             let close = Control::Close {
-                                code: CLOSE_DISABLED,
+                                code: CloseCode::Disabled.code(),
                                 reason: "realtime disabled".into(),
                             };
                             connections.broadcast(&close);

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
+use herald_proto::CloseCode;
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
@@ -20,7 +21,7 @@ use crate::auth::{extract_token, Principal, Role};
 use crate::delivery::filter::Filter;
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::ops::control::{self, ControlMessage, CLOSE_DISCONNECTED};
+use crate::ops::control::{self, ControlMessage};
 use crate::ops::switches::{self, SwitchState};
 use crate::transport::body;
 use crate::transport::http::require_json;
@@ -139,7 +140,7 @@ pub async fn disconnect(
         .unwrap_or_else(|| "disconnected by an administrator".into());
     let message = ControlMessage::Disconnect {
         user: req.user_id,
-        code: CLOSE_DISCONNECTED,
+        code: CloseCode::Unauthenticated.code(),
         reason,
     };
     send(&node, &org, &message).await?;

@@ -1,11 +1,14 @@
 //! `GET /v2/realtime/sse`: Server-Sent Events. Each event is `id: <seq>`,
-//! `event: <service>`, `data: <event JSON>`; `event: reset` when the client
-//! must refetch; `event: updated` after an in-place change; `event: ack`
-//! first. A keep-alive comment every `HERALD_SSE_KEEPALIVE` also carries
+//! `event: <service>`, `data: <event JSON>`; `event: ack` first, `event:
+//! reset` when the client must refetch, `event: updated` after an in-place
+//! change, their data the same [`ServerMessage`] JSON a WebSocket client
+//! gets. A keep-alive comment every `HERALD_SSE_KEEPALIVE` also carries
 //! `id: <quiet cursor>` when it moved, so a reconnect (`Last-Event-ID`) of a
 //! quiet client resumes near the head. The stream ends at the token's
 //! expiry, at an admin disconnect, when the kill switch turns on and at
 //! drain, checked before every event, so a busy stream ends on time too.
+//! Admission and the query are those of long-poll ([`admission`],
+//! [`SseParams`]).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -15,59 +18,25 @@ use std::time::Duration;
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
+use herald_proto::stream::ServerMessage;
 use herald_proto::ResetReason;
 use http::{header, HeaderMap, HeaderValue};
-use serde_json::json;
 use tokio::time::{Instant, Interval};
 
-use crate::auth::extract_token;
-use crate::delivery::filter::{split_services, Filter};
+use crate::auth::Principal;
 use crate::delivery::reader::{Reader, Step};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::ops::connections::{Control, Registration, Transport};
 use crate::org::decode::now_ms;
-use crate::transport::poll::{form_pairs, SUBSCRIBE_WAIT};
+use crate::transport::admission::{self, Admitted};
+use crate::transport::messages;
+use crate::transport::poll::SUBSCRIBE_WAIT;
+use crate::transport::query::SseParams;
 use crate::transport::ws::BATCH_EVENTS;
 
 /// Pause before reading the stream again after a failed history read.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// Parsed query (and `Last-Event-ID`) of an SSE request.
-#[derive(Debug, Default)]
-pub struct SseParams {
-    services: Option<Vec<String>>,
-    property: Option<String>,
-    last_seq: Option<u64>,
-    epoch: Option<String>,
-    token: Option<String>,
-}
-
-/// Parses an SSE request's raw query string and `Last-Event-ID`; a bad value is a 400.
-pub fn parse(query: Option<&str>, headers: &HeaderMap) -> Result<SseParams, ApiError> {
-    let mut p = SseParams::default();
-    let bad_seq =
-        |name: &str| ApiError::BadParameter(format!("{name}: must be a non-negative integer"));
-    for (key, value) in form_pairs(query.unwrap_or("")) {
-        match key.as_str() {
-            "services" => p.services = Some(split_services(&value)),
-            "propertyId" if !value.is_empty() => p.property = Some(value),
-            "lastSeq" if !value.is_empty() => {
-                p.last_seq = Some(value.parse().map_err(|_| bad_seq("lastSeq"))?)
-            }
-            "epoch" if !value.is_empty() => p.epoch = Some(value),
-            "token" if !value.is_empty() => p.token = Some(value),
-            _ => {}
-        }
-    }
-    if let Some(id) = headers.get("last-event-id") {
-        let id = id.to_str().map_err(|_| bad_seq("Last-Event-ID"))?.trim();
-        if !id.is_empty() {
-            p.last_seq = Some(id.parse().map_err(|_| bad_seq("Last-Event-ID"))?);
-        }
-    }
-    Ok(p)
-}
 
 /// `GET /v2/realtime/sse`.
 pub async fn sse(
@@ -75,56 +44,37 @@ pub async fn sse(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    if node.draining.is_cancelled() {
-        return Err(ApiError::Unavailable(
-            "node is draining; retry on another node".into(),
-        ));
-    }
-    if node.switches.disabled() {
-        return Err(ApiError::Unavailable("realtime is disabled".into()));
-    }
-    let params = parse(query.as_deref(), &headers)?;
-    let query_token = params
-        .token
-        .as_deref()
-        .filter(|_| node.config.allow_query_token);
-    let principal = node
-        .verifier
-        .verify(extract_token(&headers, query_token)?)?
-        .must_subscribe()?;
-    let filter = Filter::new(
-        &principal,
-        params.services,
-        params.property,
-        node.switches.disabled_services(),
-    )?;
-    let registration = node.connections.register(
-        &principal.org,
-        &principal.user,
+    let params = SseParams::parse(query.as_deref(), &headers)?;
+    let Admitted {
+        principal,
+        filter,
+        registration,
+    } = admission::admit(
+        &node,
         Transport::Sse,
-        node.config.max_connections,
-        node.config.max_connections_per_user,
+        &headers,
+        params.token.as_deref(),
+        &params.subscription,
     )?;
     let lease = node.orgs.lease(&principal.org)?;
     lease.wait_subscribed(SUBSCRIBE_WAIT).await;
-    let mut reader = Reader::new(lease, filter, params.last_seq);
-    let epoch_changed = reader.check_epoch(params.epoch.as_deref());
+    let mut reader = Reader::new(lease, filter, params.subscription.last_seq);
+    let epoch_changed = reader.check_epoch(params.subscription.epoch.as_deref());
 
+    // Failing here is still a 500; once streaming, a failure ends the stream.
     let mut pending = VecDeque::new();
-    let ack = json!({
-        "connectionId": format!("{}-{}", node.node_id, registration.id()),
-        "nodeId": node.node_id,
-        "epoch": reader.epoch(),
-        "seq": reader.cursor(),
-        "expiresAt": principal.exp.saturating_mul(1000),
-    });
-    pending.push_back(Event::default().event("ack").data(ack.to_string()));
+    pending.push_back(message_event(
+        "ack",
+        None,
+        &messages::ack(&node, &registration, &principal, &reader),
+    )?);
     if epoch_changed {
-        pending.push_back(reset_event(
-            &node,
-            ResetReason::EpochChanged,
-            reader.cursor(),
-        ));
+        let head = reader.cursor();
+        pending.push_back(message_event(
+            "reset",
+            Some(head),
+            &messages::reset(&node, ResetReason::EpochChanged, head),
+        )?);
     }
     let every = node.config.sse_keepalive;
     let expires_at = Instant::now()
@@ -157,7 +107,7 @@ pub async fn sse(
 struct SseState {
     node: Arc<Node>,
     reader: Reader,
-    principal: crate::auth::Principal,
+    principal: Principal,
     registration: Registration,
     pending: VecDeque<Event>,
     keepalive: Interval,
@@ -167,14 +117,17 @@ struct SseState {
     done: bool,
 }
 
-fn reset_event(node: &Node, reason: ResetReason, head: u64) -> Event {
-    node.metrics
-        .resets
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Event::default()
-        .event("reset")
-        .id(head.to_string())
-        .data(json!({"reason": reason, "seq": head}).to_string())
+/// An event named `name` whose data is `message` as JSON (the same bytes
+/// as the WebSocket's JSON frame). A message that cannot be serialised is
+/// an error (logged), never an event with empty data.
+fn message_event(name: &str, id: Option<u64>, message: &ServerMessage) -> Result<Event, ApiError> {
+    let mut event = Event::default().event(name);
+    if let Some(id) = id {
+        event = event.id(id.to_string());
+    }
+    event
+        .json_data(message)
+        .map_err(|e| ApiError::internal("serialising an SSE message", &e))
 }
 
 impl SseState {
@@ -202,18 +155,11 @@ impl SseState {
         match cmd {
             Control::Close { .. } => true,
             Control::Update { services, property } => {
-                match Filter::new(
-                    &self.principal,
-                    Some(services),
-                    property,
-                    self.node.switches.disabled_services(),
-                ) {
+                match admission::subscribe(&self.node, &self.principal, Some(services), property) {
                     Ok(filter) => {
-                        let updated = json!({"services": filter.services(), "filters": {"propertyId": filter.property()}});
+                        let updated = messages::updated(&filter);
                         self.reader.set_filter(filter);
-                        self.pending
-                            .push_back(Event::default().event("updated").data(updated.to_string()));
-                        false
+                        !self.send("updated", None, &updated)
                     }
                     Err(e) => {
                         tracing::info!(error = %e, "refused subscription update; closing SSE stream");
@@ -221,6 +167,18 @@ impl SseState {
                     }
                 }
             }
+        }
+    }
+
+    /// Queues `message`; false (the stream must end) when it cannot be
+    /// serialised.
+    fn send(&mut self, name: &str, id: Option<u64>, message: &ServerMessage) -> bool {
+        match message_event(name, id, message) {
+            Ok(event) => {
+                self.pending.push_back(event);
+                true
+            }
+            Err(_) => false,
         }
     }
 }
@@ -252,9 +210,12 @@ async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseS
                     st.last_id = st.reader.cursor();
                 }
                 Ok(Step::Reset(reason)) => {
-                    st.pending
-                        .push_back(reset_event(&st.node, reason, st.reader.cursor()));
-                    st.last_id = st.reader.cursor();
+                    let head = st.reader.cursor();
+                    let reset = messages::reset(&st.node, reason, head);
+                    if !st.send("reset", Some(head), &reset) {
+                        return None;
+                    }
+                    st.last_id = head;
                 }
                 Ok(Step::Quiet) => st.waiting = true,
                 Ok(Step::Progress) => {}
@@ -289,5 +250,44 @@ async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseS
                 st.pending.push_back(event);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_proto::stream::Filters;
+
+    use super::*;
+
+    async fn wire(event: Event) -> String {
+        let body = Sse::new(futures::stream::iter([Ok::<_, Infallible>(event)]))
+            .into_response()
+            .into_body();
+        let bytes = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn control_events_carry_the_websockets_json() {
+        let reset = ServerMessage::Reset {
+            reason: ResetReason::HistoryGone,
+            seq: 97,
+        };
+        assert_eq!(
+            wire(message_event("reset", Some(97), &reset).unwrap()).await,
+            "event: reset\nid: 97\ndata: {\"type\":\"reset\",\"reason\":\"history_gone\",\"seq\":97}\n\n"
+        );
+        let updated = ServerMessage::Updated {
+            services: vec!["tasks".into()],
+            filters: Filters {
+                property_id: Some("p1".into()),
+            },
+        };
+        let text = wire(message_event("updated", None, &updated).unwrap()).await;
+        let data = text
+            .strip_prefix("event: updated\ndata: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .unwrap();
+        assert_eq!(data, serde_json::to_string(&updated).unwrap());
     }
 }
