@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 
 /// Clock leeway for `exp`, in seconds (contract section 3).
-const LEEWAY_SECS: u64 = 30;
+pub const LEEWAY_SECS: u64 = 30;
 /// Name of the auth cookie.
 const COOKIE: &str = "herald_token";
 

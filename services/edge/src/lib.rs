@@ -16,7 +16,11 @@
 //! ```
 //!
 //! - [`transport`] holds `serve` (HTTP/1.1 accept loop), `http` (router),
-//!   `poll`, `sse`, `ws`, `publish`, request `body` limits and `ratelimit`.
+//!   `admission` (node state, token, subscription and caps, shared by every
+//!   realtime endpoint), `query` (poll and SSE query strings), `messages`
+//!   (the control messages both streams send), the endpoints `poll`, `sse`,
+//!   `ws` (with `ws/`: writer, codec, backlog, handshake, deadlines),
+//!   `publish` and `admin`, request `body` limits and `ratelimit`.
 //! - [`delivery`] holds `reader` (a client's cursor, shared by every transport)
 //!   and `filter`.
 //! - [`org`] holds `registry` (org state created on a first client, evicted

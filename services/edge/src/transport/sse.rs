@@ -5,7 +5,7 @@
 //! gets. A keep-alive comment every `HERALD_SSE_KEEPALIVE` also carries
 //! `id: <quiet cursor>` when it moved, so a reconnect (`Last-Event-ID`) of a
 //! quiet client resumes near the head. The stream ends at the token's
-//! expiry, at an admin disconnect, when the kill switch turns on and at
+//! expiry (plus the clock leeway that token checks allow), at an admin disconnect, when the kill switch turns on and at
 //! drain, checked before every event, so a busy stream ends on time too.
 //! Admission and the query are those of long-poll ([`admission`],
 //! [`SseParams`]).
@@ -23,7 +23,7 @@ use herald_proto::ResetReason;
 use http::{header, HeaderMap, HeaderValue};
 use tokio::time::{Instant, Interval};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, LEEWAY_SECS};
 use crate::delivery::reader::{Reader, Step};
 use crate::error::ApiError;
 use crate::node::Node;
@@ -77,10 +77,14 @@ pub async fn sse(
         )?);
     }
     let every = node.config.sse_keepalive;
+    // The token is accepted up to the leeway past `exp`, so the stream lasts
+    // as long: ending it at `exp` would have EventSource reconnect (with a
+    // token still accepted) into streams that end at once, for the whole leeway.
     let expires_at = Instant::now()
         + Duration::from_millis(
             principal
                 .exp
+                .saturating_add(LEEWAY_SECS as i64)
                 .saturating_mul(1000)
                 .saturating_sub(now_ms())
                 .max(0) as u64,
