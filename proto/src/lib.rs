@@ -11,8 +11,10 @@
 //! - [`poll`], [`stream`]: long-poll answers and WebSocket/SSE messages.
 //! - [`publish`]: the body of `POST /v2/realtime/publish`.
 //! - [`error`]: the JSON error body every endpoint answers with.
+//! - [`claims`]: the claims of a client token.
 //! - [`msgpack`]: MessagePack decoding with JSON's nesting limit.
 
+pub mod claims;
 pub mod cursor;
 pub mod envelope;
 pub mod error;
@@ -23,6 +25,7 @@ pub mod publish;
 pub mod stream;
 pub mod subject;
 
+pub use claims::{Claims, Role};
 pub use cursor::{Epoch, Reset, ResetReason};
 pub use envelope::{Encoding, EnvelopeError, EventBody};
 pub use error::ErrorBody;
