@@ -12,6 +12,7 @@
 //! - [`publish`]: the body of `POST /v2/realtime/publish`.
 //! - [`error`]: the JSON error body every endpoint answers with.
 //! - [`claims`]: the claims of a client token.
+//! - [`reject`]: why a stored message is skipped, one metrics label each.
 //! - [`msgpack`]: MessagePack decoding with JSON's nesting limit.
 
 pub mod claims;
@@ -22,6 +23,7 @@ pub mod event;
 pub mod msgpack;
 pub mod poll;
 pub mod publish;
+pub mod reject;
 pub mod stream;
 pub mod subject;
 
@@ -30,4 +32,5 @@ pub use cursor::{Epoch, Reset, ResetReason};
 pub use envelope::{Encoding, EnvelopeError, EventBody};
 pub use error::ErrorBody;
 pub use event::DeliveredEvent;
+pub use reject::RejectReason;
 pub use subject::{EventSubject, SubjectError, Token};
