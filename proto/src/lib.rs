@@ -13,6 +13,7 @@
 //! - [`error`]: the JSON error body every endpoint answers with.
 //! - [`claims`]: the claims of a client token.
 //! - [`reject`]: why a stored message is skipped, one metrics label each.
+//! - [`sse`]: Server-Sent Events frames, encoded and decoded incrementally.
 //! - [`msgpack`]: MessagePack decoding with JSON's nesting limit.
 
 pub mod claims;
@@ -24,6 +25,7 @@ pub mod msgpack;
 pub mod poll;
 pub mod publish;
 pub mod reject;
+pub mod sse;
 pub mod stream;
 pub mod subject;
 
