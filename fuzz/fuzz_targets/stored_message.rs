@@ -11,7 +11,7 @@
 use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::HeaderMap;
 use herald_edge::ingest::{decode, Decoded};
-use herald_proto::{DeliveredEvent, EventSubject, RejectReason};
+use herald_proto::{DeliveredEvent, EventSubject};
 use libfuzzer_sys::fuzz_target;
 
 const ORG: &str = "acme";
@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Decoded::Rejected { reason, .. } => {
             if parsed.as_ref().map_or(true, |s| s.org != ORG) {
-                assert_eq!(reason, RejectReason::BadSubject);
+                assert_eq!(reason, herald_proto::RejectReason::BadSubject);
             }
         }
     }
