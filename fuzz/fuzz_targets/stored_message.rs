@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Decoded::Rejected { reason, .. } => {
             if parsed.as_ref().map_or(true, |s| s.org != ORG) {
-                assert_eq!(reason, "bad_subject");
+                assert_eq!(reason, herald_proto::RejectReason::BadSubject);
             }
         }
     }

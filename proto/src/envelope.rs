@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::DeliveredEvent;
+use crate::reject::RejectReason;
 use crate::subject::EventSubject;
 
 /// Content type that marks a MessagePack body.
@@ -32,7 +33,8 @@ impl Encoding {
     }
 }
 
-/// Why a published body was rejected. Each variant is a metrics label.
+/// Why a published body was rejected. Each variant counts under one
+/// [`RejectReason`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
     /// Larger than the configured maximum.
@@ -58,14 +60,19 @@ pub enum EnvelopeError {
 }
 
 impl EnvelopeError {
-    /// Short stable label for metrics and logs.
-    pub fn label(&self) -> &'static str {
+    /// The reject reason it counts under.
+    pub fn reason(&self) -> RejectReason {
         match self {
-            Self::TooLarge { .. } => "too_large",
-            Self::Invalid(_) => "invalid",
-            Self::MissingEventType => "missing_event_type",
-            Self::Mismatch { .. } => "mismatch",
+            Self::TooLarge { .. } => RejectReason::TooLarge,
+            Self::Invalid(_) => RejectReason::Invalid,
+            Self::MissingEventType => RejectReason::MissingEventType,
+            Self::Mismatch { .. } => RejectReason::Mismatch,
         }
+    }
+
+    /// Short stable label for metrics and logs: its [`reason`](Self::reason)'s.
+    pub fn label(&self) -> &'static str {
+        self.reason().as_str()
     }
 }
 

@@ -12,8 +12,11 @@
 //! - [`close`]: the stream's WebSocket close codes.
 //! - [`publish`]: the body of `POST /v2/realtime/publish`.
 //! - [`error`]: the JSON error body every endpoint answers with.
-//! - [`msgpack`]: MessagePack decoding with JSON's nesting limit.
+//! - [`claims`]: the claims of a client token.
+//! - [`reject`]: why a stored message is skipped, one metrics label each.
+//! - [`sse`]: Server-Sent Events frames, encoded and decoded incrementally.
 
+pub mod claims;
 pub mod close;
 pub mod cursor;
 pub mod envelope;
@@ -22,12 +25,16 @@ pub mod event;
 pub mod msgpack;
 pub mod poll;
 pub mod publish;
+pub mod reject;
+pub mod sse;
 pub mod stream;
 pub mod subject;
 
+pub use claims::{Claims, Role};
 pub use close::CloseCode;
 pub use cursor::{Epoch, Reset, ResetReason};
 pub use envelope::{Encoding, EnvelopeError, EventBody};
 pub use error::ErrorBody;
 pub use event::DeliveredEvent;
+pub use reject::RejectReason;
 pub use subject::{EventSubject, SubjectError, Token};

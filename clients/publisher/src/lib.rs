@@ -12,6 +12,8 @@
 //! - [`error`]: [`PublishError`], and which JetStream failures are worth a retry.
 //! - [`connect`]: NATS credentials (URL, user/password, token, creds file)
 //!   turned into connect options, never logged.
+//! - [`stream`]: the events stream's JetStream config, the one every
+//!   Herald component creates it with.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +39,7 @@ pub mod error;
 pub mod event;
 pub mod publisher;
 pub mod retry;
+pub mod stream;
 
 pub use connect::{redact_urls, CredentialsError, NatsAuth, NatsServers};
 pub use error::PublishError;

@@ -15,13 +15,10 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn create_stream(client: &async_nats::Client) -> stream::Stream {
     jetstream::new(client.clone())
-        .create_stream(stream::Config {
-            name: DEFAULT_STREAM.to_owned(),
-            subjects: vec!["herald.events.>".to_owned()],
-            storage: stream::StorageType::File,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
+        .create_stream(herald_publisher::stream::events_stream(
+            DEFAULT_STREAM,
+            herald_publisher::stream::StreamLimits::default(),
+        ))
         .await
         .expect("create stream")
 }

@@ -1,19 +1,13 @@
 //! The events stream: created with the contract's settings when missing,
 //! left exactly as it is when it exists.
 
-use std::time::Duration;
-
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
-use async_nats::jetstream::stream::{Config, Republish, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream::Config;
 use async_nats::jetstream::{self, ErrorCode};
-use herald_proto::subject::{EVENTS_PREFIX, LIVE_PREFIX};
+use herald_publisher::stream::{events_stream, events_subjects, StreamLimits};
+pub use herald_publisher::stream::{DUPLICATE_WINDOW, MAX_AGE};
 
 use crate::error::DemoError;
-
-/// How long the stream keeps events.
-pub const MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
-/// The window in which JetStream drops a repeated `Nats-Msg-Id`.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60);
 
 /// What [`ensure_stream`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,26 +18,10 @@ pub enum StreamStatus {
     Existing,
 }
 
-/// The configuration of a new events stream: `herald.events.>`, limits
-/// retention, file storage, 24 h, 2 min dedup window, direct get, and every
-/// stored event RePublished to `herald.live.>` for the edge nodes.
+/// The configuration of a new events stream: the shared contract
+/// ([`events_stream`]) with one replica, 24 h and no message size limit.
 pub fn stream_config(name: &str) -> Config {
-    Config {
-        name: name.to_owned(),
-        subjects: vec![format!("{EVENTS_PREFIX}.>")],
-        retention: RetentionPolicy::Limits,
-        storage: StorageType::File,
-        max_age: MAX_AGE,
-        duplicate_window: DUPLICATE_WINDOW,
-        allow_direct: true,
-        num_replicas: 1,
-        republish: Some(Republish {
-            source: format!("{EVENTS_PREFIX}.>"),
-            destination: format!("{LIVE_PREFIX}.>"),
-            headers_only: false,
-        }),
-        ..Config::default()
-    }
+    events_stream(name, StreamLimits::default())
 }
 
 /// Creates stream `name` when it is missing. An existing stream is never
@@ -55,7 +33,7 @@ pub async fn ensure_stream(
     let err = match jetstream.get_stream(name).await {
         Ok(stream) => {
             let subjects = &stream.cached_info().config.subjects;
-            let wanted = format!("{EVENTS_PREFIX}.>");
+            let wanted = events_subjects();
             if !subjects.contains(&wanted) {
                 tracing::warn!(
                     stream = name,
@@ -96,17 +74,7 @@ mod tests {
     #[test]
     fn new_streams_follow_the_contract() {
         let c = stream_config("HERALD_EVENTS");
-        assert_eq!(c.name, "HERALD_EVENTS");
-        assert_eq!(c.subjects, ["herald.events.>"]);
-        assert_eq!(c.retention, RetentionPolicy::Limits);
-        assert_eq!(c.storage, StorageType::File);
-        assert_eq!(c.max_age, Duration::from_secs(86_400));
-        assert_eq!(c.duplicate_window, Duration::from_secs(120));
-        assert!(c.allow_direct);
-        let republish = c.republish.expect("republish");
-        assert_eq!(
-            (republish.source.as_str(), republish.destination.as_str()),
-            ("herald.events.>", "herald.live.>")
-        );
+        assert_eq!(c, events_stream("HERALD_EVENTS", StreamLimits::default()));
+        assert_eq!((c.name.as_str(), c.num_replicas), ("HERALD_EVENTS", 1));
     }
 }

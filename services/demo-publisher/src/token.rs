@@ -5,44 +5,16 @@
 use std::fmt;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
 
 use crate::error::DemoError;
 
 /// Clock leeway the edge allows; used when verifying here too.
 const LEEWAY_SECS: u64 = 30;
 
-/// What the token lets its holder do beyond subscribing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// May read the metrics endpoint.
-    Admin,
-    /// May publish through `POST /v2/realtime/publish`.
-    Publisher,
-}
-
-/// The claims Herald reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// User id.
-    pub sub: String,
-    /// Organisation, or `*` for a publisher acting for any org.
-    pub org: String,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: u64,
-    /// Properties the user may see; absent means all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub props: Option<Vec<String>>,
-    /// Services the user may see; absent means all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub svcs: Option<Vec<String>>,
-    /// Extra role.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<Role>,
-}
+pub use herald_proto::claims::{Claims, Role};
 
 /// `herald-demo token`: mint a token for trying the edge out.
 #[derive(Clone, Args)]
@@ -63,7 +35,7 @@ pub struct TokenArgs {
     #[arg(long, value_delimiter = ',')]
     pub svcs: Option<Vec<String>>,
     /// Extra role.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = role_parser())]
     pub role: Option<Role>,
     /// Lifetime, e.g. `24h`, `90m`.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
@@ -111,12 +83,18 @@ impl TokenArgs {
         Ok(Claims {
             sub: self.sub.clone(),
             org: self.org.clone(),
-            exp: now_secs.saturating_add(self.ttl.as_secs().max(1)),
+            exp: i64::try_from(now_secs.saturating_add(self.ttl.as_secs().max(1)))
+                .unwrap_or(i64::MAX),
             props: self.props.clone(),
             svcs: self.svcs.clone(),
             role: self.role,
         })
     }
+}
+
+/// `--role`: one of [`Role::ALL`], listed in `--help`.
+fn role_parser() -> impl TypedValueParser<Value = Role> {
+    PossibleValuesParser::new(Role::ALL.map(Role::as_str)).try_map(|s| s.parse::<Role>())
 }
 
 /// Signs `claims` with HS256.
@@ -193,7 +171,7 @@ mod tests {
         );
         assert_eq!(back.svcs.as_deref(), Some(&["finance".into()][..]));
         assert_eq!(back.role, Some(Role::Publisher));
-        assert!(back.exp.abs_diff(now() + 7200) <= 2);
+        assert!(back.exp.abs_diff(now() as i64 + 7200) <= 2);
         assert!(verify("other", &token).is_err());
     }
 

@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 
+use herald_proto::claims::Claims;
 use http::{HeaderMap, Method};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -17,15 +17,7 @@ pub const LEEWAY_SECS: u64 = 30;
 /// Name of the auth cookie.
 const COOKIE: &str = "herald_token";
 
-/// Role a token may carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// May publish through the edge.
-    Publisher,
-    /// May read metrics and use admin calls.
-    Admin,
-}
+pub use herald_proto::claims::Role;
 
 /// The verified holder of a token.
 #[derive(Debug, Clone)]
@@ -123,16 +115,6 @@ impl Principal {
     }
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    sub: Option<String>,
-    org: Option<String>,
-    exp: i64,
-    props: Option<Vec<String>>,
-    svcs: Option<Vec<String>>,
-    role: Option<Role>,
-}
-
 /// Checks tokens with the one key the node is configured with.
 pub struct Verifier {
     key: DecodingKey,
@@ -192,14 +174,14 @@ impl Verifier {
                 ApiError::Unauthorized(why.into())
             })?;
         let c = data.claims;
-        let user = c
-            .sub
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("token lacks sub".into()))?;
-        let org = c
-            .org
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("token lacks org".into()))?;
+        // An absent or null `sub`/`org` reads as empty (see `Claims`).
+        if c.sub.is_empty() {
+            return Err(ApiError::Unauthorized("token lacks sub".into()));
+        }
+        if c.org.is_empty() {
+            return Err(ApiError::Unauthorized("token lacks org".into()));
+        }
+        let (user, org) = (c.sub, c.org);
         if org != "*" && herald_proto::subject::check_token("org", &org).is_err() {
             return Err(ApiError::Unauthorized(
                 "token org is not a valid org id".into(),

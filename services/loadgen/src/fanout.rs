@@ -12,12 +12,12 @@ use tokio::time::Instant;
 
 use crate::cli::FanoutArgs;
 use crate::error::LoadError;
-use crate::fleet::{Fleet, FleetConfig};
+use crate::fleet::Fleet;
 use crate::probe::EdgeMetrics;
 use crate::procfs::{self, CpuSnapshot, CpuUse};
 use crate::publish::{Pace, Publisher};
 use crate::report::{opt1, Goal, Report};
-use crate::streaming::{self, Mix, Placement, StreamTarget};
+use crate::streaming::{self, Mix, Placement, Running, Scenario, StreamTarget};
 use crate::verify::{self, Latency, Verdict};
 
 /// Connections of one org the goal names.
@@ -70,33 +70,25 @@ pub async fn run(args: FanoutArgs) -> Result<Report, LoadError> {
             "--rates must be positive and increasing, --grace not negative".into(),
         ));
     }
-    let edges = if args.target.spawn {
-        args.target.edge_nodes.max(1)
-    } else {
-        args.target.edges.len().max(1)
-    };
-    let org = vec![format!("{}-fanout", args.prefix)];
-    let per_edge = args.clients.div_ceil(edges);
-    let st = StreamTarget::prepare(&args.target, args.clients, per_edge).await?;
-    let addrs = st.edge_addrs();
-    let plans = streaming::plan_clients(
-        &st.target.jwt_secret,
-        &args.prefix,
-        args.clients,
-        &org,
-        Mix::WEBSOCKET,
-        &addrs,
-        Placement::Spread,
-    );
-    let config = FleetConfig {
-        edges: addrs,
-        services: args.services.clone(),
+    let edges = streaming::planned_edges(&args.target);
+    let Running {
+        st,
+        mut publisher,
+        fleet,
+        opening,
+        load_start,
+    } = Scenario {
+        target: &args.target,
+        prefix: &args.prefix,
+        clients: args.clients,
+        orgs: vec![format!("{}-fanout", args.prefix)],
+        services: &args.services,
+        mix: Mix::WEBSOCKET,
+        placement: Placement::Spread,
         connect_concurrency: args.connect_concurrency,
-    };
-    let load_start = procfs::loadavg();
-    let mut publisher =
-        Publisher::connect(&st.target.nats_url, org.clone(), args.services.clone()).await?;
-    let (fleet, opening) = streaming::open(&st, config, plans, 1).await?;
+    }
+    .start()
+    .await?;
 
     let mut steps: Vec<Step> = Vec::new();
     let mut last_ok: Option<f64> = None;
@@ -141,11 +133,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report, LoadError> {
         healthy = drained;
     }
     let load_end = procfs::loadavg();
-    let _ = fleet.stop().await;
-    if let Some(dir) = &args.output.logs {
-        st.target.save_logs(dir)?;
-    }
-    drop(st);
+    streaming::finish(st, fleet, args.output.logs.as_deref()).await?;
 
     let title = args.output.title.clone().unwrap_or_else(|| {
         format!(

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use herald_proto::sse::{SseDecoder, SseFrame};
 use http::header::{ACCEPT, AUTHORIZATION, HOST};
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -831,7 +832,7 @@ async fn sse_session(
         return End::Failed(format!("HTTP {}", response.status()));
     }
     let mut body = response.into_body();
-    let mut buffer = String::new();
+    let mut decoder = SseDecoder::new();
     let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
     loop {
         let limit = if attempt.acked.is_some() {
@@ -856,46 +857,28 @@ async fn sse_session(
                 Err(_) => continue,
             },
         };
-        buffer.push_str(&String::from_utf8_lossy(&data));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            sse_message(ctx, slot, pos, attempt, &block, at);
+        decoder.push(&data);
+        while let Some(frame) = decoder.next_frame() {
+            sse_message(ctx, slot, pos, attempt, &frame, at);
         }
     }
 }
 
-/// Handles one SSE message block.
+/// Handles one SSE frame.
 fn sse_message(
     ctx: &Ctx,
     slot: &Slot,
     pos: &mut Position<'_>,
     attempt: &mut Attempt,
-    block: &str,
+    frame: &SseFrame,
     at_ns: u64,
 ) {
-    let (mut id, mut event, mut data) = (None, None, String::new());
-    for line in block.lines() {
-        if line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "id" => id = value.parse::<u64>().ok(),
-            "event" => event = Some(value),
-            "data" => {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(value);
-            }
-            _ => {}
-        }
-    }
-    match event {
+    let id = frame.id.as_deref().and_then(|i| i.parse::<u64>().ok());
+    let data = frame.data.as_str();
+    match frame.event.as_deref() {
         Some("ack") => {
             if attempt.acked.is_none() {
-                let f: Option<Frame> = serde_json::from_str(&data).ok();
+                let f: Option<Frame> = serde_json::from_str(data).ok();
                 let (seq, epoch) = f.map_or((None, None), |f| (f.seq, f.epoch));
                 pos.acked(ctx, slot, attempt, seq, epoch);
             }
@@ -905,7 +888,7 @@ fn sse_message(
             pos.cursor = id;
         }
         Some("updated") => {}
-        Some(_service) => match serde_json::from_str::<Stamped>(&data) {
+        Some(_service) => match serde_json::from_str::<Stamped>(data) {
             Ok(e) => pos.events(slot, attempt, at_ns, std::slice::from_ref(&e)),
             Err(e) => {
                 let mut log = slot.log();

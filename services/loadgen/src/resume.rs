@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use crate::cli::ResumeArgs;
 use crate::error::LoadError;
-use crate::fleet::{Attempt, End, FleetConfig};
+use crate::fleet::{Attempt, End};
 use crate::probe::EdgeMetrics;
 use crate::procfs::{self, CpuSnapshot};
-use crate::publish::{Pace, Publisher};
+use crate::publish::Pace;
 use crate::report::{Goal, Report};
-use crate::streaming::{self, Mix, Placement, StreamTarget};
+use crate::streaming::{self, Mix, Placement, Running, Scenario};
 use crate::verify::{self, Latency};
 
 /// Events published this long after the kill are reported on their own.
@@ -78,28 +78,25 @@ pub async fn run(args: ResumeArgs) -> Result<Report, LoadError> {
             "resume needs two edges: --spawn (with --edge-nodes ≥ 2), or --edges A,B with --edge-pids for A".into(),
         ));
     }
-    let mut st = StreamTarget::prepare(&target_args, args.clients, args.clients).await?;
-    let edges = st.target.edges.len();
-    let orgs = streaming::org_ids(&args.prefix, args.orgs.min(args.clients));
-    let addrs = st.edge_addrs();
-    let plans = streaming::plan_clients(
-        &st.target.jwt_secret,
-        &args.prefix,
-        args.clients,
-        &orgs,
-        Mix::WEBSOCKET,
-        &addrs,
-        Placement::First,
-    );
-    let config = FleetConfig {
-        edges: addrs,
-        services: args.services.clone(),
+    let Running {
+        mut st,
+        mut publisher,
+        fleet,
+        opening,
+        load_start,
+    } = Scenario {
+        target: &target_args,
+        prefix: &args.prefix,
+        clients: args.clients,
+        orgs: streaming::org_ids(&args.prefix, args.orgs.min(args.clients)),
+        services: &args.services,
+        mix: Mix::WEBSOCKET,
+        placement: Placement::First,
         connect_concurrency: args.connect_concurrency,
-    };
-    let load_start = procfs::loadavg();
-    let mut publisher =
-        Publisher::connect(&st.target.nats_url, orgs.clone(), args.services.clone()).await?;
-    let (fleet, opening) = streaming::open(&st, config, plans, orgs.len()).await?;
+    }
+    .start()
+    .await?;
+    let edges = st.target.edges.len();
 
     let survivors: Vec<usize> = (1..edges).collect();
     let survivor_pids: Vec<u32> = survivors
@@ -142,11 +139,7 @@ pub async fn run(args: ResumeArgs) -> Result<Report, LoadError> {
     let after = EdgeMetrics::sum(&st.metrics_of(&survivors).await?);
     let load_end = procfs::loadavg();
     let reasons = streaming::reasons_since(&Default::default(), &fleet.end_reasons());
-    let records = fleet.stop().await;
-    if let Some(dir) = &args.output.logs {
-        st.target.save_logs(dir)?;
-    }
-    drop(st);
+    let records = streaming::finish(st, fleet, args.output.logs.as_deref()).await?;
 
     let (logs, transports, attempts) = streaming::split(records);
     let verdict = verify::verify(&published.acked, &logs);

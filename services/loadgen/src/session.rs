@@ -1,6 +1,7 @@
 //! What both scenarios share: the target, N long-poll chains over M orgs
 //! opened at a bounded pace, the edge's resident memory before the polls
-//! and while all of them are held, and waiting for pollers to catch up.
+//! and while all of them are held, and waiting for pollers to catch up;
+//! and what every scenario names alike: org ids and user tokens.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -107,9 +108,7 @@ impl Session {
         let target = Target::prepare(target_args, &[]).await?;
         let probe = Probe::new(&target.edge_url)?;
         wait_for_metrics(&probe).await?;
-        let orgs: Vec<String> = (0..args.orgs.min(args.polls))
-            .map(|i| format!("{}-o{i}", args.prefix))
-            .collect();
+        let orgs = org_ids(&args.prefix, args.orgs.min(args.polls));
         let mut opening = Opening {
             polls: args.polls,
             orgs: orgs.len(),
@@ -118,18 +117,14 @@ impl Session {
             ..Opening::default()
         };
 
-        let tokens = TokenBuilder::new(&target.jwt_secret);
+        let tokens = UserTokens::new(&target.jwt_secret, &args.prefix);
         let org_of: Vec<u32> = (0..args.polls).map(|i| (i % orgs.len()) as u32).collect();
         let plans = org_of
             .iter()
             .enumerate()
             .map(|(i, &org)| PollerPlan {
                 org,
-                token: tokens
-                    .clone()
-                    .sub(&format!("{}-u{i}", args.prefix))
-                    .org(&orgs[org as usize])
-                    .build(),
+                token: tokens.user(i, &orgs[org as usize]),
             })
             .collect();
         let authority = target.edge_addr.to_string();
@@ -231,6 +226,36 @@ impl Session {
     /// (dropping it stops a spawned edge and nats-server).
     pub async fn close(self) -> (Vec<PollerLog>, Target) {
         (self.pollers.stop().await, self.target)
+    }
+}
+
+/// The org ids `<prefix>-o0 … o<n-1>`.
+pub fn org_ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-o{i}")).collect()
+}
+
+/// Client tokens of every scenario: client i is user `<prefix>-u<i>`.
+pub struct UserTokens {
+    builder: TokenBuilder,
+    prefix: String,
+}
+
+impl UserTokens {
+    /// Tokens signed with `secret` for users named after `prefix`.
+    pub fn new(secret: &str, prefix: &str) -> Self {
+        Self {
+            builder: TokenBuilder::new(secret),
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The token of client `i`, a user of `org`.
+    pub fn user(&self, i: usize, org: &str) -> String {
+        self.builder
+            .clone()
+            .sub(&format!("{}-u{i}", self.prefix))
+            .org(org)
+            .build()
     }
 }
 

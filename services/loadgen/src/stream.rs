@@ -10,12 +10,11 @@ use tokio::time::Instant;
 
 use crate::cli::StreamArgs;
 use crate::error::LoadError;
-use crate::fleet::FleetConfig;
 use crate::probe::EdgeMetrics;
 use crate::procfs::{self, CpuSnapshot};
-use crate::publish::{Pace, Publisher};
+use crate::publish::Pace;
 use crate::report::{opt1, Goal, Report};
-use crate::streaming::{self, Mix, Placement, StreamTarget};
+use crate::streaming::{self, Mix, Placement, Scenario};
 use crate::verify;
 
 /// Concurrent WebSocket connections one node should hold.
@@ -45,44 +44,24 @@ pub async fn run(args: StreamArgs) -> Result<Report, LoadError> {
             "--rate and --duration must be above zero".into(),
         ));
     }
-    let edges = if args.target.spawn {
-        args.target.edge_nodes.max(1)
-    } else {
-        args.target.edges.len().max(1)
-    };
+    let edges = streaming::planned_edges(&args.target);
     let orgs = streaming::org_ids(&c.prefix, c.orgs.min(c.clients));
-    let per_edge = (0..edges)
-        .map(|e| {
-            (0..c.clients)
-                .filter(|i| (i / orgs.len()) % edges == e)
-                .count()
-        })
-        .max()
-        .unwrap_or(c.clients);
-    let st = StreamTarget::prepare(&args.target, c.clients, per_edge).await?;
-    let addrs = st.edge_addrs();
-    let mix = Mix {
-        sse: c.sse_share,
-        longpoll: c.longpoll_share,
-    };
-    let plans = streaming::plan_clients(
-        &st.target.jwt_secret,
-        &c.prefix,
-        c.clients,
-        &orgs,
-        mix,
-        &addrs,
-        Placement::Spread,
-    );
-    let config = FleetConfig {
-        edges: addrs,
-        services: c.services.clone(),
+    let mut run = Scenario {
+        target: &args.target,
+        prefix: &c.prefix,
+        clients: c.clients,
+        orgs,
+        services: &c.services,
+        mix: Mix {
+            sse: c.sse_share,
+            longpoll: c.longpoll_share,
+        },
+        placement: Placement::Spread,
         connect_concurrency: c.connect_concurrency,
-    };
-    let load_start = procfs::loadavg();
-    let mut publisher =
-        Publisher::connect(&st.target.nats_url, orgs.clone(), c.services.clone()).await?;
-    let (fleet, opening) = streaming::open(&st, config, plans, orgs.len()).await?;
+    }
+    .start()
+    .await?;
+    let (st, fleet) = (&run.st, &run.fleet);
 
     let total = (args.rate * args.duration as f64).round() as u64;
     eprintln!(
@@ -95,11 +74,12 @@ pub async fn run(args: StreamArgs) -> Result<Report, LoadError> {
     let disconnects_before = fleet.disconnects();
     let cpu0 = CpuSnapshot::take_all(&pids, nats_pid);
     let t0 = Instant::now();
-    let published = publisher
+    let published = run
+        .publisher
         .publish(total, Pace::Rate(args.rate), args.in_flight)
         .await;
     let (caught_up, _) = streaming::wait_caught_up(
-        &fleet,
+        fleet,
         &published,
         Duration::from_secs(args.catch_up_timeout),
     )
@@ -111,11 +91,8 @@ pub async fn run(args: StreamArgs) -> Result<Report, LoadError> {
     let disconnects = fleet.disconnects() - disconnects_before;
     let reasons = streaming::reasons_since(&Default::default(), &fleet.end_reasons());
     let rss_end: Vec<Option<u64>> = st.rss();
-    let records = fleet.stop().await;
-    if let Some(dir) = &args.output.logs {
-        st.target.save_logs(dir)?;
-    }
-    drop(st);
+    let records = streaming::finish(run.st, run.fleet, args.output.logs.as_deref()).await?;
+    let opening = run.opening;
 
     let (logs, transports, _) = streaming::split(records);
     let verdict = verify::verify(&published.acked, &logs);
@@ -172,7 +149,7 @@ pub async fn run(args: StreamArgs) -> Result<Report, LoadError> {
         r.figure("first client failure", e);
     }
     streaming::add_edge_counters(&mut r, &before, &after);
-    streaming::add_cpu(&mut r, &cpu, (load_start, load_end));
+    streaming::add_cpu(&mut r, &cpu, (run.load_start, load_end));
 
     let ws_one = opening.max_ws_on_one_edge();
     r.goal(Goal::new(

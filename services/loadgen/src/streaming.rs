@@ -1,13 +1,15 @@
-//! What the stream scenarios (`stream`, `fanout`, `resume`) share: preparing
-//! the edges (open-files limits, connection caps), planning clients over
-//! orgs, transports and edges, opening them and measuring the edges' memory
-//! per idle connection, waiting for every client to catch up, and the
-//! figures every stream report carries.
+//! What the stream scenarios (`stream`, `fanout`, `resume`) share: their
+//! whole set-up in one call ([`Scenario::start`]: preparing the edges with
+//! open-files limits and connection caps, planning clients over orgs,
+//! transports and edges, connecting the publisher, opening the clients and
+//! measuring the edges' memory per idle connection) and tear-down
+//! ([`finish`]), waiting for every client to catch up, and the figures
+//! every stream report carries.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
-use herald_testkit::TokenBuilder;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -19,9 +21,9 @@ use crate::fleet::{ClientPlan, ClientRecord, Fleet, FleetConfig, Transport};
 use crate::poller::PollerLog;
 use crate::probe::{EdgeMetrics, Probe};
 use crate::procfs::{self, CpuUse};
-use crate::publish::Published;
+use crate::publish::{Published, Publisher};
 use crate::report::{opt1, Report};
-use crate::session::{wait_for_metrics, wait_until};
+use crate::session::{wait_for_metrics, wait_until, UserTokens};
 use crate::target::Target;
 use crate::verify::{self, Latency, Verdict};
 
@@ -157,6 +159,26 @@ impl Mix {
     };
 }
 
+impl Placement {
+    /// The edge client `i` connects to first, of `edges`, with `orgs` orgs.
+    fn home(self, i: usize, orgs: usize, edges: usize) -> usize {
+        match self {
+            Placement::Spread => (i / orgs.max(1)) % edges.max(1),
+            Placement::First => 0,
+        }
+    }
+
+    /// The most of `clients` clients over `orgs` orgs that one of `edges`
+    /// edges gets first.
+    pub fn per_edge(self, clients: usize, orgs: usize, edges: usize) -> usize {
+        let mut n = vec![0usize; edges.max(1)];
+        for i in 0..clients {
+            n[self.home(i, orgs, edges)] += 1;
+        }
+        n.into_iter().max().unwrap_or(0)
+    }
+}
+
 /// Plans `n` clients: client i is user `<prefix>-u<i>` of org `i mod orgs`;
 /// SSE and long-poll clients are picked at random (fixed seed) in their
 /// shares; edges by `placement`. Beyond the ephemeral ports of one source
@@ -182,14 +204,11 @@ pub fn plan_clients(
         .saturating_sub(PORT_RESERVE)
         .max(1_000) as usize;
     let mut on_edge = vec![0usize; edges.len()];
-    let tokens = TokenBuilder::new(secret);
+    let tokens = UserTokens::new(secret, prefix);
     (0..n)
         .map(|i| {
             let org = (i % orgs.len()) as u32;
-            let home = match placement {
-                Placement::Spread => (i / orgs.len()) % edges.len(),
-                Placement::First => 0,
-            };
+            let home = placement.home(i, orgs.len(), edges.len());
             let ordinal = on_edge[home];
             on_edge[home] += 1;
             let source = match edges[home].ip() {
@@ -201,11 +220,7 @@ pub fn plan_clients(
             };
             ClientPlan {
                 org,
-                token: tokens
-                    .clone()
-                    .sub(&format!("{prefix}-u{i}"))
-                    .org(&orgs[org as usize])
-                    .build(),
+                token: tokens.user(i, &orgs[org as usize]),
                 transport: transports[i],
                 home,
                 source,
@@ -339,6 +354,104 @@ pub async fn open(
         opt1(opening.kib_per_connection())
     );
     Ok((fleet, opening))
+}
+
+/// The edges a scenario plans for: `--edge-nodes` when spawning, else the
+/// `--edges` given (at least one).
+pub fn planned_edges(args: &TargetArgs) -> usize {
+    if args.spawn {
+        args.edge_nodes.max(1)
+    } else {
+        args.edges.len().max(1)
+    }
+}
+
+/// What a stream scenario sets up: its clients over orgs, transports and
+/// edges, and the target they run against.
+pub struct Scenario<'a> {
+    /// The edges and NATS.
+    pub target: &'a TargetArgs,
+    /// Prefix of org and user ids.
+    pub prefix: &'a str,
+    /// Clients to open.
+    pub clients: usize,
+    /// Org ids; client i is in org `i mod orgs.len()`.
+    pub orgs: Vec<String>,
+    /// Services every client subscribes to and events are published to.
+    pub services: &'a [String],
+    /// Transports.
+    pub mix: Mix,
+    /// Edges the clients connect to first.
+    pub placement: Placement,
+    /// Clients opening at once.
+    pub connect_concurrency: usize,
+}
+
+/// A stream scenario set up: the target, the publisher, every client open.
+pub struct Running {
+    /// The edges and NATS.
+    pub st: StreamTarget,
+    /// Publishes to the scenario's orgs and services.
+    pub publisher: Publisher,
+    /// The clients.
+    pub fleet: Fleet,
+    /// What opening the clients measured.
+    pub opening: Opening,
+    /// Machine load average (1 min) before the clients opened.
+    pub load_start: Option<f64>,
+}
+
+impl Scenario<'_> {
+    /// Prepares the target (open-files limits for the busiest edge),
+    /// plans the clients, connects the publisher and opens every client.
+    pub async fn start(self) -> Result<Running, LoadError> {
+        let per_edge =
+            self.placement
+                .per_edge(self.clients, self.orgs.len(), planned_edges(self.target));
+        let st = StreamTarget::prepare(self.target, self.clients, per_edge).await?;
+        let addrs = st.edge_addrs();
+        let plans = plan_clients(
+            &st.target.jwt_secret,
+            self.prefix,
+            self.clients,
+            &self.orgs,
+            self.mix,
+            &addrs,
+            self.placement,
+        );
+        let config = FleetConfig {
+            edges: addrs,
+            services: self.services.to_vec(),
+            connect_concurrency: self.connect_concurrency,
+        };
+        let load_start = procfs::loadavg();
+        let orgs = self.orgs.len();
+        let publisher =
+            Publisher::connect(&st.target.nats_url, self.orgs, self.services.to_vec()).await?;
+        let (fleet, opening) = open(&st, config, plans, orgs).await?;
+        Ok(Running {
+            st,
+            publisher,
+            fleet,
+            opening,
+            load_start,
+        })
+    }
+}
+
+/// Stops every client, saves the spawned processes' logs into `logs` when
+/// given, and stops the target; returns what each client saw.
+pub async fn finish(
+    st: StreamTarget,
+    fleet: Fleet,
+    logs: Option<&Path>,
+) -> Result<Vec<ClientRecord>, LoadError> {
+    let records = fleet.stop().await;
+    if let Some(dir) = logs {
+        st.target.save_logs(dir)?;
+    }
+    drop(st);
+    Ok(records)
 }
 
 /// Waits until every client has received the last stored event of its org;
@@ -573,10 +686,7 @@ pub fn reasons_since(
     }
 }
 
-/// The org ids `<prefix>-o0 … o<n-1>`.
-pub fn org_ids(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-o{i}")).collect()
-}
+pub use crate::session::org_ids;
 
 /// Checks a client count and share arguments.
 pub fn check_counts(clients: usize, orgs: usize, sse: f64, lp: f64) -> Result<(), LoadError> {
@@ -629,6 +739,13 @@ mod tests {
         );
         assert_eq!((plans[5].org, plans[5].home), (1, 1));
         assert_eq!(busiest_edge(&plans, 2), 8);
+        assert_eq!(Placement::Spread.per_edge(16, 4, 2), 8);
+        assert_eq!(
+            Placement::Spread.per_edge(5, 1, 2),
+            3,
+            "one org: round robin"
+        );
+        assert_eq!(Placement::First.per_edge(5, 3, 2), 5);
         let first = plan_clients(
             "secret-secret-secret",
             "t",

@@ -1,8 +1,10 @@
 //! A Server-Sent Events client for stream tests: reads `/v2/realtime/sse`
-//! message by message (`id`, `event`, `data`, comments).
+//! message by message (`id`, `event`, `data`, comments), decoded by
+//! [`herald_proto::sse::SseDecoder`].
 
 use std::time::Duration;
 
+use herald_proto::sse::{SseDecoder, SseFrame};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -22,6 +24,17 @@ pub struct SseMessage {
     pub comment: bool,
 }
 
+impl From<SseFrame> for SseMessage {
+    fn from(f: SseFrame) -> Self {
+        SseMessage {
+            id: f.id,
+            event: f.event,
+            data: f.data,
+            comment: f.comment.is_some(),
+        }
+    }
+}
+
 impl SseMessage {
     /// `data` parsed as JSON.
     pub fn json(&self) -> Value {
@@ -33,7 +46,7 @@ impl SseMessage {
 /// An open SSE response.
 pub struct SseClient {
     response: reqwest::Response,
-    buffer: String,
+    decoder: SseDecoder,
 }
 
 impl SseClient {
@@ -64,7 +77,7 @@ impl SseClient {
             status,
             Some(SseClient {
                 response,
-                buffer: String::new(),
+                decoder: SseDecoder::new(),
             }),
         )
     }
@@ -73,31 +86,14 @@ impl SseClient {
     pub async fn next(&mut self, wait: Duration) -> Option<SseMessage> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut msg = SseMessage::default();
-                let mut data = Vec::new();
-                for line in block.lines() {
-                    if line.starts_with(':') {
-                        msg.comment = true;
-                    } else if let Some((field, value)) = line.split_once(':') {
-                        let value = value.strip_prefix(' ').unwrap_or(value);
-                        match field {
-                            "id" => msg.id = Some(value.to_owned()),
-                            "event" => msg.event = Some(value.to_owned()),
-                            "data" => data.push(value.to_owned()),
-                            _ => {}
-                        }
-                    }
-                }
-                msg.data = data.join("\n");
-                return Some(msg);
+            if let Some(frame) = self.decoder.next_frame() {
+                return Some(frame.into());
             }
             let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
                 .await
                 .ok()?
                 .ok()??;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            self.decoder.push(&chunk);
         }
     }
 

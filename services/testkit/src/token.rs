@@ -1,11 +1,12 @@
-//! JWTs for tests: HS256 tokens with Herald's claims (`sub`, `org`, `exp`,
-//! `props`, `svcs`, `role`; contract section 3), tokens with arbitrary
+//! JWTs for tests: HS256 tokens with Herald's claims ([`Claims`]: `sub`,
+//! `org`, `exp`, `props`, `svcs`, `role`; contract section 3), tokens with arbitrary
 //! claims, and unsigned `alg: none` tokens that an edge node must reject.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use herald_proto::claims::Claims;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Map, Value};
 
@@ -23,13 +24,20 @@ pub struct TokenBuilder {
 impl TokenBuilder {
     /// A builder signing with `secret`.
     pub fn new(secret: impl AsRef<[u8]>) -> TokenBuilder {
+        TokenBuilder::from_claims(secret, &Claims::new("u1", "acme", 0))
+            .expires_in(DEFAULT_LIFETIME)
+    }
+
+    /// A builder signing with `secret`, starting from `claims`.
+    pub fn from_claims(secret: impl AsRef<[u8]>, claims: &Claims) -> TokenBuilder {
+        let claims = match serde_json::to_value(claims) {
+            Ok(Value::Object(map)) => map,
+            _ => unreachable!("claims serialize as a JSON object"),
+        };
         TokenBuilder {
             secret: secret.as_ref().to_vec(),
-            claims: Map::new(),
+            claims,
         }
-        .sub("u1")
-        .org("acme")
-        .expires_in(DEFAULT_LIFETIME)
     }
 
     /// Sets the user id.
@@ -149,6 +157,16 @@ mod tests {
         assert_eq!(claims["role"], "admin");
         assert!(claims.get("org").is_none());
         let exp = claims["exp"].as_u64().expect("numeric exp");
+        assert!(exp > now_secs() + 3500 && exp <= now_secs() + 3600);
+    }
+
+    #[test]
+    fn default_claims_are_herald_claims() {
+        let claims: Claims =
+            serde_json::from_value(TokenBuilder::new("s").claims()).expect("Herald claims");
+        assert_eq!((claims.sub.as_str(), claims.org.as_str()), ("u1", "acme"));
+        assert_eq!((claims.props, claims.svcs, claims.role), (None, None, None));
+        let exp = u64::try_from(claims.exp).expect("positive exp");
         assert!(exp > now_secs() + 3500 && exp <= now_secs() + 3600);
     }
 

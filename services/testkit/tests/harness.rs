@@ -7,13 +7,13 @@ use async_nats::jetstream::{self, stream};
 use herald_testkit::{NatsCluster, NatsServer, NatsUser};
 
 fn events_stream(replicas: usize) -> stream::Config {
-    stream::Config {
-        name: "HERALD_EVENTS".into(),
-        subjects: vec!["herald.events.>".into()],
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        ..Default::default()
-    }
+    herald_publisher::stream::events_stream(
+        "HERALD_EVENTS",
+        herald_publisher::stream::StreamLimits {
+            replicas,
+            ..Default::default()
+        },
+    )
 }
 
 async fn publish(js: &jetstream::Context, body: &'static str) -> u64 {

@@ -11,7 +11,8 @@ use async_nats::jetstream::{self, context::Context, message::StreamMessage, stre
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
-use herald_proto::subject::{org_events_filter, EVENTS_PREFIX, LIVE_PREFIX};
+use herald_proto::subject::org_events_filter;
+use herald_publisher::stream::{events_stream, republishes_live, StreamLimits};
 
 /// Where the stream stands: its first and last sequence and its incarnation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,23 +131,14 @@ impl EventStream {
 
     /// The config this node creates the stream with.
     pub fn wanted_config(&self) -> stream::Config {
-        stream::Config {
-            name: self.name.clone(),
-            subjects: vec![format!("{EVENTS_PREFIX}.>")],
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            max_age: self.max_age,
-            duplicate_window: Duration::from_secs(120),
-            num_replicas: self.replicas,
-            max_message_size: self.max_msg_size,
-            allow_direct: true,
-            republish: Some(stream::Republish {
-                source: format!("{EVENTS_PREFIX}.>"),
-                destination: format!("{LIVE_PREFIX}.>"),
-                headers_only: false,
-            }),
-            ..Default::default()
-        }
+        events_stream(
+            &self.name,
+            StreamLimits {
+                replicas: self.replicas,
+                max_age: self.max_age,
+                max_message_size: self.max_msg_size,
+            },
+        )
     }
 
     /// Creates the stream when missing; when it exists with another config,
@@ -407,11 +399,7 @@ fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
 }
 
 fn head_of(info: &stream::Info) -> StreamHead {
-    let republishes = info.config.republish.as_ref().is_some_and(|r| {
-        (r.source == format!("{EVENTS_PREFIX}.>") || r.source == ">")
-            && r.destination == format!("{LIVE_PREFIX}.>")
-            && !r.headers_only
-    });
+    let republishes = republishes_live(&info.config);
     StreamHead {
         first_seq: info.state.first_sequence,
         last_seq: info.state.last_sequence,

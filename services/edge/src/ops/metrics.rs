@@ -1,12 +1,15 @@
 //! Counters and latency histograms of one node, rendered as the JSON of
 //! `GET /v2/realtime/metrics` and the Prometheus text of `GET /metrics`.
+//! Both renderers walk one descriptor table, [`METRICS`], so a metric is
+//! in both documents or in neither.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use serde_json::{json, Value};
+use herald_proto::RejectReason;
+use serde_json::{json, Map, Value};
 
 /// Services tracked separately in latency histograms; later ones share `_other`.
 const MAX_TRACKED_SERVICES: usize = 128;
@@ -16,15 +19,6 @@ const BUCKETS_US: [u64; 36] = [
     15_000, 20_000, 30_000, 40_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 500_000,
     750_000, 1_000_000, 1_500_000, 2_000_000, 3_000_000, 5_000_000, 10_000_000, 20_000_000,
     30_000_000, 60_000_000,
-];
-
-/// Reasons a stored event is rejected; one counter each.
-pub const REJECT_REASONS: [&str; 5] = [
-    "too_large",
-    "invalid",
-    "missing_event_type",
-    "mismatch",
-    "bad_subject",
 ];
 
 /// A fixed-bucket latency histogram.
@@ -104,7 +98,7 @@ pub struct Metrics {
     pub delivered: AtomicU64,
     /// Events dropped for a client (kill switch, quarantine).
     pub dropped: AtomicU64,
-    rejected: [AtomicU64; REJECT_REASONS.len()],
+    rejected: [AtomicU64; RejectReason::ALL.len()],
     /// Times a gap in the live feed was found and filled from the stream.
     pub gaps_filled: AtomicU64,
     /// Loss marks in live feeds (overflow, reconnect, slow consumer), each repaired from the stream.
@@ -141,26 +135,10 @@ pub struct GuardCounters {
     pub switch_errors: AtomicU64,
 }
 
-impl GuardCounters {
-    fn to_json(&self) -> Value {
-        json!({
-            "httpConnections": self.http_connections.load(Relaxed),
-            "httpRefused": self.http_refused.load(Relaxed),
-            "bodyTimeouts": self.body_timeouts.load(Relaxed),
-            "rateLimited": self.rate_limited.load(Relaxed),
-            "switchErrors": self.switch_errors.load(Relaxed),
-        })
-    }
-}
-
 impl Metrics {
-    /// Counts a rejected event under its reason label.
-    pub fn reject(&self, reason: &str) {
-        let i = REJECT_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(1);
-        self.rejected[i].fetch_add(1, Relaxed);
+    /// Counts a rejected event under its reason.
+    pub fn reject(&self, reason: RejectReason) {
+        self.rejected[reason.index()].fetch_add(1, Relaxed);
     }
 
     /// All rejected events.
@@ -203,210 +181,85 @@ impl Metrics {
         }
     }
 
-    /// The JSON document of `/v2/realtime/metrics`.
-    pub fn to_json(&self, node_id: &str, g: Gauges) -> Value {
-        let latency: serde_json::Map<String, Value> = self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    /// Rejected events by reason, in [`RejectReason::ALL`] order.
+    fn rejected_by_reason(&self) -> Vec<(&'static str, u64)> {
+        RejectReason::ALL
             .iter()
-            .map(|(svc, h)| {
-                (
-                    svc.clone(),
-                    json!({"count": h.total, "p50": h.quantile_ms(0.5), "p95": h.quantile_ms(0.95), "p99": h.quantile_ms(0.99)}),
-                )
-            })
-            .collect();
-        let rejected: serde_json::Map<String, Value> = REJECT_REASONS
-            .iter()
-            .zip(&self.rejected)
-            .map(|(r, c)| ((*r).to_owned(), json!(c.load(Relaxed))))
-            .collect();
-        json!({
-            "nodeId": node_id,
-            "connections": {"websocket": g.websocket, "sse": g.sse, "longpoll": g.longpoll},
-            "orgs": {"total": g.orgs_total, "active": g.orgs_active},
-            "events": {
-                "ingested": self.ingested.load(Relaxed),
-                "delivered": self.delivered.load(Relaxed),
-                "dropped": self.dropped.load(Relaxed),
-                "rejected": self.rejected_total(),
-                "rejectedByReason": rejected,
-                "gapsFilled": self.gaps_filled.load(Relaxed),
-                "liveLosses": self.live_losses.load(Relaxed),
-                "forged": self.forged.load(Relaxed),
-                "gapEvents": self.gap_events.load(Relaxed),
-                "historyReads": self.history_reads.load(Relaxed),
-                "resets": self.resets.load(Relaxed),
-            },
-            "buffers": {"total_size": g.buffered_events, "bytes": g.buffered_bytes},
-            "stream": {"readRequests": g.stream_reads},
-            "waiters": g.waiters,
-            "waiterCapHits": self.waiter_cap_hits.load(Relaxed),
-            "slowConsumerCloses": self.slow_closes.load(Relaxed),
-            "quarantined": g.quarantined,
-            "latencyMs": latency,
-            "guards": self.guards.to_json(),
-        })
+            .map(|r| (r.as_str(), self.rejected[r.index()].load(Relaxed)))
+            .collect()
     }
 
-    /// The Prometheus text exposition of `/metrics`.
+    /// The JSON document of `/v2/realtime/metrics`: `nodeId`, then every
+    /// entry of [`METRICS`] at its JSON path.
+    pub fn to_json(&self, node_id: &str, g: Gauges) -> Value {
+        let mut doc = Map::new();
+        doc.insert("nodeId".into(), json!(node_id));
+        for metric in &METRICS {
+            let value = match metric.read {
+                Read::One(read) => json!(read(self, &g)),
+                Read::Family { samples, total, .. } => {
+                    let samples = samples(self, &g);
+                    if let Some(path) = total {
+                        let sum: u64 = samples.iter().map(|(_, v)| v).sum();
+                        insert(&mut doc, path, json!(sum));
+                    }
+                    Value::Object(
+                        samples
+                            .into_iter()
+                            .map(|(label, v)| (label.to_owned(), json!(v)))
+                            .collect(),
+                    )
+                }
+                Read::Latency => Value::Object(
+                    self.latency
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .map(|(svc, h)| {
+                            (
+                                svc.clone(),
+                                json!({"count": h.total, "p50": h.quantile_ms(0.5), "p95": h.quantile_ms(0.95), "p99": h.quantile_ms(0.99)}),
+                            )
+                        })
+                        .collect(),
+                ),
+            };
+            insert(&mut doc, metric.json, value);
+        }
+        Value::Object(doc)
+    }
+
+    /// The Prometheus text exposition of `/metrics`: every entry of
+    /// [`METRICS`] with its help and type, labelled with the node.
     pub fn to_prometheus(&self, node_id: &str, g: Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let node = escape(node_id);
-        let mut line = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let sep = if labels.is_empty() { "" } else { "," };
-                let _ = writeln!(out, "{name}{{node=\"{node}\"{sep}{labels}}} {v}");
+        for metric in &METRICS {
+            let name = metric.prom;
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}\n# TYPE {name} {}",
+                metric.help,
+                metric.kind.as_str()
+            );
+            match metric.read {
+                Read::One(read) => {
+                    let _ = writeln!(out, "{name}{{node=\"{node}\"}} {}", read(self, &g));
+                }
+                Read::Family { label, samples, .. } => {
+                    for (value, v) in samples(self, &g) {
+                        let _ = writeln!(out, "{name}{{node=\"{node}\",{label}=\"{value}\"}} {v}");
+                    }
+                }
+                Read::Latency => self.latency_histograms(&mut out, name, &node),
             }
-        };
-        let n = |v: u64| v as f64;
-        line(
-            "herald_connections",
-            "gauge",
-            "Open client connections by transport.",
-            &[
-                ("transport=\"websocket\"".into(), n(g.websocket)),
-                ("transport=\"sse\"".into(), n(g.sse)),
-                ("transport=\"longpoll\"".into(), n(g.longpoll)),
-            ],
-        );
-        line(
-            "herald_orgs",
-            "gauge",
-            "Org states held by this node.",
-            &[
-                ("state=\"total\"".into(), n(g.orgs_total)),
-                ("state=\"active\"".into(), n(g.orgs_active)),
-            ],
-        );
-        line(
-            "herald_buffered_events",
-            "gauge",
-            "Events held in org buffers.",
-            &[(String::new(), n(g.buffered_events))],
-        );
-        line(
-            "herald_waiters",
-            "gauge",
-            "Held long-polls.",
-            &[(String::new(), n(g.waiters))],
-        );
-        line(
-            "herald_quarantined",
-            "gauge",
-            "Quarantined stream connections.",
-            &[(String::new(), n(g.quarantined))],
-        );
-        line(
-            "herald_events_ingested_total",
-            "counter",
-            "Events accepted from NATS.",
-            &[(String::new(), n(self.ingested.load(Relaxed)))],
-        );
-        line(
-            "herald_events_delivered_total",
-            "counter",
-            "Event deliveries to clients.",
-            &[(String::new(), n(self.delivered.load(Relaxed)))],
-        );
-        line(
-            "herald_events_dropped_total",
-            "counter",
-            "Event deliveries dropped.",
-            &[(String::new(), n(self.dropped.load(Relaxed)))],
-        );
-        let rejected: Vec<(String, f64)> = REJECT_REASONS
-            .iter()
-            .zip(&self.rejected)
-            .map(|(r, c)| (format!("reason=\"{r}\""), n(c.load(Relaxed))))
-            .collect();
-        line(
-            "herald_events_rejected_total",
-            "counter",
-            "Stored events refused as invalid.",
-            &rejected,
-        );
-        line(
-            "herald_gaps_filled_total",
-            "counter",
-            "Gaps in the live feed filled from the stream.",
-            &[(String::new(), n(self.gaps_filled.load(Relaxed)))],
-        );
-        line(
-            "herald_buffered_bytes",
-            "gauge",
-            "Bytes held in all org buffers.",
-            &[(String::new(), n(g.buffered_bytes))],
-        );
-        line(
-            "herald_stream_read_requests_total",
-            "counter",
-            "Requests sent to JetStream to read stored events (message gets and batch fetches).",
-            &[(String::new(), n(g.stream_reads))],
-        );
-        line(
-            "herald_history_reads_total",
-            "counter",
-            "History reads from the stream.",
-            &[(String::new(), n(self.history_reads.load(Relaxed)))],
-        );
-        line(
-            "herald_slow_consumer_closes_total",
-            "counter",
-            "Stream connections closed as slow consumers.",
-            &[(String::new(), n(self.slow_closes.load(Relaxed)))],
-        );
-        line(
-            "herald_resets_total",
-            "counter",
-            "Resets sent to clients.",
-            &[(String::new(), n(self.resets.load(Relaxed)))],
-        );
-        line(
-            "herald_waiter_cap_hits_total",
-            "counter",
-            "Polls refused by the per-org waiter cap.",
-            &[(String::new(), n(self.waiter_cap_hits.load(Relaxed)))],
-        );
-        let gc = &self.guards;
-        line(
-            "herald_http_connections",
-            "gauge",
-            "HTTP connections being served.",
-            &[(String::new(), n(gc.http_connections.load(Relaxed)))],
-        );
-        line(
-            "herald_http_refused_total",
-            "counter",
-            "HTTP connections closed at accept by the connection cap.",
-            &[(String::new(), n(gc.http_refused.load(Relaxed)))],
-        );
-        line(
-            "herald_body_timeouts_total",
-            "counter",
-            "Request bodies cut off after stalling.",
-            &[(String::new(), n(gc.body_timeouts.load(Relaxed)))],
-        );
-        line(
-            "herald_rate_limited_total",
-            "counter",
-            "Requests refused by a per-user rate limit.",
-            &[(String::new(), n(gc.rate_limited.load(Relaxed)))],
-        );
-        line(
-            "herald_switch_errors_total",
-            "counter",
-            "Malformed kill-switch values ignored.",
-            &[(String::new(), n(gc.switch_errors.load(Relaxed)))],
-        );
+        }
+        out
+    }
 
+    /// The samples of the latency histogram `name`, one per service.
+    fn latency_histograms(&self, out: &mut String, name: &str, node: &str) {
         let map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP herald_delivery_latency_seconds Time from JetStream storage to delivery.\n# TYPE herald_delivery_latency_seconds histogram"
-        );
         for (svc, h) in map.iter() {
             let svc = escape(svc);
             let mut cumulative = 0;
@@ -415,21 +268,293 @@ impl Metrics {
                 let le = BUCKETS_US
                     .get(i)
                     .map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
-                let _ = writeln!(out, "herald_delivery_latency_seconds_bucket{{node=\"{node}\",service=\"{svc}\",le=\"{le}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{node=\"{node}\",service=\"{svc}\",le=\"{le}\"}} {cumulative}"
+                );
             }
             let _ = writeln!(
                 out,
-                "herald_delivery_latency_seconds_sum{{node=\"{node}\",service=\"{svc}\"}} {}",
+                "{name}_sum{{node=\"{node}\",service=\"{svc}\"}} {}",
                 h.sum_us as f64 / 1e6
             );
             let _ = writeln!(
                 out,
-                "herald_delivery_latency_seconds_count{{node=\"{node}\",service=\"{svc}\"}} {}",
+                "{name}_count{{node=\"{node}\",service=\"{svc}\"}} {}",
                 h.total
             );
         }
-        out
     }
+}
+
+/// Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Latency buckets with sum and count.
+    Histogram,
+}
+
+impl Kind {
+    /// The `# TYPE` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// How a metric's value is read when rendered.
+#[derive(Clone, Copy)]
+pub enum Read {
+    /// One value.
+    One(fn(&Metrics, &Gauges) -> u64),
+    /// One value per value of a label. In JSON an object keyed by the
+    /// label values, and, with `total`, their sum at that path too.
+    Family {
+        /// The Prometheus label name.
+        label: &'static str,
+        /// (label value, value) pairs.
+        samples: fn(&Metrics, &Gauges) -> Vec<(&'static str, u64)>,
+        /// JSON path of the sum, if the document carries one.
+        total: Option<&'static [&'static str]>,
+    },
+    /// The delivery latency histograms, by service: quantiles in ms in
+    /// JSON, buckets in seconds in Prometheus.
+    Latency,
+}
+
+/// One metric: everything both renderers need to show it.
+pub struct Metric {
+    /// Prometheus name.
+    pub prom: &'static str,
+    /// Path of its value in the JSON document.
+    pub json: &'static [&'static str],
+    /// Prometheus type.
+    pub kind: Kind,
+    /// Prometheus help text.
+    pub help: &'static str,
+    /// How to read its value.
+    pub read: Read,
+}
+
+/// Every metric of a node, in Prometheus order: the one list both
+/// renderers walk.
+pub static METRICS: [Metric; 25] = [
+    Metric {
+        prom: "herald_connections",
+        json: &["connections"],
+        kind: Kind::Gauge,
+        help: "Open client connections by transport.",
+        read: Read::Family {
+            label: "transport",
+            samples: |_, g| {
+                vec![
+                    ("websocket", g.websocket),
+                    ("sse", g.sse),
+                    ("longpoll", g.longpoll),
+                ]
+            },
+            total: None,
+        },
+    },
+    Metric {
+        prom: "herald_orgs",
+        json: &["orgs"],
+        kind: Kind::Gauge,
+        help: "Org states held by this node.",
+        read: Read::Family {
+            label: "state",
+            samples: |_, g| vec![("total", g.orgs_total), ("active", g.orgs_active)],
+            total: None,
+        },
+    },
+    Metric {
+        prom: "herald_buffered_events",
+        json: &["buffers", "total_size"],
+        kind: Kind::Gauge,
+        help: "Events held in org buffers.",
+        read: Read::One(|_, g| g.buffered_events),
+    },
+    Metric {
+        prom: "herald_waiters",
+        json: &["waiters"],
+        kind: Kind::Gauge,
+        help: "Held long-polls.",
+        read: Read::One(|_, g| g.waiters),
+    },
+    Metric {
+        prom: "herald_quarantined",
+        json: &["quarantined"],
+        kind: Kind::Gauge,
+        help: "Quarantined stream connections.",
+        read: Read::One(|_, g| g.quarantined),
+    },
+    Metric {
+        prom: "herald_events_ingested_total",
+        json: &["events", "ingested"],
+        kind: Kind::Counter,
+        help: "Events accepted from NATS.",
+        read: Read::One(|m, _| m.ingested.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_events_delivered_total",
+        json: &["events", "delivered"],
+        kind: Kind::Counter,
+        help: "Event deliveries to clients.",
+        read: Read::One(|m, _| m.delivered.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_events_dropped_total",
+        json: &["events", "dropped"],
+        kind: Kind::Counter,
+        help: "Event deliveries dropped.",
+        read: Read::One(|m, _| m.dropped.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_events_rejected_total",
+        json: &["events", "rejectedByReason"],
+        kind: Kind::Counter,
+        help: "Stored events refused as invalid.",
+        read: Read::Family {
+            label: "reason",
+            samples: |m, _| m.rejected_by_reason(),
+            total: Some(&["events", "rejected"]),
+        },
+    },
+    Metric {
+        prom: "herald_gaps_filled_total",
+        json: &["events", "gapsFilled"],
+        kind: Kind::Counter,
+        help: "Gaps in the live feed filled from the stream.",
+        read: Read::One(|m, _| m.gaps_filled.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_gap_events_total",
+        json: &["events", "gapEvents"],
+        kind: Kind::Counter,
+        help: "Events recovered from the stream by gap filling.",
+        read: Read::One(|m, _| m.gap_events.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_live_losses_total",
+        json: &["events", "liveLosses"],
+        kind: Kind::Counter,
+        help: "Loss marks in live feeds (overflow, reconnect, slow consumer), each repaired from the stream.",
+        read: Read::One(|m, _| m.live_losses.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_live_forged_total",
+        json: &["events", "forged"],
+        kind: Kind::Counter,
+        help: "Live messages refused for a sequence beyond the stream head.",
+        read: Read::One(|m, _| m.forged.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_buffered_bytes",
+        json: &["buffers", "bytes"],
+        kind: Kind::Gauge,
+        help: "Bytes held in all org buffers.",
+        read: Read::One(|_, g| g.buffered_bytes),
+    },
+    Metric {
+        prom: "herald_stream_read_requests_total",
+        json: &["stream", "readRequests"],
+        kind: Kind::Counter,
+        help: "Requests sent to JetStream to read stored events (message gets and batch fetches).",
+        read: Read::One(|_, g| g.stream_reads),
+    },
+    Metric {
+        prom: "herald_history_reads_total",
+        json: &["events", "historyReads"],
+        kind: Kind::Counter,
+        help: "History reads from the stream.",
+        read: Read::One(|m, _| m.history_reads.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_slow_consumer_closes_total",
+        json: &["slowConsumerCloses"],
+        kind: Kind::Counter,
+        help: "Stream connections closed as slow consumers.",
+        read: Read::One(|m, _| m.slow_closes.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_resets_total",
+        json: &["events", "resets"],
+        kind: Kind::Counter,
+        help: "Resets sent to clients.",
+        read: Read::One(|m, _| m.resets.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_waiter_cap_hits_total",
+        json: &["waiterCapHits"],
+        kind: Kind::Counter,
+        help: "Polls refused by the per-org waiter cap.",
+        read: Read::One(|m, _| m.waiter_cap_hits.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_http_connections",
+        json: &["guards", "httpConnections"],
+        kind: Kind::Gauge,
+        help: "HTTP connections being served.",
+        read: Read::One(|m, _| m.guards.http_connections.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_http_refused_total",
+        json: &["guards", "httpRefused"],
+        kind: Kind::Counter,
+        help: "HTTP connections closed at accept by the connection cap.",
+        read: Read::One(|m, _| m.guards.http_refused.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_body_timeouts_total",
+        json: &["guards", "bodyTimeouts"],
+        kind: Kind::Counter,
+        help: "Request bodies cut off after stalling.",
+        read: Read::One(|m, _| m.guards.body_timeouts.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_rate_limited_total",
+        json: &["guards", "rateLimited"],
+        kind: Kind::Counter,
+        help: "Requests refused by a per-user rate limit.",
+        read: Read::One(|m, _| m.guards.rate_limited.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_switch_errors_total",
+        json: &["guards", "switchErrors"],
+        kind: Kind::Counter,
+        help: "Malformed kill-switch values ignored.",
+        read: Read::One(|m, _| m.guards.switch_errors.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_delivery_latency_seconds",
+        json: &["latencyMs"],
+        kind: Kind::Histogram,
+        help: "Time from JetStream storage to delivery.",
+        read: Read::Latency,
+    },
+];
+
+/// Puts `value` at `path` in `doc`, creating the objects on the way.
+fn insert(doc: &mut Map<String, Value>, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut at = doc;
+    for key in parents {
+        at = match at.entry(*key).or_insert_with(|| Value::Object(Map::new())) {
+            Value::Object(map) => map,
+            // A value already sits on the path; the table's tests rule it out.
+            _ => return,
+        };
+    }
+    at.insert((*last).to_owned(), value);
 }
 
 fn escape(s: &str) -> String {
@@ -456,8 +581,8 @@ mod tests {
     #[test]
     fn renders_json_and_prometheus() {
         let m = Metrics::default();
-        m.reject("mismatch");
-        m.reject("no-such-reason");
+        m.reject(RejectReason::Mismatch);
+        m.reject(RejectReason::Invalid);
         m.record_delivery("finance", 1000, 1003, 2);
         let j = m.to_json(
             "n1",
@@ -475,5 +600,182 @@ mod tests {
         assert!(
             p.contains("herald_delivery_latency_seconds_count{node=\"n1\",service=\"finance\"} 2")
         );
+    }
+
+    /// A node with something in every counter, gauge and histogram.
+    fn busy() -> (Metrics, Gauges) {
+        let m = Metrics::default();
+        for r in RejectReason::ALL {
+            m.reject(r);
+        }
+        m.record_delivery("finance", 1000, 1003, 2);
+        let g = Gauges {
+            websocket: 1,
+            sse: 2,
+            longpoll: 3,
+            orgs_total: 4,
+            orgs_active: 5,
+            buffered_events: 6,
+            waiters: 7,
+            quarantined: 8,
+            buffered_bytes: 9,
+            stream_reads: 10,
+        };
+        (m, g)
+    }
+
+    /// The JSON leaves under `v`, as dotted paths.
+    fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&path, v, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+
+    #[test]
+    fn both_renderers_cover_the_same_table() {
+        let (m, g) = busy();
+        let j = m.to_json("n1", g);
+        let p = m.to_prometheus("n1", g);
+        let mut names = Vec::new();
+        for metric in &METRICS {
+            let name = metric.prom;
+            names.push(name);
+            let at = metric.json.iter().fold(&j, |v, k| &v[*k]);
+            assert!(
+                !at.is_null(),
+                "{name}: nothing at {:?} in JSON",
+                metric.json
+            );
+            assert!(
+                p.contains(&format!("# TYPE {name} {}\n", metric.kind.as_str())),
+                "{name}: no TYPE line"
+            );
+            assert!(
+                p.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                    || l.starts_with(&format!("{name}_bucket{{"))),
+                "{name}: no sample"
+            );
+            if let Read::Family { samples, total, .. } = metric.read {
+                for (label, _) in samples(&m, &g) {
+                    assert!(!at[label].is_null(), "{name}: no JSON key {label}");
+                }
+                if let Some(path) = total {
+                    assert!(!path.iter().fold(&j, |v, k| &v[*k]).is_null());
+                }
+            }
+        }
+        // Nothing in either document that the table does not list.
+        let types = p.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(types, METRICS.len());
+        let mut found = Vec::new();
+        leaves("", &j, &mut found);
+        for leaf in found.iter().filter(|l| *l != "nodeId") {
+            let covered = METRICS.iter().any(|metric| {
+                let path = metric.json.join(".");
+                let total = match metric.read {
+                    Read::Family { total, .. } => total.map(|t| t.join(".")),
+                    _ => None,
+                };
+                leaf.starts_with(&format!("{path}."))
+                    || *leaf == path
+                    || Some(leaf) == total.as_ref()
+            });
+            assert!(covered, "JSON {leaf} is in no descriptor");
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), METRICS.len(), "Prometheus names are unique");
+        let mut paths: Vec<String> = METRICS.iter().map(|m| m.json.join(".")).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!(paths.len(), METRICS.len(), "JSON paths are unique");
+    }
+
+    #[test]
+    fn keeps_every_published_name() {
+        let (m, g) = busy();
+        let j = m.to_json("n1", g);
+        let p = m.to_prometheus("n1", g);
+        for path in [
+            "nodeId",
+            "connections.websocket",
+            "connections.sse",
+            "connections.longpoll",
+            "orgs.total",
+            "orgs.active",
+            "events.ingested",
+            "events.delivered",
+            "events.dropped",
+            "events.rejected",
+            "events.rejectedByReason.too_large",
+            "events.rejectedByReason.invalid",
+            "events.rejectedByReason.missing_event_type",
+            "events.rejectedByReason.mismatch",
+            "events.rejectedByReason.bad_subject",
+            "events.gapsFilled",
+            "events.liveLosses",
+            "events.forged",
+            "events.gapEvents",
+            "events.historyReads",
+            "events.resets",
+            "buffers.total_size",
+            "buffers.bytes",
+            "stream.readRequests",
+            "waiters",
+            "waiterCapHits",
+            "slowConsumerCloses",
+            "quarantined",
+            "latencyMs.finance.p50",
+            "guards.httpConnections",
+            "guards.httpRefused",
+            "guards.bodyTimeouts",
+            "guards.rateLimited",
+            "guards.switchErrors",
+        ] {
+            let v = path.split('.').fold(&j, |v, k| &v[k]);
+            assert!(!v.is_null(), "JSON {path} missing");
+        }
+        assert_eq!(j["events"]["rejected"], 5);
+        assert_eq!(j["buffers"]["total_size"], 6);
+        for name in [
+            "herald_connections{node=\"n1\",transport=\"sse\"} 2",
+            "herald_orgs{node=\"n1\",state=\"active\"} 5",
+            "herald_buffered_events{node=\"n1\"} 6",
+            "herald_waiters{node=\"n1\"} 7",
+            "herald_quarantined{node=\"n1\"} 8",
+            "herald_events_ingested_total{",
+            "herald_events_delivered_total{node=\"n1\"} 2",
+            "herald_events_dropped_total{",
+            "herald_events_rejected_total{node=\"n1\",reason=\"bad_subject\"} 1",
+            "herald_gaps_filled_total{",
+            "herald_gap_events_total{",
+            "herald_live_losses_total{",
+            "herald_live_forged_total{",
+            "herald_buffered_bytes{node=\"n1\"} 9",
+            "herald_stream_read_requests_total{node=\"n1\"} 10",
+            "herald_history_reads_total{",
+            "herald_slow_consumer_closes_total{",
+            "herald_resets_total{",
+            "herald_waiter_cap_hits_total{",
+            "herald_http_connections{",
+            "herald_http_refused_total{",
+            "herald_body_timeouts_total{",
+            "herald_rate_limited_total{",
+            "herald_switch_errors_total{",
+            "herald_delivery_latency_seconds_bucket{node=\"n1\",service=\"finance\",le=\"+Inf\"} 2",
+            "herald_delivery_latency_seconds_sum{",
+        ] {
+            assert!(p.contains(name), "Prometheus {name} missing");
+        }
     }
 }

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use async_nats::HeaderMap;
-use herald_proto::envelope::{Encoding, EnvelopeError, EventBody};
+use herald_proto::envelope::{Encoding, EventBody};
 use herald_proto::subject::EventSubject;
-use herald_proto::DeliveredEvent;
+use herald_proto::{DeliveredEvent, RejectReason};
 use serde_json::value::RawValue;
 
 /// An event held in an org buffer, serialised once for every client.
@@ -79,8 +79,8 @@ pub enum Decoded {
     Rejected {
         /// Its sequence (consumed, so the cursor moves past it).
         seq: u64,
-        /// Metrics label.
-        reason: &'static str,
+        /// Why; its metrics label.
+        reason: RejectReason,
         /// Detail for the log.
         detail: String,
     },
@@ -189,7 +189,7 @@ pub fn decode(
     org: &str,
     max_bytes: usize,
 ) -> Decoded {
-    let reject = |reason: &'static str, detail: String| Decoded::Rejected {
+    let reject = |reason: RejectReason, detail: String| Decoded::Rejected {
         seq,
         reason,
         detail,
@@ -198,11 +198,11 @@ pub fn decode(
         Ok(s) if s.org == org => s,
         Ok(_) => {
             return reject(
-                "bad_subject",
+                RejectReason::BadSubject,
                 format!("subject {subject} is not of org {org}"),
             )
         }
-        Err(e) => return reject("bad_subject", format!("{subject}: {e}")),
+        Err(e) => return reject(RejectReason::BadSubject, format!("{subject}: {e}")),
     };
     let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
     let encoding = Encoding::from_content_type(header("Content-Type"));
@@ -211,8 +211,7 @@ pub fn decode(
             let event = body.into_event(seq, subject, header("Nats-Msg-Id"), stored_ms);
             Decoded::Event(StoredEvent::new(event, stored_ms))
         }
-        Err(e @ EnvelopeError::TooLarge { .. }) => reject(e.label(), e.to_string()),
-        Err(e) => reject(e.label(), e.to_string()),
+        Err(e) => reject(e.reason(), e.to_string()),
     }
 }
 
@@ -226,9 +225,12 @@ const LOG_DETAIL: usize = 200;
 static LOG_WINDOW_START: AtomicI64 = AtomicI64::new(0);
 static LOG_IN_WINDOW: AtomicU64 = AtomicU64::new(0);
 
-/// Logs a skipped message with its sequence, at most [`LOG_BURST`] lines
-/// per ten seconds per node, its detail cut to [`LOG_DETAIL`] bytes.
-pub fn log_rejected(org: &str, seq: u64, reason: &str, detail: &str) {
+/// Logs a skipped message with its sequence and why (a [`RejectReason`], or
+/// another word for a live message refused before decoding), at most
+/// [`LOG_BURST`] lines per ten seconds per node, its detail cut to
+/// [`LOG_DETAIL`] bytes.
+pub fn log_rejected(org: &str, seq: u64, reason: impl AsRef<str>, detail: &str) {
+    let reason = reason.as_ref();
     let now = now_ms();
     let start = LOG_WINDOW_START.load(Relaxed);
     if now - start >= LOG_WINDOW
@@ -433,7 +435,7 @@ mod tests {
         assert!(matches!(
             other_org,
             Decoded::Rejected {
-                reason: "bad_subject",
+                reason: RejectReason::BadSubject,
                 seq: 6,
                 ..
             }
@@ -450,7 +452,7 @@ mod tests {
         assert!(matches!(
             big,
             Decoded::Rejected {
-                reason: "too_large",
+                reason: RejectReason::TooLarge,
                 ..
             }
         ));
