@@ -135,9 +135,11 @@ async fn leaves_an_existing_stream_alone_and_stops_on_shutdown() {
 #[tokio::test]
 async fn unreachable_nats_is_an_error_not_a_hang() {
     bounded(async {
-        let port = herald_testkit::free_port();
+        // Bound but not listening: connections are refused, and no other
+        // process can start listening there meanwhile.
+        let port = herald_testkit::refused_port();
         let config = RunConfig {
-            nats_url: format!("nats://127.0.0.1:{port}"),
+            nats_url: format!("nats://127.0.0.1:{}", port.port()),
             duration: Some(Duration::from_secs(1)),
             ..RunConfig::default()
         };

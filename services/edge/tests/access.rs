@@ -283,21 +283,27 @@ async fn metrics_need_an_admin_unless_public() {
 async fn extreme_cursors_and_odd_queries_do_not_hurt_the_node() {
     let h = Herald::start(EDGE, 1).await;
     let token = h.token("acme");
-    for q in [
-        "lastSeq=18446744073709551615&timeout=0",
-        "lastSeq=0&timeout=0",
-        "lastSeq=18446744073709551615&epoch=x&timeout=0",
-        "services=finance&services=tasks&timeout=0",
-        "%zz=%&&&=&timeout=0",
-        "propertyId=&services=finance&timeout=0",
+    // All are answered 200: a cursor beyond the head (with or without an
+    // epoch) is a reset to the head; a repeated parameter takes its last
+    // value; undecodable, empty and unknown pairs are ignored.
+    for (q, reset) in [
+        (
+            "lastSeq=18446744073709551615&timeout=0",
+            json!({"reason": "epoch_changed"}),
+        ),
+        ("lastSeq=0&timeout=0", Value::Null),
+        (
+            "lastSeq=18446744073709551615&epoch=x&timeout=0",
+            json!({"reason": "epoch_changed"}),
+        ),
+        ("services=finance&services=tasks&timeout=0", Value::Null),
+        ("%zz=%&&&=&timeout=0", Value::Null),
+        ("propertyId=&services=finance&timeout=0", Value::Null),
     ] {
         let r = h.poll(0, &token, q).await;
-        assert!(
-            r.status == 200 || r.status == 400,
-            "{q}: {} {}",
-            r.status,
-            r.body
-        );
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        assert_eq!(r.body["reset"], reset, "{q}: {}", r.body);
+        assert!(r.events().is_empty(), "{q}: {}", r.body);
     }
     let mut ws =
         herald_testkit::WsClient::connect(&h.edges[0].base_url(), "", Some(&token), None).await;

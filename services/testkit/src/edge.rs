@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use crate::http::client;
 use crate::process;
-use crate::wait::eventually;
 
 /// How long an edge node may take to answer `GET /readyz` with 200.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -171,25 +170,27 @@ impl EdgeProcess {
 
     async fn wait_ready(&mut self, bin: &Path) {
         let url = format!("{}/readyz", self.base_url());
-        let what = format!("edge {} ready at {url}", bin.display());
-        let child = &mut self.child;
-        let exited = eventually(READY_TIMEOUT, &what, async || {
-            if let Some(status) = process::exited(child) {
-                return Ok(Some(status));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = process::exited(&mut self.child) {
+                panic!(
+                    "edge {} exited ({status}) before it was ready:\n{}",
+                    bin.display(),
+                    self.log()
+                );
             }
-            match client().get(&url).timeout(PROBE_TIMEOUT).send().await {
-                Ok(r) if r.status().is_success() => Ok(None),
-                Ok(r) => Err(format!("readyz answered {}", r.status())),
-                Err(e) => Err(format!("readyz: {e}")),
+            let probe = client().get(&url).timeout(PROBE_TIMEOUT).send().await;
+            if probe.is_ok_and(|r| r.status().is_success()) {
+                return;
             }
-        })
-        .await;
-        if let Some(status) = exited {
-            panic!(
-                "edge {} exited ({status}) before it was ready:\n{}",
-                bin.display(),
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "edge {} not ready at {url} within {READY_TIMEOUT:?}:\n{}",
+                    bin.display(),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
         }
     }
 

@@ -12,8 +12,8 @@
 //! - [`token`]: HS256 test JWTs with Herald's claims, and `alg: none` tokens.
 //! - [`http`]: JSON requests and loopback ports.
 //! - [`fixture`]: NATS plus edge nodes, publishing and polling helpers.
-//! - [`wait`]: bounded waits on conditions: [`eventually`], [`wait_metric`],
-//!   [`held_poll`].
+//! - [`wait`]: bounded waits on conditions: [`eventually`] (and
+//!   [`eventually_mut`]), [`wait_metric`], [`held_poll`].
 //! - [`ws`], [`sse`]: WebSocket and SSE clients for the stream endpoints.
 //!
 //! Every wait has a timeout and panics, with what it waited for and the last
@@ -38,6 +38,7 @@ pub use nats_server::{accounts_config, nats_server_binary, NatsCluster, NatsServ
 pub use sse::{SseClient, SseMessage};
 pub use token::{hs256_with, unsigned_alg_none, TokenBuilder};
 pub use wait::{
-    eventually, held_poll, metrics, wait_metric, wait_metric_at_least, wait_metric_until, Outcome,
+    eventually, eventually_mut, held_poll, metrics, wait_metric, wait_metric_at_least,
+    wait_metric_until, Outcome,
 };
 pub use ws::{Received, WsClient};

@@ -28,7 +28,6 @@ use tokio::time::{sleep, timeout, Instant};
 
 use crate::http::free_ports;
 use crate::process;
-use crate::wait::eventually;
 
 /// How long a server may take to accept clients after it is spawned.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -379,28 +378,29 @@ impl NatsServer {
     /// Waits until a client can connect, panicking with the log when the
     /// process exits or the deadline passes.
     async fn wait_accepting(&mut self) {
-        let what = format!(
-            "nats-server {} to accept clients on {}",
-            self.name,
-            self.url()
-        );
-        let exited = eventually(START_TIMEOUT, &what, async || {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
             if !self.is_running() {
-                return Ok(true);
+                panic!(
+                    "nats-server {} exited at startup:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
-            match timeout(PROBE_TIMEOUT, self.options().connect(self.url())).await {
-                Ok(Ok(_client)) => Ok(false),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("connect timed out".to_owned()),
+            if let Ok(Ok(_client)) =
+                timeout(PROBE_TIMEOUT, self.options().connect(self.url())).await
+            {
+                return;
             }
-        })
-        .await;
-        if exited {
-            panic!(
-                "nats-server {} exited at startup:\n{}",
-                self.name,
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "nats-server {} did not accept clients on {} within {START_TIMEOUT:?}:\n{}",
+                    self.name,
+                    self.url(),
+                    self.log()
+                );
+            }
+            sleep(PROBE_EVERY).await;
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Bounded waits on conditions, instead of sleeps that guess how long a
-//! condition takes: [`eventually`] polls any probe until it holds,
+//! condition takes: [`eventually`] (and [`eventually_mut`]) polls any probe
+//! until it holds,
 //! [`wait_metric`] waits on a node's JSON metrics, and [`held_poll`] starts a
 //! long-poll and returns once the node really holds it.
 //!
@@ -7,10 +8,12 @@
 //! last value it saw, when the timeout passes.
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::task::JoinHandle;
+use tokio::time::error::Elapsed;
 use tokio::time::Instant;
 
 use crate::fixture::Polled;
@@ -51,47 +54,111 @@ impl<T, E: fmt::Display> Outcome for Result<T, E> {
 /// Runs `probe` until it reports the condition met, every 50 ms for at most
 /// `timeout`, and returns the value it produced.
 ///
-/// `probe` is an async closure (`async || …`, which may mutate what it
-/// captures, e.g. to gather events over several polls, or `|| async { … }`)
-/// returning an [`Outcome`]: `Some(value)` / `Ok(value)` ends the wait;
-/// `None` or `Err(seen)` means not yet, and `seen` is remembered as the last
-/// observed value. An attempt still running at the deadline is cut off.
+/// `probe` is a closure returning a future (`|| async { … }`) that yields
+/// an [`Outcome`]: `Some(value)` / `Ok(value)` ends the wait; `None` or
+/// `Err(seen)` means not yet, and `seen` is remembered as the last observed
+/// value. An attempt still running at the deadline is cut off. For a probe
+/// that updates what it captures (gathering events over several polls, or
+/// reading frames from a client it borrows mutably), use
+/// [`eventually_mut`].
 ///
 /// Panics when `timeout` passes, with `what` (say what was awaited, e.g.
-/// `"epoch change after the stream was recreated"`), the time waited, the
-/// number of attempts and the last observed value.
-pub async fn eventually<R: Outcome>(
+/// `"a reset after the stream was recreated"`), the time waited, the number
+/// of attempts and the last observed value.
+pub async fn eventually<R, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> R::Value
+where
+    R: Outcome,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = R>,
+{
+    let mut attempts = Attempts::new(timeout, what);
+    loop {
+        let outcome = tokio::time::timeout_at(attempts.deadline, probe()).await;
+        if let Some(value) = attempts.record(outcome) {
+            return value;
+        }
+        attempts.pause().await;
+    }
+}
+
+/// [`eventually`] for an async closure (`async || { … }`) whose attempts may
+/// borrow and update what it captures, e.g. a cursor and the events read so
+/// far, or a WebSocket client. Its future cannot be proven `Send` (a
+/// compiler limitation), so it is for the test's own task, not inside
+/// `tokio::spawn`.
+pub async fn eventually_mut<R: Outcome>(
     timeout: Duration,
     what: &str,
     mut probe: impl AsyncFnMut() -> R,
 ) -> R::Value {
-    let started = Instant::now();
-    let deadline = started + timeout;
-    let mut last: Option<String> = None;
-    let mut attempts = 0u32;
+    let mut attempts = Attempts::new(timeout, what);
     loop {
-        attempts += 1;
-        match tokio::time::timeout_at(deadline, probe()).await {
+        let outcome = tokio::time::timeout_at(attempts.deadline, probe()).await;
+        if let Some(value) = attempts.record(outcome) {
+            return value;
+        }
+        attempts.pause().await;
+    }
+}
+
+/// The bookkeeping of [`eventually`]: the deadline, the attempts so far and
+/// the last value seen.
+struct Attempts<'a> {
+    what: &'a str,
+    started: Instant,
+    deadline: Instant,
+    count: u32,
+    last: Option<String>,
+}
+
+impl<'a> Attempts<'a> {
+    fn new(timeout: Duration, what: &'a str) -> Self {
+        let started = Instant::now();
+        Self {
+            what,
+            started,
+            deadline: started + timeout,
+            count: 0,
+            last: None,
+        }
+    }
+
+    /// The value when the attempt met the condition; panics when it ran
+    /// into the deadline.
+    fn record<R: Outcome>(&mut self, attempt: Result<R, Elapsed>) -> Option<R::Value> {
+        self.count += 1;
+        match attempt {
             Ok(outcome) => match outcome.into_outcome() {
-                Ok(value) => return value,
-                Err(seen) => last = seen.or(last),
+                Ok(value) => Some(value),
+                Err(seen) => {
+                    self.last = seen.or(self.last.take());
+                    None
+                }
             },
             Err(_) => panic!(
-                "timed out after {:?} waiting for {what}: attempt {attempts} was still running \
-                 at the deadline; last observed: {}",
-                started.elapsed(),
-                last.as_deref().unwrap_or("nothing reported")
+                "timed out after {:?} waiting for {}: attempt {} was still running at the \
+                 deadline; last observed: {}",
+                self.started.elapsed(),
+                self.what,
+                self.count,
+                self.last.as_deref().unwrap_or("nothing reported")
             ),
         }
+    }
+
+    /// Waits before the next attempt; panics when the deadline has passed.
+    async fn pause(&self) {
         let now = Instant::now();
-        if now >= deadline {
+        if now >= self.deadline {
             panic!(
-                "timed out after {:?} waiting for {what} ({attempts} attempts); last observed: {}",
-                started.elapsed(),
-                last.as_deref().unwrap_or("nothing reported")
+                "timed out after {:?} waiting for {} ({} attempts); last observed: {}",
+                self.started.elapsed(),
+                self.what,
+                self.count,
+                self.last.as_deref().unwrap_or("nothing reported")
             );
         }
-        tokio::time::sleep(POLL_EVERY.min(deadline - now)).await;
+        tokio::time::sleep(POLL_EVERY.min(self.deadline - now)).await;
     }
 }
 
