@@ -68,9 +68,9 @@ impl EdgeOptions {
     /// the test process ([`InProcessEdge`](crate::InProcessEdge)): the
     /// program name, then `--listen`, `--node-id`, `--nats-url`,
     /// `--jwt-secret` and one `--<name>=<value>` per `HERALD_<NAME>` entry
-    /// of `env` (`HERALD_MAX_WAITERS_PER_ORG` becomes
-    /// `--max-waiters-per-org`, as the node's flags are named). Other
-    /// entries (`RUST_LOG`) have no flag and are left out.
+    /// of `env`, the last one of each name (`HERALD_MAX_WAITERS_PER_ORG`
+    /// becomes `--max-waiters-per-org`, as the node's flags are named).
+    /// Other entries (`RUST_LOG`) have no flag and are left out.
     pub fn args(&self, node_id: &str, listen: SocketAddr) -> Vec<String> {
         let mut args = vec![
             "herald-edge".to_owned(),
@@ -79,8 +79,10 @@ impl EdgeOptions {
             format!("--nats-url={}", self.nats_url),
             format!("--jwt-secret={}", self.jwt_secret),
         ];
-        for (key, value) in &self.env {
-            if key == "HERALD_NODE_ID" || key == "HERALD_LISTEN" {
+        for (i, (key, value)) in self.env.iter().enumerate() {
+            // Like environment variables, a later entry overrides an earlier one.
+            let overridden = self.env[i + 1..].iter().any(|(k, _)| k == key);
+            if overridden || key == "HERALD_NODE_ID" || key == "HERALD_LISTEN" {
                 continue;
             }
             if let Some(name) = key.strip_prefix("HERALD_") {
@@ -290,6 +292,28 @@ fn parse_listening(line: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_become_flags_the_last_of_each_name() {
+        let opts = EdgeOptions::new("nats://127.0.0.1:4222", "s3cret")
+            .with_env("HERALD_METRICS_PUBLIC", "true")
+            .with_env("RUST_LOG", "debug")
+            .with_env("HERALD_MAX_WAITERS_PER_ORG", "2")
+            .with_env("HERALD_METRICS_PUBLIC", "false");
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        assert_eq!(
+            opts.args("n1", listen),
+            [
+                "herald-edge",
+                "--listen=127.0.0.1:0",
+                "--node-id=n1",
+                "--nats-url=nats://127.0.0.1:4222",
+                "--jwt-secret=s3cret",
+                "--max-waiters-per-org=2",
+                "--metrics-public=false",
+            ]
+        );
+    }
 
     #[test]
     fn the_listening_line_is_parsed_in_text_and_json() {
