@@ -2,6 +2,9 @@
 //! it creates the stream, publishes valid events at the asked rate, leaves
 //! an existing stream alone, and stops on its shutdown signal.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};

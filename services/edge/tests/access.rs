@@ -4,6 +4,7 @@
 //! (`herald_edge::run` on a loopback listener) against a real nats-server:
 //! these tests look only at its HTTP and WebSocket answers.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
 
 use herald_testkit::token::now_secs;

@@ -4,6 +4,9 @@
 //! issuer, and node-wide views only for cluster admins. Every test runs real
 //! nats-server and edge processes over real sockets.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use herald_testkit::{get_json, post_json, Herald, Received, SseClient, WsClient};

@@ -2,6 +2,7 @@
 //! attached to different servers, events crossing cluster routes, and a
 //! client resuming across nodes while one NATS server is down.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};

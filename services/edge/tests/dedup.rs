@@ -4,6 +4,9 @@
 //! becomes a delivered event's default `eventId`. The node runs inside the
 //! test process (`herald_edge::run` on a loopback listener).
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use herald_testkit::{post_json, Herald, InProcessEdge};
 use serde_json::{json, Value};
 

@@ -2,6 +2,7 @@
 //! ephemeral ports, events published the way domain services (or `nats pub`)
 //! publish them.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;

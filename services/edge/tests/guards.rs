@@ -4,6 +4,7 @@
 //! kill switches that survive garbage, a truthful publish 503, the service
 //! allow-list, and SIGTERM while NATS is away.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;

@@ -4,6 +4,7 @@
 //! against what the stream holds: nothing lost, nothing twice, and a `reset`
 //! whenever something cannot be delivered.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;

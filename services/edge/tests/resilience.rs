@@ -2,6 +2,7 @@
 //! a recreated stream, the waiter cap, NATS going away under held polls, and
 //! SIGTERM.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! resets, keep-alives with the quiet cursor, updates from another node,
 //! refusals.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use herald_testkit::{eventually_mut, post_json, seqs_of, Herald, SseClient};

@@ -5,6 +5,7 @@
 //! read from its metrics (or its exit), not from what the socket buffers
 //! still hold.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

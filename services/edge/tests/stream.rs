@@ -3,6 +3,7 @@
 //! refusals and their close codes, org isolation, tokens that expire or are
 //! renewed, pings, slow consumers, kill switches, drain and connection caps.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};

@@ -4,6 +4,7 @@
 //! frame, and a quarantined connection says what it dropped before any
 //! cursor passes it.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashSet};
