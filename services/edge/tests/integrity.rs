@@ -319,10 +319,10 @@ async fn a_recreated_stream_resets_clients_to_its_head_not_its_start() {
         "{}",
         reset.body
     );
-    assert!(
-        reset.last_seq() >= 4,
-        "the reset cursor {} must be at the new head (4), never the start: {}",
+    assert_eq!(
         reset.last_seq(),
+        4,
+        "the reset cursor must be at the new head (4), never the start: {}",
         reset.body
     );
     let new_epoch = reset.body["epoch"].as_str().unwrap_or_default().to_owned();
@@ -384,17 +384,21 @@ async fn a_stream_client_far_behind_on_a_sparse_filter_catches_up_without_waitin
     // between scans would need minutes. (A loaded machine may need more
     // than the client's usual wait for the first frame, but less than a ping.)
     let mut got = Vec::new();
-    while got.len() < 2 {
-        match ws.recv(Duration::from_secs(25)).await {
-            herald_testkit::Received::Frame(f) if f["type"] == "events" => {
-                got.extend(herald_testkit::seqs_of(
-                    f["events"].as_array().expect("events"),
-                ));
+    let caught_up = tokio::time::timeout(Duration::from_secs(60), async {
+        while got.len() < 2 {
+            match ws.recv(Duration::from_secs(25)).await {
+                herald_testkit::Received::Frame(f) if f["type"] == "events" => {
+                    got.extend(herald_testkit::seqs_of(
+                        f["events"].as_array().expect("events"),
+                    ));
+                }
+                herald_testkit::Received::Frame(f) if f["type"] == "ping" => {}
+                other => panic!("expected events, got {other:?}"),
             }
-            herald_testkit::Received::Frame(f) if f["type"] == "ping" => {}
-            other => panic!("expected events, got {other:?}"),
         }
-    }
+    })
+    .await;
+    assert!(caught_up.is_ok(), "not caught up within 60 s: {got:?}");
     assert_eq!(got, vec![rare_a, rare_b]);
     let live = h
         .publish("acme", "audit", None, json!({"eventType": "live"}))

@@ -297,13 +297,22 @@ async fn a_quarantined_client_is_told_what_was_dropped_before_any_cursor_passes_
     .await;
 
     // Phase 2: it reads again and catches up, still quarantined.
-    while cov.bulk.len() < bulk.len() {
-        let f = ws.frame().await;
-        if f["type"] == "ping" {
-            ws.send(json!({"type": "pong"})).await;
+    let caught_up = tokio::time::timeout(Duration::from_secs(60), async {
+        while cov.bulk.len() < bulk.len() {
+            let f = ws.frame().await;
+            if f["type"] == "ping" {
+                ws.send(json!({"type": "pong"})).await;
+            }
+            cov.frame(&f);
         }
-        cov.frame(&f);
-    }
+    })
+    .await;
+    assert!(
+        caught_up.is_ok(),
+        "caught up with {} of {} bulk events in 60 s",
+        cov.bulk.len(),
+        bulk.len()
+    );
     assert_eq!(cov.bulk, bulk, "every bulk event, in order");
 
     // Phase 3: quiet traffic while still quarantined; the pings' cursor
