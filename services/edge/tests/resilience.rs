@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use herald_testkit::{eventually, get_json, Herald};
+use herald_testkit::{eventually, get_json, Herald, InProcessEdge};
 use serde_json::json;
 
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
@@ -279,6 +279,33 @@ async fn sigterm_answers_held_polls_and_exits_within_10s() {
     let exit = h.edges[0].wait_exit(Duration::from_secs(10)).await;
     assert!(exit.is_some_and(|s| s.success()), "exit status {exit:?}");
     assert!(t0.elapsed() < Duration::from_secs(10));
+}
+
+/// The same drain as on SIGTERM, for a node inside the test process: its
+/// shutdown future resolves, held polls are answered with their cursor and
+/// `herald_edge::run` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_node_drains_when_its_shutdown_future_resolves() {
+    let mut h: Herald<InProcessEdge> = Herald::start_in_process(1, &[], herald_edge::run).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    let held = h
+        .held_poll(0, &token, &format!("lastSeq={start}&timeout=50"))
+        .await;
+    let node = h.edges.pop().unwrap();
+    let returned = node.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(
+        returned,
+        Some(Ok(())),
+        "run returned within 10 s, without error"
+    );
+    let r = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["lastSeq"], start, "answered with the cursor");
+    assert!(r.seqs().is_empty(), "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

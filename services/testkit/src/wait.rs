@@ -1,8 +1,7 @@
 //! Bounded waits on conditions, instead of sleeps that guess how long a
 //! condition takes: [`eventually`] (and [`eventually_mut`]) polls any probe
-//! until it holds,
-//! [`wait_metric`] waits on a node's JSON metrics, and [`held_poll`] starts a
-//! long-poll and returns once the node really holds it.
+//! until it holds, [`wait_metric`] waits on a node's JSON metrics, and
+//! [`held_poll`] starts a long-poll and returns once the node really holds it.
 //!
 //! Every wait has a timeout and panics, naming what it waited for and the
 //! last value it saw, when the timeout passes.
