@@ -2,6 +2,9 @@
 //! JetStream dedup by `Nats-Msg-Id`, headers, retries across a server
 //! restart, and permanent errors.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};

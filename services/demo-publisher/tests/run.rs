@@ -2,6 +2,9 @@
 //! it creates the stream, publishes valid events at the asked rate, leaves
 //! an existing stream alone, and stops on its shutdown signal.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -135,9 +138,11 @@ async fn leaves_an_existing_stream_alone_and_stops_on_shutdown() {
 #[tokio::test]
 async fn unreachable_nats_is_an_error_not_a_hang() {
     bounded(async {
-        let port = herald_testkit::free_port();
+        // Bound but not listening: connections are refused, and no other
+        // process can start listening there meanwhile.
+        let port = herald_testkit::refused_port();
         let config = RunConfig {
-            nats_url: format!("nats://127.0.0.1:{port}"),
+            nats_url: format!("nats://127.0.0.1:{}", port.port()),
             duration: Some(Duration::from_secs(1)),
             ..RunConfig::default()
         };

@@ -28,6 +28,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    // The bound address (port 0 picks one); test harnesses read it here.
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
     match run(listener, config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config(e)) => {

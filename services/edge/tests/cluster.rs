@@ -2,12 +2,48 @@
 //! attached to different servers, events crossing cluster routes, and a
 //! client resuming across nodes while one NATS server is down.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use herald_testkit::{get_json, EdgeOptions, EdgeProcess, NatsCluster, TokenBuilder, SECRET};
+use async_nats::jetstream::{self, context::PublishAckFuture, publish::PublishAck};
+use herald_testkit::{
+    eventually, eventually_mut, get_json, EdgeOptions, EdgeProcess, NatsCluster, TokenBuilder,
+    SECRET,
+};
 use serde_json::{json, Value};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
+/// How long a publish may keep failing while the stream elects a new leader.
+const ELECTION: Duration = Duration::from_secs(30);
+
+/// Publishes `body` with `Nats-Msg-Id: msg_id` until it is acknowledged
+/// (30 s at most): the stream may be electing a new leader for a moment,
+/// and the message id makes a retry of a stored-but-unacknowledged publish
+/// harmless.
+async fn publish_retrying(
+    js: &jetstream::Context,
+    subject: &str,
+    msg_id: &str,
+    body: &str,
+) -> PublishAck {
+    let what = format!("an ack for {msg_id} on {subject}");
+    eventually(ELECTION, &what, || async {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id);
+        let sent: Result<PublishAckFuture, _> = js
+            .publish_with_headers(subject.to_owned(), headers, body.to_owned().into())
+            .await;
+        match sent {
+            Ok(ack) => ack.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+}
 
 async fn poll(edge: &EdgeProcess, token: &str, query: &str) -> Value {
     let (status, body, _) = get_json(
@@ -93,26 +129,8 @@ async fn nodes_on_different_cluster_servers_deliver_and_resume() {
     let mut more = Vec::new();
     for i in 20..30 {
         let body = json!({"eventType": "x", "eventId": i.to_string()}).to_string();
-        let ack = loop {
-            // The stream may be electing a new leader for a moment; the
-            // message id makes a retry of a stored-but-unacknowledged publish harmless.
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("acme:tasks:{i}").as_str());
-            match js
-                .publish_with_headers(
-                    format!("herald.events.acme.tasks.p{}", i % 2),
-                    headers,
-                    body.clone().into(),
-                )
-                .await
-            {
-                Ok(f) => match f.await {
-                    Ok(ack) => break ack,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                },
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
+        let subject = format!("herald.events.acme.tasks.p{}", i % 2);
+        let ack = publish_retrying(&js, &subject, &format!("acme:tasks:{i}"), &body).await;
         more.push(ack.sequence);
     }
     let (on_b, _) = collect(&b, &token, cursor_a, 10).await;
@@ -132,63 +150,76 @@ async fn killing_the_edges_nats_server_under_load_loses_nothing() {
         .as_u64()
         .expect("lastSeq");
     let js = async_nats::jetstream::new(cluster.servers()[2].connect().await);
-    let publisher = tokio::spawn(async move {
-        let mut seqs = Vec::new();
-        for i in 0..1500 {
-            let body = json!({"eventType": "x", "n": i}).to_string();
-            let subject = format!("herald.events.acme.finance.p{}", i % 5);
-            let ack = loop {
-                // Retries during the leader election reuse the message id.
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", format!("acme:finance:k{i}").as_str());
-                match js
-                    .publish_with_headers(subject.clone(), headers, body.clone().into())
-                    .await
-                {
-                    Ok(f) => match f.await {
-                        Ok(ack) => break ack,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    },
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+    let progress = Arc::new(AtomicUsize::new(0));
+    let publisher = tokio::spawn({
+        let progress = Arc::clone(&progress);
+        async move {
+            let mut seqs = Vec::new();
+            for i in 0..1500 {
+                let body = json!({"eventType": "x", "n": i}).to_string();
+                let subject = format!("herald.events.acme.finance.p{}", i % 5);
+                let ack =
+                    publish_retrying(&js, &subject, &format!("acme:finance:k{i}"), &body).await;
+                if !ack.duplicate {
+                    seqs.push(ack.sequence);
                 }
-            };
-            if !ack.duplicate {
-                seqs.push(ack.sequence);
+                progress.fetch_add(1, Ordering::Relaxed);
+                // Pacing: the load is spread out, so that the server goes
+                // away in the middle of it.
+                if i % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
-            if i % 10 == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            seqs
         }
-        seqs
     });
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Under load: a fifth of the events are out when the server goes away.
+    eventually(Duration::from_secs(30), "300 events published", || async {
+        let n = progress.load(Ordering::Relaxed);
+        if n >= 300 {
+            Ok(())
+        } else {
+            Err(format!("{n} published"))
+        }
+    })
+    .await;
     cluster.stop(0);
     let published = publisher.await.expect("publisher");
     // While the stream elects a new leader the node may answer 503 (the
     // stream is not reachable); a client retries, as the SDK does.
     let mut got: Vec<u64> = Vec::new();
     let mut cursor = start;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while got.len() < published.len() && tokio::time::Instant::now() < deadline {
-        let (status, body, _) = get_json(
-            &format!(
-                "{}/v1/realtime/poll?lastSeq={cursor}&timeout=2",
-                edge.base_url()
-            ),
-            Some(&token),
+    let poll_url = |cursor: u64| {
+        format!(
+            "{}/v1/realtime/poll?lastSeq={cursor}&timeout=2",
+            edge.base_url()
         )
-        .await;
-        if status == 503 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        assert_eq!(status, 200, "{body}");
-        assert!(body["reset"].is_null(), "no reset: {body}");
-        for e in body["events"].as_array().into_iter().flatten() {
-            got.push(e["seq"].as_u64().unwrap_or(0));
-        }
-        cursor = body["lastSeq"].as_u64().unwrap_or(cursor);
-    }
+    };
+    eventually_mut(
+        Duration::from_secs(60),
+        &format!("all {} events read", published.len()),
+        async || {
+            let (status, body, _) = get_json(&poll_url(cursor), Some(&token)).await;
+            if status != 503 {
+                assert_eq!(status, 200, "{body}");
+                assert!(body["reset"].is_null(), "no reset: {body}");
+                for e in body["events"].as_array().into_iter().flatten() {
+                    got.push(e["seq"].as_u64().unwrap_or(0));
+                }
+                cursor = body["lastSeq"].as_u64().unwrap_or(cursor);
+            }
+            if got.len() >= published.len() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} events (cursor {cursor}, last answer {status})",
+                    got.len(),
+                    published.len()
+                ))
+            }
+        },
+    )
+    .await;
     if got != published {
         let log = edge.log();
         let tail: Vec<&str> = log.lines().rev().take(40).collect();

@@ -1,15 +1,22 @@
 //! JetStream dedup ids (`Nats-Msg-Id: <org>:<service>:<eventId>`, contract
 //! section 1) against a real nats-server and edge: one org's event ids never
 //! suppress another org's events, and the id's prefix is stripped when it
-//! becomes a delivered event's default `eventId`.
+//! becomes a delivered event's default `eventId`. The node runs inside the
+//! test process (`herald_edge::run` on a loopback listener).
 
-use herald_testkit::{post_json, Herald};
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
+use herald_testkit::{post_json, Herald, InProcessEdge};
 use serde_json::{json, Value};
 
-const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
+/// NATS and one in-process node.
+async fn start() -> Herald<InProcessEdge> {
+    Herald::start_in_process(1, &[], herald_edge::run).await
+}
 
 /// `POST /v2/realtime/publish` on node 0 with a publisher token of `org`.
-async fn publish_http(h: &Herald, org: &str, body: &Value) -> Value {
+async fn publish_http(h: &Herald<InProcessEdge>, org: &str, body: &Value) -> Value {
     let token = h.user(org).sub("svc").role("publisher").build();
     let url = format!("{}/v2/realtime/publish", h.edges[0].base_url());
     let (status, answer, _) = post_json(&url, Some(&token), body).await;
@@ -19,7 +26,7 @@ async fn publish_http(h: &Herald, org: &str, body: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_event_id_in_two_orgs_is_stored_twice_over_http() {
-    let h = Herald::start(EDGE, 1).await;
+    let h = start().await;
     let token_a = h.token("acme");
     let start = h.poll(0, &token_a, "timeout=0").await.last_seq();
     let body = json!({
@@ -53,7 +60,7 @@ async fn the_same_event_id_in_two_orgs_is_stored_twice_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_event_id_is_the_msg_id_without_org_and_service() {
-    let h = Herald::start(EDGE, 1).await;
+    let h = start().await;
     let token = h.token("acme");
     let start = h.poll(0, &token, "timeout=0").await.last_seq();
     let mut headers = async_nats::HeaderMap::new();

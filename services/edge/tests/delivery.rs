@@ -2,6 +2,9 @@
 //! ephemeral ports, events published the way domain services (or `nats pub`)
 //! publish them.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -22,16 +25,13 @@ async fn plain_nats_publish_reaches_a_held_poll() {
     assert_eq!(first.status, 200, "{}", first.body);
     let cursor = first.last_seq();
 
-    let held = {
-        let (h0, token) = (h.edges[0].base_url(), token.clone());
-        tokio::spawn(async move {
-            let url = format!(
-                "{h0}/v1/realtime/poll?services=finance&propertyId=p1&lastSeq={cursor}&timeout=20"
-            );
-            herald_testkit::get_json(&url, Some(&token)).await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = h
+        .held_poll(
+            0,
+            &token,
+            &format!("services=finance&propertyId=p1&lastSeq={cursor}&timeout=20"),
+        )
+        .await;
     // Exactly what `nats pub` sends: a core NATS publish, no headers.
     h.nats_client()
         .publish(
@@ -42,11 +42,12 @@ async fn plain_nats_publish_reaches_a_held_poll() {
         .unwrap();
     h.nats_client().flush().await.unwrap();
 
-    let (status, body, _) = tokio::time::timeout(Duration::from_secs(10), held)
+    let r = tokio::time::timeout(Duration::from_secs(10), held)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(r.status, 200);
+    let body = r.body;
     let events = body["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{body}");
     let e = &events[0];

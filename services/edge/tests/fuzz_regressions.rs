@@ -3,6 +3,9 @@
 //! event body, is refused like deeply nested JSON instead of exhausting the
 //! stack of the node that parses it.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use herald_testkit::{seqs_of, Herald, Received, WsClient};

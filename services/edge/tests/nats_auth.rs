@@ -4,6 +4,9 @@
 //! the `publisher` user publishes; the publisher cannot forge the live feed,
 //! control messages or switches, nor touch the JetStream API.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use async_nats::jetstream;

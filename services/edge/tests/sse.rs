@@ -2,9 +2,12 @@
 //! resets, keep-alives with the quiet cursor, updates from another node,
 //! refusals.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
-use herald_testkit::{post_json, seqs_of, Herald, SseClient};
+use herald_testkit::{eventually_mut, post_json, seqs_of, Herald, SseClient};
 use serde_json::json;
 
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
@@ -121,12 +124,15 @@ async fn sse_resets_keeps_alive_with_the_cursor_and_follows_updates() {
     )
     .await;
     assert_eq!(status, 202);
-    let updated = loop {
+    let updated = eventually_mut(Duration::from_secs(10), "the updated message", async || {
         let m = sse.message().await;
         if m.event.as_deref() == Some("updated") {
-            break m;
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
         }
-    };
+    })
+    .await;
     assert_eq!(updated.json()["services"], json!(["tasks"]));
     let _finance = h
         .publish("acme", "finance", None, json!({"eventType": "x"}))

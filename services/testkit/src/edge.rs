@@ -1,17 +1,20 @@
 //! A real `herald-edge` process for tests: spawned from the binary the caller
 //! names, configured through environment variables (contract section 5),
-//! listening on a free loopback port, with its output captured to a log file.
+//! listening on `127.0.0.1:0` (the port is the kernel's choice, read back
+//! from the node's `listening addr=…` log line, so no other process can take
+//! it in between), with its output captured to a log file.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tempfile::TempDir;
-use tokio::time::{sleep, Instant};
+use tokio::time::Instant;
 
-use crate::http::{client, free_port};
+use crate::http::client;
 use crate::process;
 
 /// How long an edge node may take to answer `GET /readyz` with 200.
@@ -22,8 +25,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 
 /// How to configure an edge node. `HERALD_LISTEN` is always chosen by the
-/// harness; `HERALD_NODE_ID` defaults to `edge-<port>` and `RUST_LOG` to the
-/// test's own `RUST_LOG`, else `info`. Entries of `env` override those
+/// harness; `HERALD_NODE_ID` defaults to a unique `edge-<test pid>-<n>` and
+/// `RUST_LOG` to the test's own `RUST_LOG`, else `info` (it must let the
+/// node's `listening` line through). Entries of `env` override those
 /// defaults; `HERALD_*` variables of the test's environment are not passed on.
 #[derive(Clone, Default)]
 pub struct EdgeOptions {
@@ -49,6 +53,44 @@ impl EdgeOptions {
     pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> EdgeOptions {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// The `HERALD_NODE_ID` set in `env`, if any (the last one wins).
+    pub fn node_id(&self) -> Option<String> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "HERALD_NODE_ID")
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The same settings as command-line arguments, for a node built in
+    /// the test process ([`InProcessEdge`](crate::InProcessEdge)): the
+    /// program name, then `--listen`, `--node-id`, `--nats-url`,
+    /// `--jwt-secret` and one `--<name>=<value>` per `HERALD_<NAME>` entry
+    /// of `env`, the last one of each name (`HERALD_MAX_WAITERS_PER_ORG`
+    /// becomes `--max-waiters-per-org`, as the node's flags are named).
+    /// Other entries (`RUST_LOG`) have no flag and are left out.
+    pub fn args(&self, node_id: &str, listen: SocketAddr) -> Vec<String> {
+        let mut args = vec![
+            "herald-edge".to_owned(),
+            format!("--listen={listen}"),
+            format!("--node-id={node_id}"),
+            format!("--nats-url={}", self.nats_url),
+            format!("--jwt-secret={}", self.jwt_secret),
+        ];
+        for (i, (key, value)) in self.env.iter().enumerate() {
+            // Like environment variables, a later entry overrides an earlier one.
+            let overridden = self.env[i + 1..].iter().any(|(k, _)| k == key);
+            if overridden || key == "HERALD_NODE_ID" || key == "HERALD_LISTEN" {
+                continue;
+            }
+            if let Some(name) = key.strip_prefix("HERALD_") {
+                let flag = name.to_ascii_lowercase().replace('_', "-");
+                args.push(format!("--{flag}={value}"));
+            }
+        }
+        args
     }
 }
 
@@ -77,8 +119,8 @@ impl EdgeProcess {
     /// `GET /readyz` answers 200. Panics with the captured log if the process
     /// exits or never becomes ready.
     pub async fn spawn(bin: impl AsRef<Path>, opts: EdgeOptions) -> EdgeProcess {
+        static SPAWNED: AtomicUsize = AtomicUsize::new(0);
         let bin = bin.as_ref();
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = tempfile::Builder::new()
             .prefix("herald-edge-")
             .tempdir()
@@ -90,12 +132,13 @@ impl EdgeProcess {
                 command.env_remove(key);
             }
         }
-        let node_id = opts
-            .env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "HERALD_NODE_ID")
-            .map_or_else(|| format!("edge-{}", addr.port()), |(_, v)| v.clone());
+        let node_id = opts.node_id().unwrap_or_else(|| {
+            format!(
+                "edge-{}-{}",
+                std::process::id(),
+                SPAWNED.fetch_add(1, Ordering::Relaxed)
+            )
+        });
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
         command
             .env("RUST_LOG", rust_log)
@@ -103,8 +146,20 @@ impl EdgeProcess {
             .env("HERALD_NATS_URL", &opts.nats_url)
             .env("HERALD_JWT_SECRET", &opts.jwt_secret)
             .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .env("HERALD_LISTEN", addr.to_string());
-        let child = process::spawn_logged(&mut command, &dir.path().join("edge.log"));
+            .env("HERALD_LISTEN", "127.0.0.1:0");
+        let log_path = dir.path().join("edge.log");
+        let mut child = process::spawn_logged(&mut command, &log_path);
+        let addr = match listening_addr(&mut child, &log_path).await {
+            Ok(addr) => addr,
+            Err(why) => {
+                process::kill_and_reap(&mut child);
+                panic!(
+                    "edge {} {why}:\n{}",
+                    bin.display(),
+                    process::read_log(&log_path)
+                );
+            }
+        };
         let mut edge = EdgeProcess {
             child,
             addr,
@@ -137,7 +192,7 @@ impl EdgeProcess {
                     self.log()
                 );
             }
-            sleep(PROBE_EVERY).await;
+            tokio::time::sleep(PROBE_EVERY).await;
         }
     }
 
@@ -151,7 +206,7 @@ impl EdgeProcess {
         self.addr
     }
 
-    /// The node id it was given (`HERALD_NODE_ID`).
+    /// The node id it was given (`HERALD_NODE_ID`, else the harness's).
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
@@ -190,5 +245,95 @@ impl EdgeProcess {
 impl Drop for EdgeProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits (30 s at most) for the `listening` line the node logs once bound
+/// and returns its `addr` field (text or JSON log lines); `Err` says why
+/// there is none: the process exited, or the line never came.
+async fn listening_addr(child: &mut Child, log_path: &Path) -> Result<SocketAddr, String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(addr) = process::read_log(log_path)
+            .lines()
+            .find_map(parse_listening)
+        {
+            return Ok(addr);
+        }
+        if let Some(status) = process::exited(child) {
+            return Err(format!("exited ({status}) before it logged its address"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "logged no `listening addr=…` line within {READY_TIMEOUT:?} \
+                 (does RUST_LOG hide herald_edge's info lines?)"
+            ));
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+/// The address in a `listening` log line: `… listening addr=127.0.0.1:PORT`
+/// as text, `…"message":"listening","addr":"127.0.0.1:PORT"…` as JSON.
+fn parse_listening(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let rest = line
+        .split_once("addr=")
+        .or_else(|| line.split_once("\"addr\":\""))?
+        .1;
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_become_flags_the_last_of_each_name() {
+        let opts = EdgeOptions::new("nats://127.0.0.1:4222", "s3cret")
+            .with_env("HERALD_METRICS_PUBLIC", "true")
+            .with_env("RUST_LOG", "debug")
+            .with_env("HERALD_MAX_WAITERS_PER_ORG", "2")
+            .with_env("HERALD_METRICS_PUBLIC", "false");
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        assert_eq!(
+            opts.args("n1", listen),
+            [
+                "herald-edge",
+                "--listen=127.0.0.1:0",
+                "--node-id=n1",
+                "--nats-url=nats://127.0.0.1:4222",
+                "--jwt-secret=s3cret",
+                "--max-waiters-per-org=2",
+                "--metrics-public=false",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_listening_line_is_parsed_in_text_and_json() {
+        let want: SocketAddr = "127.0.0.1:41234".parse().expect("addr");
+        assert_eq!(
+            parse_listening(
+                "2026-01-01T00:00:00.000000Z  INFO herald_edge: listening addr=127.0.0.1:41234"
+            ),
+            Some(want)
+        );
+        assert_eq!(
+            parse_listening(
+                r#"{"timestamp":"x","level":"INFO","fields":{"message":"listening","addr":"127.0.0.1:41234"},"target":"herald_edge"}"#
+            ),
+            Some(want)
+        );
+        assert_eq!(
+            parse_listening("INFO herald_edge: herald-edge starting addr=Some(127.0.0.1:1)"),
+            None
+        );
+        assert_eq!(parse_listening("INFO herald_edge: draining"), None);
     }
 }

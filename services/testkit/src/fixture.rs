@@ -1,27 +1,62 @@
 //! A whole Herald on loopback for end-to-end tests: one JetStream
-//! nats-server, N edge nodes, a NATS client that publishes like a domain
-//! service (or like `nats pub`), and helpers to poll the nodes.
+//! nats-server, N edge nodes (processes, or in the test process), a NATS
+//! client that publishes like a domain service (or like `nats pub`), and
+//! helpers to poll the nodes and wait on them.
 
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::edge::{EdgeOptions, EdgeProcess};
 use crate::http::{get_json, HeaderMap as HttpHeaders, StatusCode};
+use crate::inprocess::{InProcessEdge, Shutdown};
 use crate::nats_server::{NatsServer, NatsUser};
 use crate::token::TokenBuilder;
+use crate::wait;
 
 /// Secret every fixture node verifies tokens with.
 pub const SECRET: &str = "herald-test-secret-0123456789";
 
-/// NATS plus edge nodes.
-pub struct Herald {
+/// An edge node the fixture can talk to: a process or an in-process node.
+pub trait EdgeNode {
+    /// The address the node listens on.
+    fn addr(&self) -> SocketAddr;
+
+    /// `http://127.0.0.1:<port>`.
+    fn base_url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+}
+
+impl EdgeNode for EdgeProcess {
+    fn addr(&self) -> SocketAddr {
+        EdgeProcess::addr(self)
+    }
+}
+
+impl EdgeNode for InProcessEdge {
+    fn addr(&self) -> SocketAddr {
+        InProcessEdge::addr(self)
+    }
+}
+
+/// NATS plus edge nodes: [`EdgeProcess`]es (the default, from
+/// [`Herald::start`] and friends) or [`InProcessEdge`]s (from
+/// [`Herald::start_in_process`]).
+pub struct Herald<E = EdgeProcess> {
     /// The nats-server.
     pub nats: NatsServer,
     /// The edge nodes, in start order.
-    pub edges: Vec<EdgeProcess>,
+    pub edges: Vec<E>,
     client: async_nats::Client,
+    /// The edge binary (processes only).
     bin: PathBuf,
     env: Vec<(String, String)>,
 }
@@ -64,7 +99,7 @@ impl Polled {
     }
 }
 
-impl Herald {
+impl Herald<EdgeProcess> {
     /// Starts NATS and `edges` nodes of the binary `bin` with default settings.
     pub async fn start(bin: impl AsRef<Path>, edges: usize) -> Herald {
         Self::start_with(bin, edges, &[]).await
@@ -97,21 +132,7 @@ impl Herald {
         edges: usize,
         env: &[(&str, &str)],
     ) -> Herald {
-        let client = if nats.has_accounts() {
-            nats.connect_as(&NatsUser::publisher()).await
-        } else {
-            nats.connect().await
-        };
-        let mut herald = Herald {
-            nats,
-            edges: Vec::new(),
-            client,
-            bin: bin.as_ref().to_owned(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
+        let mut herald = Herald::around(nats, bin.as_ref().to_owned(), env).await;
         for _ in 0..edges {
             herald.add_edge(&[]).await;
         }
@@ -120,6 +141,60 @@ impl Herald {
 
     /// Starts one more edge node (with `extra` on top of the fixture's env).
     pub async fn add_edge(&mut self, extra: &[(&str, &str)]) -> usize {
+        let opts = self.options(extra);
+        self.edges.push(EdgeProcess::spawn(&self.bin, opts).await);
+        self.edges.len() - 1
+    }
+}
+
+impl Herald<InProcessEdge> {
+    /// Starts NATS and `edges` nodes inside the test process, each from
+    /// `run(listener, config, shutdown)` (edge tests pass `herald_edge::run`)
+    /// with the settings a process would get from the fixture and `env`
+    /// (see [`EdgeOptions::args`]).
+    pub async fn start_in_process<C, F, Fut, Err>(
+        edges: usize,
+        env: &[(&str, &str)],
+        run: F,
+    ) -> Herald<InProcessEdge>
+    where
+        C: clap::Parser,
+        F: Fn(TcpListener, C, Shutdown) -> Fut,
+        Fut: Future<Output = Result<(), Err>> + Send + 'static,
+        Err: fmt::Display,
+    {
+        let nats = NatsServer::start().await;
+        let mut herald = Herald::around(nats, PathBuf::new(), env).await;
+        for _ in 0..edges {
+            let opts = herald.options(&[]);
+            herald.edges.push(InProcessEdge::start(&opts, &run).await);
+        }
+        herald
+    }
+}
+
+impl<E: EdgeNode> Herald<E> {
+    /// The fixture around `nats`, without edge nodes yet.
+    async fn around(nats: NatsServer, bin: PathBuf, env: &[(&str, &str)]) -> Herald<E> {
+        let client = if nats.has_accounts() {
+            nats.connect_as(&NatsUser::publisher()).await
+        } else {
+            nats.connect().await
+        };
+        Herald {
+            nats,
+            edges: Vec::new(),
+            client,
+            bin,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// A node's options: public metrics, the fixture's env, then `extra`.
+    fn options(&self, extra: &[(&str, &str)]) -> EdgeOptions {
         let mut opts =
             EdgeOptions::new(self.nats.url(), SECRET).with_env("HERALD_METRICS_PUBLIC", "true");
         for (k, v) in &self.env {
@@ -128,8 +203,7 @@ impl Herald {
         for (k, v) in extra {
             opts = opts.with_env(*k, *v);
         }
-        self.edges.push(EdgeProcess::spawn(&self.bin, opts).await);
-        self.edges.len() - 1
+        opts
     }
 
     /// A token builder with the fixture's secret, user `u1` of `org`.
@@ -223,5 +297,35 @@ impl Herald {
     pub async fn metrics(&self, node: usize) -> Value {
         let url = format!("{}/v2/realtime/metrics", self.edges[node].base_url());
         get_json(&url, None).await.1
+    }
+
+    /// [`wait::wait_metric`] on node `node`: waits (at most `timeout`)
+    /// until the metric at JSON pointer `pointer` equals `want`; returns
+    /// the metrics document.
+    pub async fn wait_metric(
+        &self,
+        node: usize,
+        pointer: &str,
+        want: impl Into<Value>,
+        timeout: Duration,
+    ) -> Value {
+        wait::wait_metric(&self.edges[node].base_url(), pointer, want, timeout).await
+    }
+
+    /// [`wait::wait_metric_at_least`] on node `node`.
+    pub async fn wait_metric_at_least(
+        &self,
+        node: usize,
+        pointer: &str,
+        min: u64,
+        timeout: Duration,
+    ) -> Value {
+        wait::wait_metric_at_least(&self.edges[node].base_url(), pointer, min, timeout).await
+    }
+
+    /// [`wait::held_poll`] on node `node`: starts `GET
+    /// /v1/realtime/poll?<query>` and returns its task once the node holds it.
+    pub async fn held_poll(&self, node: usize, token: &str, query: &str) -> JoinHandle<Polled> {
+        wait::held_poll(&self.edges[node].base_url(), token, query).await
     }
 }

@@ -1,5 +1,7 @@
 //! Small HTTP helpers for tests: JSON requests over a shared reqwest client,
-//! and free loopback ports for the processes the harness starts.
+//! and loopback ports: reserved ones that refuse connections, and free ones
+//! for the few listeners whose port must be known before they start
+//! (cluster routes).
 
 use std::net::TcpListener;
 use std::sync::OnceLock;
@@ -62,16 +64,44 @@ async fn send(
     (status, body, headers)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read,
-/// released). Another process may take it in between; that is rare enough
-/// for tests.
-pub fn free_port() -> u16 {
-    free_ports(1)[0]
+/// A loopback port that refuses connections for as long as it lives: bound
+/// (so no other process gets it) but never listening. For tests of what a
+/// client does when nothing listens.
+#[derive(Debug)]
+pub struct RefusedPort {
+    _socket: tokio::net::TcpSocket,
+    port: u16,
 }
 
-/// `n` distinct free ports on 127.0.0.1; all listeners are held until every
-/// port is chosen, so the ports differ from each other.
-pub fn free_ports(n: usize) -> Vec<u16> {
+impl RefusedPort {
+    /// The port number.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// Reserves a [`RefusedPort`] on 127.0.0.1.
+pub fn refused_port() -> RefusedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("create a TCP socket");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("bind 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .expect("local_addr of a bound socket")
+        .port();
+    RefusedPort {
+        _socket: socket,
+        port,
+    }
+}
+
+/// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago: all
+/// bound to port 0 at once, read, released. Another process may take one
+/// before its user binds it, so a user must retry with new ports when a
+/// bind fails; only for ports that must be known before the listener
+/// starts (cluster routes name each other's). Everything else binds port 0.
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
         .collect();

@@ -6,27 +6,39 @@
 //!   [`NatsCluster`]. The binary comes from `HERALD_NATS_SERVER`,
 //!   `.tools/bin` (installed by `scripts/setup.sh`) or `PATH`.
 //! - [`edge`]: a `herald-edge` process configured by environment variables,
-//!   ready once `GET /readyz` answers 200.
+//!   on a port of the kernel's choice, ready once `GET /readyz` answers 200.
+//! - [`inprocess`]: an edge node inside the test process (`herald_edge::run`
+//!   on a listener bound to port 0, with a shutdown future).
 //! - [`token`]: HS256 test JWTs with Herald's claims, and `alg: none` tokens.
-//! - [`http`]: JSON requests and free ports.
+//! - [`http`]: JSON requests and loopback ports.
 //! - [`fixture`]: NATS plus edge nodes, publishing and polling helpers.
+//! - [`wait`]: bounded waits on conditions: [`eventually`] (and
+//!   [`eventually_mut`]), [`wait_metric`], [`held_poll`].
 //! - [`ws`], [`sse`]: WebSocket and SSE clients for the stream endpoints.
 //!
-//! Every wait has a timeout and panics with the process log when it expires.
+//! Every wait has a timeout and panics, with what it waited for and the last
+//! value or process log it saw, when it expires.
 
 pub mod edge;
 pub mod fixture;
 pub mod http;
+pub mod inprocess;
 pub mod nats_server;
 mod process;
 pub mod sse;
 pub mod token;
+pub mod wait;
 pub mod ws;
 
 pub use edge::{EdgeOptions, EdgeProcess};
-pub use fixture::{seqs_of, Herald, Polled, SECRET};
-pub use http::{free_port, get_json, post_json};
+pub use fixture::{seqs_of, EdgeNode, Herald, Polled, SECRET};
+pub use http::{get_json, post_json, refused_port, RefusedPort};
+pub use inprocess::{parse_config, InProcessEdge, Shutdown};
 pub use nats_server::{accounts_config, nats_server_binary, NatsCluster, NatsServer, NatsUser};
 pub use sse::{SseClient, SseMessage};
 pub use token::{hs256_with, unsigned_alg_none, TokenBuilder};
+pub use wait::{
+    eventually, eventually_mut, held_poll, metrics, wait_metric, wait_metric_at_least,
+    wait_metric_until, Outcome,
+};
 pub use ws::{Received, WsClient};

@@ -2,6 +2,13 @@
 //! ephemeral port that can be killed and restarted on the same port with its
 //! store kept, and a loopback JetStream cluster of N such servers.
 //!
+//! Client ports are the kernel's choice (`-p -1`), read back from the
+//! server's ports file (`--ports_file_dir`), so no other process can take
+//! them between choice and bind. A cluster's route ports must be known
+//! before its servers start (each names the others'); they are picked free
+//! and the cluster is started again on new ones (3 times at most) when one
+//! was taken meanwhile. A restart reuses the ports the server had.
+//!
 //! Either kind runs open (anyone may do anything) or with the NATS users the
 //! project ships in `nats/herald.conf` ([`NatsServer::start_with_accounts`],
 //! [`NatsCluster::start_with_accounts`]): `edge` may do everything,
@@ -11,6 +18,7 @@ use std::ffi::OsString;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -34,6 +42,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// `cluster_name` shared by the servers of a [`NatsCluster`].
 const CLUSTER_NAME: &str = "herald-testkit";
+/// Times a cluster is started on fresh route ports when one was taken.
+const CLUSTER_ATTEMPTS: usize = 3;
 /// Passwords the accounts config reads from the environment, as given to
 /// test servers.
 const EDGE_PASSWORD: &str = "edge-test-password";
@@ -118,10 +128,12 @@ pub fn nats_server_binary() -> PathBuf {
 /// process and removes the store.
 pub struct NatsServer {
     name: String,
+    /// The client port; 0 until the first start has reported it.
     port: u16,
     /// Holds the store, the log and (in a cluster) the config file.
     dir: TempDir,
-    /// Command-line arguments, reused verbatim on restart.
+    /// Command-line arguments, reused verbatim on restart (the client port
+    /// and the ports file directory are added at each spawn).
     args: Vec<OsString>,
     /// Environment of the process (the accounts config's passwords).
     env: Vec<(String, String)>,
@@ -145,41 +157,40 @@ impl NatsServer {
     }
 
     async fn start_inner(accounts: bool) -> NatsServer {
-        let port = free_ports(1)[0];
-        let name = format!("testkit-{port}");
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "testkit-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = temp_dir();
         let mut args: Vec<OsString> = Vec::new();
         if accounts {
             // Flags after the config file override its settings.
             args.extend(["-c".into(), accounts_config().into_os_string()]);
         }
-        args.extend::<[OsString; 9]>([
+        args.extend::<[OsString; 7]>([
             "-js".into(),
             "-a".into(),
             "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string().into(),
             "-sd".into(),
             dir.path().join("store").into(),
             "--server_name".into(),
             name.clone().into(),
         ]);
-        let mut server = NatsServer::new(name, port, dir, args, accounts);
+        let mut server = NatsServer::new(name, dir, args, accounts);
         server.spawn();
+        if let Err(why) = server.wait_started().await {
+            panic!("nats-server {} {why}:\n{}", server.name, server.log());
+        }
         server.wait_accepting().await;
         server
     }
 
-    fn new(
-        name: String,
-        port: u16,
-        dir: TempDir,
-        args: Vec<OsString>,
-        accounts: bool,
-    ) -> NatsServer {
+    fn new(name: String, dir: TempDir, args: Vec<OsString>, accounts: bool) -> NatsServer {
         NatsServer {
             name,
-            port,
+            port: 0,
             dir,
             args,
             env: if accounts { accounts_env() } else { Vec::new() },
@@ -209,6 +220,11 @@ impl NatsServer {
     /// The client port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process id while the server runs (started and not stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The `server_name`.
@@ -266,6 +282,14 @@ impl NatsServer {
     pub async fn restart(&mut self) {
         self.stop();
         self.spawn();
+        if let Err(why) = self.wait_started().await {
+            panic!(
+                "nats-server {} {why} on restart (port {}):\n{}",
+                self.name,
+                self.port,
+                self.log()
+            );
+        }
         self.wait_accepting().await;
     }
 
@@ -294,11 +318,61 @@ impl NatsServer {
         }
     }
 
+    /// Spawns the process: on the port it had, or on one of the kernel's
+    /// choice the first time (see [`wait_started`](Self::wait_started)).
     fn spawn(&mut self) {
+        let ports_dir = self.ports_dir();
+        std::fs::create_dir_all(&ports_dir)
+            .unwrap_or_else(|e| panic!("create {}: {e}", ports_dir.display()));
+        let port = if self.port == 0 {
+            "-1".to_owned()
+        } else {
+            self.port.to_string()
+        };
         let mut command = Command::new(nats_server_binary());
-        command.args(&self.args);
+        command
+            .args(&self.args)
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .args(["-p", &port]);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(process::spawn_logged(&mut command, &self.log_path()));
+    }
+
+    /// Where the server writes `<binary>_<pid>.ports` once it listens.
+    fn ports_dir(&self) -> PathBuf {
+        self.dir.path().join("ports")
+    }
+
+    /// Waits (15 s at most) until the process has written its ports file,
+    /// i.e. it listens, and takes its client port from there. `Err` says
+    /// why not: the process exited (e.g. a port was taken), or the file
+    /// never came.
+    async fn wait_started(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let pid = self.pid().ok_or("was not spawned")?;
+        let suffix = format!("_{pid}.ports");
+        loop {
+            let found = std::fs::read_dir(self.ports_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().ends_with(&suffix));
+            if let Some(port) = found.and_then(|e| client_port(&e.path())) {
+                if self.port != 0 && port != self.port {
+                    return Err(format!("listens on {port}, not on {}", self.port));
+                }
+                self.port = port;
+                return Ok(());
+            }
+            if !self.is_running() {
+                return Err("exited at startup".into());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("wrote no ports file within {START_TIMEOUT:?}"));
+            }
+            sleep(PROBE_EVERY).await;
+        }
     }
 
     /// Waits until a client can connect, panicking with the log when the
@@ -329,6 +403,14 @@ impl NatsServer {
             sleep(PROBE_EVERY).await;
         }
     }
+}
+
+/// The client port in a nats-server ports file,
+/// `{"nats":["nats://127.0.0.1:PORT"],…}`; `None` while it is not (fully) written.
+fn client_port(path: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
+    ports["nats"][0].as_str()?.rsplit(':').next()?.parse().ok()
 }
 
 impl Drop for NatsServer {
@@ -368,20 +450,63 @@ impl NatsCluster {
         } else {
             String::new()
         };
-        let ports = free_ports(2 * n);
-        let (client_ports, route_ports) = ports.split_at(n);
+        for attempt in 1..=CLUSTER_ATTEMPTS {
+            let mut servers = Self::configure(n, accounts, &accounts_text);
+            // Spawn every server before waiting on any, so routes form at once.
+            for server in &mut servers {
+                server.spawn();
+            }
+            let mut failure = None;
+            for server in &mut servers {
+                if let Err(why) = server.wait_started().await {
+                    failure = Some(format!(
+                        "nats-server {} {why}:\n{}",
+                        server.name,
+                        server.log()
+                    ));
+                    break;
+                }
+            }
+            match failure {
+                None => {
+                    for server in &mut servers {
+                        server.wait_accepting().await;
+                    }
+                    let cluster = NatsCluster { servers };
+                    cluster.wait_ready().await;
+                    return cluster;
+                }
+                // Another process took a route port between its choice and
+                // the bind: start again on fresh ports.
+                Some(why)
+                    if attempt < CLUSTER_ATTEMPTS && why.contains("address already in use") =>
+                {
+                    eprintln!("nats cluster attempt {attempt}: a route port was taken; retrying");
+                    drop(servers);
+                }
+                Some(why) => panic!("NATS cluster (attempt {attempt}): {why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// `n` servers (not spawned yet) on fresh route ports, each with its
+    /// config file: its name, loopback host, store, and routes to the others.
+    fn configure(n: usize, accounts: bool, accounts_text: &str) -> Vec<NatsServer> {
+        let route_ports = free_ports(n);
         let mut servers = Vec::with_capacity(n);
-        for (i, (&port, &route_port)) in client_ports.iter().zip(route_ports).enumerate() {
-            let name = format!("testkit-n{i}-{port}");
+        for (i, &route_port) in route_ports.iter().enumerate() {
+            let name = format!("testkit-n{i}-{route_port}");
             let dir = temp_dir();
             let routes: Vec<String> = route_ports
                 .iter()
                 .filter(|&&other| other != route_port)
                 .map(|other| format!("\"nats-route://127.0.0.1:{other}\""))
                 .collect();
+            // The client port comes from the command line (`-p`).
             let mut config = format!(
                 "server_name: \"{name}\"\n\
-                 listen: \"127.0.0.1:{port}\"\n\
+                 host: \"127.0.0.1\"\n\
                  jetstream {{ store_dir: \"{store}\" }}\n\
                  cluster {{\n  \
                    name: \"{CLUSTER_NAME}\"\n  \
@@ -391,23 +516,14 @@ impl NatsCluster {
                 store = dir.path().join("store").display(),
                 routes = routes.join(", "),
             );
-            config.push_str(&accounts_text);
+            config.push_str(accounts_text);
             let config_path = dir.path().join("nats-server.conf");
             std::fs::write(&config_path, config)
                 .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
             let args = vec!["-c".into(), config_path.into()];
-            servers.push(NatsServer::new(name, port, dir, args, accounts));
+            servers.push(NatsServer::new(name, dir, args, accounts));
         }
-        // Spawn every server before waiting on any, so routes form at once.
-        for server in &mut servers {
-            server.spawn();
-        }
-        for server in &mut servers {
-            server.wait_accepting().await;
-        }
-        let cluster = NatsCluster { servers };
-        cluster.wait_ready().await;
-        cluster
+        servers
     }
 
     /// The client URLs of all servers, comma-separated (the form

@@ -3,6 +3,9 @@
 //! that places an R3 stream and survives a member restart; with the shipped
 //! users (`nats/herald.conf`) too.
 
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
 use async_nats::jetstream::{self, stream};
 use herald_testkit::{NatsCluster, NatsServer, NatsUser};
 
