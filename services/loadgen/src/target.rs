@@ -11,7 +11,6 @@ use herald_testkit::{EdgeOptions, EdgeProcess, NatsServer};
 
 use crate::cli::TargetArgs;
 use crate::error::LoadError;
-use crate::procfs;
 
 /// Environment the spawned edge always gets: public metrics (the benchmark
 /// reads them without an admin token) and quiet logs.
@@ -78,7 +77,7 @@ impl Target {
             .clone()
             .unwrap_or_else(|| format!("loadgen-{:032x}", rand::random::<u128>()));
         let nats = NatsServer::start().await;
-        let nats_pid = procfs::find_pid(&["nats-server", &nats.port().to_string()]);
+        let nats_pid = nats.pid();
         let mut opts = EdgeOptions::new(nats.url(), secret.clone());
         for (k, v) in SPAWN_ENV {
             opts = opts.with_env(k, v);
