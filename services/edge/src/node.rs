@@ -147,11 +147,13 @@ impl Node {
             longpoll: self.polls.load(Relaxed),
             orgs_total: o.total,
             orgs_active: o.active,
+            orgs_untrusted: o.untrusted,
             buffered_events: o.buffered,
             waiters: o.waiters,
             quarantined: self.connections.quarantined.load(Relaxed),
             buffered_bytes: self.buffer_budget.used() as u64,
             stream_reads: self.stream.read_requests(),
+            head_samples: self.heads.samples(),
         }
     }
 }

@@ -224,10 +224,18 @@ async fn a_stale_cursor_after_a_purge_is_reset_at_once_on_a_node_new_to_the_org(
         );
     }
     let stale = acme[0] - 1;
-    // Let the node sample the head with these events in it: it samples
-    // every HERALD_HEAD_INTERVAL (1 s) and shows no sign of a sample, so
-    // this waits for more than one interval to pass.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Let the node sample the head with these events in it: two more
+    // samples, since one may have begun before the last publish.
+    let samples = h.metrics(0).await["stream"]["headSamples"]
+        .as_u64()
+        .expect("headSamples");
+    h.wait_metric_at_least(
+        0,
+        "/stream/headSamples",
+        samples + 2,
+        Duration::from_secs(10),
+    )
+    .await;
     let js = async_nats::jetstream::new(h.nats_client().clone());
     js.get_stream("HERALD_EVENTS")
         .await
@@ -430,9 +438,9 @@ async fn messages_dropped_while_the_org_is_behind_are_read_back_before_later_liv
     let token = h.token("acme");
     let start = h.poll(0, &token, "timeout=0").await.last_seq();
     // Past the start-up checks: the feed is trusted. The three start-up
-    // audits come at about 0.1, 0.5 and 2 s (each ±20 %), and the node
-    // shows no sign of the last one, so this waits for the time to pass.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // audits come at about 0.1, 0.5 and 2 s (each ±20 %).
+    h.wait_metric(0, "/orgs/untrusted", 0, Duration::from_secs(10))
+        .await;
     // While the node is frozen, 10,000 events pile up for it; when it wakes
     // the NATS client receives them far faster than the org can take them,
     // and the newest ones are dropped.
@@ -562,8 +570,9 @@ async fn forged_live_sequences_are_refused_and_later_events_still_flow() {
     let start = h.poll(0, &token, "timeout=0").await.last_seq();
     // Past the start-up audits (see above): the feed is trusted, so live
     // messages are taken as they come, forged ones included, unless the
-    // node checks them. No sign of that moment: wait for the time to pass.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // node checks them.
+    h.wait_metric(0, "/orgs/untrusted", 0, Duration::from_secs(10))
+        .await;
     let forge = |seq: &str| {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Stream", "HERALD_EVENTS");

@@ -362,9 +362,9 @@ async fn live_messages_the_node_never_saw_are_filled_from_the_stream() {
     let start = h.poll(0, &token, "timeout=0").await.last_seq();
     // Past the start-up audits (at about 0.1, 0.5 and 2 s, each ±20 %),
     // after which the org's live feed is trusted and a missed message can
-    // only be found by gap detection. The node shows no sign of that
-    // moment, so this waits for the time to pass.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // only be found by gap detection.
+    h.wait_metric(0, "/orgs/untrusted", 0, Duration::from_secs(10))
+        .await;
 
     let unseen = publish_unseen(&h, "herald.events.acme.finance.p1").await;
     let next = h
@@ -383,7 +383,8 @@ async fn live_messages_the_node_never_saw_are_filled_from_the_stream() {
     let quiet = h.token("quiet");
     let start = h.poll(quick, &quiet, "timeout=0").await.last_seq();
     // Past the start-up audits again (see above).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.wait_metric(quick, "/orgs/untrusted", 0, Duration::from_secs(10))
+        .await;
     let lone = publish_unseen(&h, "herald.events.quiet.tasks._").await;
     let r = h
         .poll(quick, &quiet, &format!("lastSeq={start}&timeout=10"))

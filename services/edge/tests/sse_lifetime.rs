@@ -105,11 +105,28 @@ async fn busy_stream(h: &Herald, node: usize, token: &str, from: u64) -> JoinHan
 async fn a_busy_sse_stream_ends_at_token_expiry() {
     let h = Herald::start(EDGE, 1).await;
     let from = backlog(&h).await;
-    // Long enough for the backlog to start flowing first.
-    let lapsing = h.user("acme").expires_in(Duration::from_secs(20)).build();
+    // Expired 10 s ago: still accepted for the 30 s clock leeway, so the
+    // stream is served for the 20 s left of it (long enough for the backlog
+    // to start flowing), then ends. Ending at `exp` itself would end it at
+    // once, and an EventSource would reconnect into such streams for the
+    // whole leeway.
+    let exp = herald_testkit::token::now_secs() - 10;
+    let lapsing = h.user("acme").exp(exp).build();
     let t0 = Instant::now();
     let reader = busy_stream(&h, 0, &lapsing, from).await;
-    // Ended within 15 s of the token's expiry.
+    assert_eq!(
+        h.metrics(0).await["connections"]["sse"],
+        1,
+        "a token inside the leeway is served"
+    );
+    // About time passing: the stream must still be open well after `exp`.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        h.metrics(0).await["connections"]["sse"],
+        1,
+        "the stream lasts until the leeway ends, not until exp"
+    );
+    // Ended within 15 s of the end of the leeway.
     wait_no_sse(&h, 0, (t0 + Duration::from_secs(20 + 15)) - Instant::now()).await;
     reader.abort();
 }

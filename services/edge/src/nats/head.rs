@@ -13,6 +13,7 @@
 //! [`Heads::sample`] refreshes them every interval until stopped; the node is
 //! ready while the last good sample is recent.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct Heads {
     ok_at: Mutex<Option<Instant>>,
     /// When the last head request started, and what it found (single-flight).
     last_request: tokio::sync::Mutex<Option<(Instant, StreamHead)>>,
+    /// Head requests that succeeded.
+    samples: AtomicU64,
 }
 
 impl Heads {
@@ -42,6 +45,7 @@ impl Heads {
             aged: Mutex::new(None),
             ok_at: Mutex::new(None),
             last_request: tokio::sync::Mutex::new(None),
+            samples: AtomicU64::new(0),
         }
     }
 
@@ -75,9 +79,16 @@ impl Heads {
         }
         let started = Instant::now();
         let head = self.stream.head().await?;
+        self.samples.fetch_add(1, Relaxed);
         *last = Some((started, head.clone()));
         self.set(head.clone());
         Ok(head)
+    }
+
+    /// Head requests that succeeded so far (each covers every event stored
+    /// before it started).
+    pub fn samples(&self) -> u64 {
+        self.samples.load(Relaxed)
     }
 
     /// The latest sample (`None` until the first succeeds).

@@ -77,6 +77,8 @@ pub struct Gauges {
     pub orgs_total: u64,
     /// Orgs with at least one client right now.
     pub orgs_active: u64,
+    /// Orgs whose live feed is not trusted yet.
+    pub orgs_untrusted: u64,
     /// Events held in all org buffers.
     pub buffered_events: u64,
     /// Held polls.
@@ -87,6 +89,8 @@ pub struct Gauges {
     pub buffered_bytes: u64,
     /// Requests this node has sent to JetStream to read stored events.
     pub stream_reads: u64,
+    /// Successful samples of the stream's head.
+    pub head_samples: u64,
 }
 
 /// The node's counters.
@@ -345,7 +349,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 25] = [
+pub static METRICS: [Metric; 26] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -370,7 +374,13 @@ pub static METRICS: [Metric; 25] = [
         help: "Org states held by this node.",
         read: Read::Family {
             label: "state",
-            samples: |_, g| vec![("total", g.orgs_total), ("active", g.orgs_active)],
+            samples: |_, g| {
+                vec![
+                    ("total", g.orgs_total),
+                    ("active", g.orgs_active),
+                    ("untrusted", g.orgs_untrusted),
+                ]
+            },
             total: None,
         },
     },
@@ -468,6 +478,13 @@ pub static METRICS: [Metric; 25] = [
         kind: Kind::Counter,
         help: "Requests sent to JetStream to read stored events (message gets and batch fetches).",
         read: Read::One(|_, g| g.stream_reads),
+    },
+    Metric {
+        prom: "herald_stream_head_samples_total",
+        json: &["stream", "headSamples"],
+        kind: Kind::Counter,
+        help: "Successful samples of the event stream's head (first and last sequence, epoch).",
+        read: Read::One(|_, g| g.head_samples),
     },
     Metric {
         prom: "herald_history_reads_total",
@@ -620,6 +637,8 @@ mod tests {
             quarantined: 8,
             buffered_bytes: 9,
             stream_reads: 10,
+            orgs_untrusted: 11,
+            head_samples: 12,
         };
         (m, g)
     }
@@ -713,6 +732,8 @@ mod tests {
             "connections.longpoll",
             "orgs.total",
             "orgs.active",
+            "orgs.untrusted",
+            "stream.headSamples",
             "events.ingested",
             "events.delivered",
             "events.dropped",
@@ -763,6 +784,8 @@ mod tests {
             "herald_live_forged_total{",
             "herald_buffered_bytes{node=\"n1\"} 9",
             "herald_stream_read_requests_total{node=\"n1\"} 10",
+            "herald_orgs{node=\"n1\",state=\"untrusted\"} 11",
+            "herald_stream_head_samples_total{node=\"n1\"} 12",
             "herald_history_reads_total{",
             "herald_slow_consumer_closes_total{",
             "herald_resets_total{",

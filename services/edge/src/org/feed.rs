@@ -23,7 +23,7 @@ use crate::nats::stream::StreamError;
 use crate::org::decode;
 use crate::org::hub::OrgHub;
 use crate::org::live::{self, Live, LossSources};
-use crate::org::trust::{AuditHead, Feed, LiveAction, RETRY};
+use crate::org::trust::{AuditHead, Feed, LiveAction, Trust, RETRY};
 
 /// Live messages handled per wake-up before waiters are notified.
 const LIVE_BATCH: usize = 256;
@@ -67,6 +67,7 @@ pub async fn run(hub: Arc<OrgHub>) {
     let mut feed = Feed::new();
     let mut head_rx = up.heads.watch();
     loop {
+        hub.trusted.store(feed.trust() == Trust::Trusted, Relaxed);
         tokio::select! {
             biased;
             _ = hub.cancel.cancelled() => break,

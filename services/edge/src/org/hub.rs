@@ -6,7 +6,7 @@
 //! or read past in the stream; every change of it wakes the waiters. How
 //! the feed keeps that promise is in [`feed`](crate::org::feed).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ pub struct OrgHub {
     pub users: AtomicUsize,
     /// When it was last used, in ms of the registry's clock.
     pub last_used_ms: AtomicU64,
+    /// The feed appends live messages as they come (its trust is `Trusted`).
+    pub trusted: AtomicBool,
     /// Live messages on their way from NATS to the feed task.
     pub(crate) live: Arc<LiveQueue>,
     pub(crate) subscribed: watch::Sender<bool>,
@@ -70,6 +72,7 @@ impl OrgHub {
             waiters: AtomicUsize::new(0),
             users: AtomicUsize::new(0),
             last_used_ms: AtomicU64::new(0),
+            trusted: AtomicBool::new(false),
             live: Arc::new(LiveQueue::new(limits.live)),
             subscribed: watch::channel(false).0,
             upstream,

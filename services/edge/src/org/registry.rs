@@ -27,6 +27,9 @@ pub struct RegistryStats {
     pub buffered: u64,
     /// Held polls over all orgs.
     pub waiters: u64,
+    /// Orgs whose feed is not trusted yet (just subscribed, or recovering
+    /// from a possible loss): their live messages are checked against the stream.
+    pub untrusted: u64,
 }
 
 /// Org states by org id.
@@ -149,6 +152,7 @@ impl Registry {
             active: u64::from(hub.users.load(Relaxed) > 0),
             buffered: hub.buffered() as u64,
             waiters: hub.waiters.load(Relaxed) as u64,
+            untrusted: u64::from(!hub.trusted.load(Relaxed)),
         }
     }
 
@@ -165,6 +169,7 @@ impl Registry {
             }
             s.buffered += hub.buffered() as u64;
             s.waiters += hub.waiters.load(Relaxed) as u64;
+            s.untrusted += u64::from(!hub.trusted.load(Relaxed));
         }
         s
     }
