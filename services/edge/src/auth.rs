@@ -121,20 +121,41 @@ pub struct Verifier {
     validation: Validation,
 }
 
+/// Why no token verifier can be built from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Neither `HERALD_JWT_SECRET` nor `HERALD_JWT_PUBLIC_KEY_FILE` is set.
+    #[error("no JWT key configured")]
+    Missing,
+    /// The public key file cannot be read.
+    #[error("reading {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds no key of a supported kind.
+    #[error("HERALD_JWT_PUBLIC_KEY_FILE holds no RSA, EC or Ed25519 public key")]
+    NotAPublicKey,
+}
+
 impl Verifier {
     /// Builds the verifier from the config (secret, or PEM public key file).
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
         let (key, alg) = match (&config.jwt_secret, &config.jwt_public_key_file) {
             (Some(secret), _) => (
                 DecodingKey::from_secret(secret.expose().as_bytes()),
                 Algorithm::HS256,
             ),
             (None, Some(path)) => {
-                let pem =
-                    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+                let pem = std::fs::read(path).map_err(|source| KeyError::Unreadable {
+                    path: path.clone(),
+                    source,
+                })?;
                 public_key(&pem)?
             }
-            (None, None) => return Err("no JWT key configured".into()),
+            (None, None) => return Err(KeyError::Missing),
         };
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
@@ -198,7 +219,7 @@ impl Verifier {
     }
 }
 
-fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
+fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {
     if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
         return Ok((k, Algorithm::RS256));
     }
@@ -208,7 +229,7 @@ fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
     if let Ok(k) = DecodingKey::from_ed_pem(pem) {
         return Ok((k, Algorithm::EdDSA));
     }
-    Err("HERALD_JWT_PUBLIC_KEY_FILE holds no RSA, EC or Ed25519 public key".into())
+    Err(KeyError::NotAPublicKey)
 }
 
 /// Finds the token: `Authorization: Bearer`, then the `herald_token` cookie,

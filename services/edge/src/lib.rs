@@ -40,10 +40,10 @@
 
 pub mod auth;
 pub mod config;
-pub mod delivery;
+pub(crate) mod delivery;
 pub mod error;
-pub mod nats;
-pub mod node;
+pub(crate) mod nats;
+pub(crate) mod node;
 pub mod ops;
 pub mod org;
 pub mod server;

@@ -1,8 +1,8 @@
 //! Running the node: open connections and their limits, control across
 //! nodes, kill switches, metrics, logs and traces.
 
-pub mod connections;
-pub mod control;
-pub mod metrics;
-pub mod switches;
+pub(crate) mod connections;
+pub(crate) mod control;
+pub(crate) mod metrics;
+pub(crate) mod switches;
 pub mod telemetry;

@@ -16,14 +16,14 @@ use crate::nats::stream::EventStream;
 use crate::ops::metrics::Metrics;
 use crate::org::decode::StoredEvent;
 
-pub mod buffer;
+pub(crate) mod buffer;
 pub mod decode;
-pub mod feed;
-pub mod history;
-pub mod hub;
-pub mod live;
-pub mod registry;
-pub mod trust;
+pub(crate) mod feed;
+pub(crate) mod history;
+pub(crate) mod hub;
+pub(crate) mod live;
+pub(crate) mod registry;
+pub(crate) mod trust;
 
 /// What every org's feed reads from and reports to.
 pub struct Upstream {

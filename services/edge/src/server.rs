@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::auth::Verifier;
+use crate::auth::{KeyError, Verifier};
 use crate::config::{Config, ConfigError};
 use crate::nats::connection::{self, NatsError};
 use crate::node::Node;
@@ -26,6 +26,9 @@ pub enum RunError {
     /// Bad settings.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// No token verifier can be built from the JWT settings.
+    #[error("invalid configuration: {0}")]
+    Key(#[from] KeyError),
     /// The NATS client could not be set up.
     #[error("nats: {0}")]
     Nats(#[from] NatsError),
@@ -38,7 +41,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let verifier = Verifier::from_config(&config).map_err(ConfigError)?;
+    let verifier = Verifier::from_config(&config)?;
     let node_id = config.resolved_node_id();
     let (client, losses) = connection::connect(&config, &node_id).await?;
     let node = Node::new(config, node_id, client, losses, verifier);

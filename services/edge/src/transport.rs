@@ -4,15 +4,15 @@
 //! connection caps), `query` (poll and SSE query strings) and `messages`
 //! (the control messages both streams send).
 
-pub mod admin;
-pub mod admission;
-pub mod body;
-pub mod http;
-pub mod messages;
-pub mod poll;
-pub mod publish;
+pub(crate) mod admin;
+pub(crate) mod admission;
+pub(crate) mod body;
+pub(crate) mod http;
+pub(crate) mod messages;
+pub(crate) mod poll;
+pub(crate) mod publish;
 pub mod query;
-pub mod ratelimit;
-pub mod serve;
-pub mod sse;
-pub mod ws;
+pub(crate) mod ratelimit;
+pub(crate) mod serve;
+pub(crate) mod sse;
+pub(crate) mod ws;

@@ -102,6 +102,7 @@ impl OrgBuffer {
     }
 
     /// Bytes held.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -122,6 +123,7 @@ impl OrgBuffer {
     }
 
     /// True when no events are held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }

@@ -113,11 +113,13 @@ impl LiveQueue {
     }
 
     /// Entries queued.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.inner().items.len()
     }
 
     /// True when nothing is queued.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
