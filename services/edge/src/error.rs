@@ -202,6 +202,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::ops::connections::LimitError> for ApiError {
+    fn from(e: crate::ops::connections::LimitError) -> Self {
+        Self::TooMany(e.message().into())
+    }
+}
+
 impl From<crate::org::registry::StreamNotReached> for ApiError {
     fn from(e: crate::org::registry::StreamNotReached) -> Self {
         Self::Unavailable(e.to_string())

@@ -124,12 +124,6 @@ impl LimitError {
     }
 }
 
-impl From<LimitError> for crate::error::ApiError {
-    fn from(e: LimitError) -> Self {
-        Self::TooMany(e.message().into())
-    }
-}
-
 /// A registered connection; unregisters on drop.
 pub struct Registration {
     conns: Arc<Connections>,

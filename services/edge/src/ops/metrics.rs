@@ -166,22 +166,28 @@ impl Metrics {
         }
     }
 
-    /// Records the delivery of `events` to one client, one histogram update
-    /// per run of same-service events.
-    pub fn record_deliveries(
+    /// Records the delivery to one client of events given as (service,
+    /// stored at in ms), one histogram update per run of same-service events
+    /// (timed by the run's first).
+    pub fn record_deliveries<'a>(
         &self,
-        events: &[std::sync::Arc<crate::org::decode::StoredEvent>],
+        events: impl IntoIterator<Item = (&'a str, i64)>,
         now_ms: i64,
     ) {
-        let mut i = 0;
-        while i < events.len() {
-            let service = &events[i].event.service;
-            let run = events[i..]
-                .iter()
-                .take_while(|e| &e.event.service == service)
-                .count();
-            self.record_delivery(service, events[i].stored_ms, now_ms, run as u64);
-            i += run;
+        let mut run: Option<(&str, i64, u64)> = None;
+        for (service, stored_ms) in events {
+            match &mut run {
+                Some((s, _, n)) if *s == service => *n += 1,
+                _ => {
+                    if let Some((s, at, n)) = run.take() {
+                        self.record_delivery(s, at, now_ms, n);
+                    }
+                    run = Some((service, stored_ms, 1));
+                }
+            }
+        }
+        if let Some((s, at, n)) = run {
+            self.record_delivery(s, at, now_ms, n);
         }
     }
 
@@ -593,6 +599,18 @@ mod tests {
         assert_eq!(h.quantile_ms(0.5), Some(0.1));
         assert_eq!(h.quantile_ms(0.99), Some(30.0));
         assert_eq!(Histogram::default().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn deliveries_are_counted_per_run_of_one_service() {
+        let m = Metrics::default();
+        m.record_deliveries([("a", 1000), ("a", 1000), ("b", 900), ("a", 500)], 1010);
+        assert_eq!(m.delivered.load(Relaxed), 4);
+        let j = m.to_json("n1", Gauges::default());
+        assert_eq!(j["latencyMs"]["a"]["count"], 3, "{j}");
+        assert_eq!(j["latencyMs"]["b"]["count"], 1, "{j}");
+        m.record_deliveries([], 1010);
+        assert_eq!(m.delivered.load(Relaxed), 4);
     }
 
     #[test]

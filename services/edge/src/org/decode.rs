@@ -29,6 +29,12 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// Its service and when JetStream stored it (ms): what delivery latency
+    /// is measured by.
+    pub fn timing(&self) -> (&str, i64) {
+        (&self.event.service, self.stored_ms)
+    }
+
     /// Wraps an event, serialising it once and dropping its parsed payload.
     pub fn new(mut event: DeliveredEvent, stored_ms: i64) -> Arc<Self> {
         let text = serde_json::to_string(&event).unwrap_or_else(|_| "null".to_owned());

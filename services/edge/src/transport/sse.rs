@@ -202,7 +202,9 @@ async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseS
                 .await
             {
                 Ok(Step::Events(events)) => {
-                    st.node.metrics.record_deliveries(&events, now_ms());
+                    st.node
+                        .metrics
+                        .record_deliveries(events.iter().map(|e| e.timing()), now_ms());
                     for e in &events {
                         st.pending.push_back(
                             Event::default()

@@ -202,7 +202,8 @@ impl Connection {
                 {
                     Ok(Step::Events(events)) => {
                         let events = self.drop_low_tier(events);
-                        node.metrics.record_deliveries(&events, now_ms());
+                        node.metrics
+                            .record_deliveries(events.iter().map(|e| e.timing()), now_ms());
                         self.backlog.events.extend(events);
                     }
                     Ok(Step::Reset(reason)) => {
