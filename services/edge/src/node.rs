@@ -75,6 +75,7 @@ impl Node {
             config.stream_max_age,
             config.max_event_bytes,
             config.history_reads,
+            config.nats_subscription_capacity,
         );
         // Bounded so an HTTP publish answers within about 15 s even when JetStream is away.
         let retry = herald_publisher::RetryPolicy {

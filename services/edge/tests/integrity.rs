@@ -424,13 +424,14 @@ async fn a_stream_client_far_behind_on_a_sparse_filter_catches_up_without_waitin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_dropped_while_the_org_is_behind_are_read_back_before_later_live_events() {
     // Audits far apart, so only the feed's own loss handling can save the
-    // dropped messages.
+    // dropped messages. Small queues, so that the burst overflows one of
+    // them however fast this machine drains it.
     let h = Herald::start_with(
         EDGE,
         1,
         &[
-            ("HERALD_NATS_SUBSCRIPTION_CAPACITY", "2048"),
-            ("HERALD_LIVE_QUEUE_MESSAGES", "2048"),
+            ("HERALD_NATS_SUBSCRIPTION_CAPACITY", "128"),
+            ("HERALD_LIVE_QUEUE_MESSAGES", "128"),
             ("HERALD_AUDIT_INTERVAL", "120s"),
         ],
     )

@@ -42,6 +42,11 @@ pub enum StreamError {
     /// A batch of stored events stopped arriving before its end.
     #[error("jetstream: a batch of stored events stopped arriving")]
     BatchStalled,
+    /// A message of a batch was lost on its way here (the client dropped it,
+    /// seen as a gap in the consumer's delivery sequence): the read must not
+    /// count as complete past it.
+    #[error("jetstream: a stored event was dropped on its way to this node")]
+    BatchGap,
     /// The node is shutting down: no new read starts.
     #[error("jetstream: the node is shutting down")]
     ShuttingDown,
@@ -62,7 +67,9 @@ impl StreamError {
 
 /// Reads of one message by sequence before a read switches to a batch.
 const SINGLE_READS: usize = 4;
-/// Messages fetched per batch.
+/// Messages fetched per batch, at most (and at most half the client's
+/// subscription capacity: a batch arrives on one subscription, and the
+/// client drops what overflows it).
 const BATCH: usize = 256;
 /// Longest wait for the next message of a batch before the read fails (a
 /// batch request lost in a reconnect or a leader change must not hang its
@@ -93,6 +100,7 @@ pub struct EventStream {
     max_msg_size: i32,
     reads: Arc<Semaphore>,
     requests: Arc<AtomicU64>,
+    batch: usize,
 }
 
 impl EventStream {
@@ -104,6 +112,7 @@ impl EventStream {
         max_age: Duration,
         max_event_bytes: usize,
         concurrent_reads: usize,
+        subscription_capacity: usize,
     ) -> Self {
         Self {
             js: jetstream::new(client),
@@ -115,6 +124,7 @@ impl EventStream {
                 .unwrap_or(i32::MAX),
             reads: Arc::new(Semaphore::new(concurrent_reads.max(1))),
             requests: Arc::new(AtomicU64::new(0)),
+            batch: BATCH.min(subscription_capacity / 2).max(1),
         }
     }
 
@@ -331,8 +341,11 @@ impl EventStream {
         let result = async {
             let mut bytes = 0;
             let mut taken = 0;
+            // Every consumer here is new and acks nothing: it delivers with
+            // consumer sequences 1, 2, 3, … and a jump means a lost message.
+            let mut delivered = 0;
             loop {
-                let want = BATCH.min(max - taken).max(1);
+                let want = self.batch.min(max - taken).max(1);
                 self.requests.fetch_add(1, Relaxed);
                 let mut batch = consumer
                     .fetch()
@@ -356,6 +369,10 @@ impl EventStream {
                         op: "batch message info",
                         source: e,
                     })?;
+                    if info.consumer_sequence != delivered + 1 {
+                        return Err(StreamError::BatchGap);
+                    }
+                    delivered = info.consumer_sequence;
                     let (seq, pending, time) = (info.stream_sequence, info.pending, info.published);
                     if seq > until {
                         out.complete_to = until;
