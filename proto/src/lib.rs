@@ -14,6 +14,7 @@
 //! - [`error`]: the JSON error body every endpoint answers with.
 //! - [`claims`]: the claims of a client token.
 //! - [`reject`]: why a stored message is skipped, one metrics label each.
+//! - [`partition`]: which of K event streams holds an org (NATS's `partition(K, 1)`).
 //! - [`sse`]: Server-Sent Events frames, encoded and decoded incrementally.
 
 pub mod claims;
@@ -23,6 +24,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod msgpack;
+pub mod partition;
 pub mod poll;
 pub mod publish;
 pub mod reject;
@@ -36,5 +38,6 @@ pub use cursor::{Epoch, Reset, ResetReason};
 pub use envelope::{Encoding, EnvelopeError, EventBody};
 pub use error::ErrorBody;
 pub use event::DeliveredEvent;
+pub use partition::Partitions;
 pub use reject::RejectReason;
 pub use subject::{EventSubject, SubjectError, Token};

@@ -2,6 +2,7 @@
 //! retries transient failures with the same `Nats-Msg-Id`.
 
 use async_nats::jetstream;
+use herald_proto::Partitions;
 use rand::Rng;
 
 use crate::error::{classify, Failure, PublishError};
@@ -35,6 +36,7 @@ pub struct Publisher {
     jetstream: jetstream::Context,
     retry: RetryPolicy,
     stream: String,
+    partitions: Partitions,
 }
 
 impl Publisher {
@@ -48,6 +50,7 @@ impl Publisher {
             jetstream,
             retry,
             stream: DEFAULT_STREAM.to_owned(),
+            partitions: Partitions::single(),
         }
     }
 
@@ -66,9 +69,24 @@ impl Publisher {
         self
     }
 
-    /// The stream events are expected to land in.
+    /// Spreads events over `partitions` streams named after the stream
+    /// (`<stream>_<k>`, see [`Partitions`]): each publish expects the
+    /// stream of its org's partition.
+    pub fn with_partitions(mut self, partitions: Partitions) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// The stream events are expected to land in (the base name when
+    /// partitioned).
     pub fn stream(&self) -> &str {
         &self.stream
+    }
+
+    /// The stream an event of `org` must land in.
+    pub fn stream_for(&self, org: &str) -> String {
+        self.partitions
+            .stream_name(&self.stream, self.partitions.of(org))
     }
 
     /// The retry policy in force.
@@ -86,7 +104,8 @@ impl Publisher {
     /// the error is [`PublishError::Rejected`] with `code: None`: no stream
     /// stores the subject.
     pub async fn publish(&self, event: OutgoingEvent) -> Result<PublishAck, PublishError> {
-        let prepared = event.prepare(&self.stream)?;
+        let stream = self.stream_for(&event.subject.org);
+        let prepared = event.prepare(&stream)?;
         let attempts = self.retry.max_attempts();
         let mut attempt = 0;
         loop {

@@ -1,13 +1,15 @@
 //! The events stream's JetStream config: the one place that says what a
 //! Herald events stream is. Invariant: every stream Herald creates (edge,
 //! demo, tests) comes from [`events_stream`], so it stores
-//! `herald.events.>` and RePublishes every stored event to `herald.live.>`,
-//! where the edge nodes listen.
+//! `herald.events.>` (or, with K partitions, its partition's share
+//! `herald.events.*.*.*.<k>`) and RePublishes every stored event to
+//! `herald.live.>`, where the edge nodes listen.
 
 use std::time::Duration;
 
 use async_nats::jetstream::stream::{Config, Republish, RetentionPolicy, StorageType};
 use herald_proto::subject::{EVENTS_PREFIX, LIVE_PREFIX};
+use herald_proto::Partitions;
 
 /// How long the stream keeps events unless told otherwise.
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -47,9 +49,22 @@ pub fn events_subjects() -> String {
 /// retention, file storage, [`DUPLICATE_WINDOW`], direct get, and every
 /// stored event RePublished to `herald.live.>` for the edge nodes.
 pub fn events_stream(name: &str, limits: StreamLimits) -> Config {
+    partition_stream(name, Partitions::single(), 0, limits)
+}
+
+/// The config of partition `k`'s stream of `partitions` (named after
+/// `base`, see [`Partitions::stream_name`]): as [`events_stream`], storing
+/// only the partition's subjects. The RePublish keeps the partition token,
+/// so live subjects are `herald.live.<org>.<service>.<property>.<k>`.
+pub fn partition_stream(
+    base: &str,
+    partitions: Partitions,
+    k: u32,
+    limits: StreamLimits,
+) -> Config {
     Config {
-        name: name.to_owned(),
-        subjects: vec![events_subjects()],
+        name: partitions.stream_name(base, k),
+        subjects: vec![partitions.stream_subject(k)],
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         max_age: limits.max_age,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+use herald_proto::Partitions;
 use herald_publisher::{redact_urls, CredentialsError, NatsAuth, NatsServers};
 
 /// Longest hold a client may ask of a long-poll.
@@ -36,6 +37,12 @@ pub struct Config {
     /// Replicas when this node creates the stream.
     #[arg(long, env = "HERALD_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+
+    /// Event streams (`<stream>_0 … <stream>_<K-1>` when above 1), an org's
+    /// chosen by the NATS mapping `partition(K, 1)` on its token; every
+    /// node and the NATS config must agree.
+    #[arg(long, env = "HERALD_PARTITIONS", default_value_t = 1)]
+    pub partitions: u32,
 
     /// Retention when this node creates the stream.
     #[arg(long, env = "HERALD_STREAM_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
@@ -311,6 +318,9 @@ impl Config {
         if herald_proto::subject::check_token("stream", &self.stream).is_err() {
             return bad("HERALD_STREAM must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'");
         }
+        if Partitions::new(self.partitions).is_none() {
+            return bad("HERALD_PARTITIONS must be between 1 and 1024");
+        }
         if !(1..=5).contains(&self.stream_replicas) {
             return bad("HERALD_STREAM_REPLICAS must be between 1 and 5");
         }
@@ -380,6 +390,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `HERALD_PARTITIONS` (one when out of range: `validate` refuses that).
+    pub fn partitioning(&self) -> Partitions {
+        Partitions::new(self.partitions).unwrap_or_else(Partitions::single)
     }
 
     /// `HERALD_SERVICES` as a set; `None` when unset (every service name is accepted).
@@ -456,6 +471,7 @@ impl fmt::Debug for Config {
             .field("node_id", &self.node_id)
             .field("stream", &self.stream)
             .field("stream_replicas", &self.stream_replicas)
+            .field("partitions", &self.partitions)
             .field("stream_max_age", &self.stream_max_age)
             .field(
                 "jwt_secret",

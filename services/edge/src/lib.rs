@@ -29,8 +29,10 @@
 //!   (the bounded live queue that marks every possible loss in order),
 //!   `history` (reads for clients behind the buffer), `buffer` and `decode`
 //!   (NATS messages to events or counted rejections).
-//! - [`nats`] holds `connection`, `stream` (the event stream in JetStream) and
-//!   `head` (the sampled stream head: epoch, first and last sequence).
+//! - [`nats`] holds `connection`, `stream` (an event stream in JetStream),
+//!   `head` (a stream's sampled head: epoch, first and last sequence) and
+//!   `streams` (one stream and head per partition, and the check that the
+//!   servers' partition mapping agrees).
 //! - [`ops`] holds open `connections` and their limits, `control` across nodes,
 //!   kill `switches`, `metrics`, `telemetry`.
 //! - Beside the layers: [`config`], [`auth`] (tokens), [`error`] (errors as

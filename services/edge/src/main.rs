@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
     }
     match run(listener, config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ (RunError::Config(_) | RunError::Key(_))) => {
+        Err(e @ (RunError::Config(_) | RunError::Key(_) | RunError::Mapping(_))) => {
             tracing::error!(error = %e, "bad configuration");
             ExitCode::from(EXIT_CONFIG)
         }

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
 use crate::config::Config;
-use crate::nats::head::Heads;
-use crate::nats::stream::EventStream;
+use crate::nats::stream::StreamSettings;
+use crate::nats::streams::Streams;
 use crate::ops::connections::Connections;
 use crate::ops::metrics::{Gauges, Metrics};
 use crate::ops::switches::Switches;
@@ -30,10 +30,8 @@ pub struct Node {
     pub node_id: String,
     /// NATS connection.
     pub client: async_nats::Client,
-    /// The event stream.
-    pub stream: EventStream,
-    /// The stream's sampled head.
-    pub heads: Arc<Heads>,
+    /// The event streams (one per partition) and their sampled heads.
+    pub streams: Arc<Streams>,
     /// Publishing through JetStream with dedup and retries.
     pub publisher: herald_publisher::Publisher,
     /// Token checks.
@@ -68,15 +66,15 @@ impl Node {
         let control_limiter = RateLimiter::new(config.control_rate, config.control_burst);
         let switches = Switches::new(config.disabled, &config.disabled_services)
             .with_known(config.known_services());
-        let stream = EventStream::new(
-            client.clone(),
-            &config.stream,
+        let settings = StreamSettings::new(
             config.stream_replicas,
             config.stream_max_age,
             config.max_event_bytes,
             config.history_reads,
             config.nats_subscription_capacity,
         );
+        let partitions = config.partitioning();
+        let streams = Arc::new(Streams::new(&client, &config.stream, partitions, settings));
         // Bounded so an HTTP publish answers within about 15 s even when JetStream is away.
         let retry = herald_publisher::RetryPolicy {
             attempts: 6,
@@ -86,15 +84,14 @@ impl Node {
         };
         let publisher = herald_publisher::Publisher::new(client.clone())
             .with_stream(config.stream.clone())
+            .with_partitions(partitions)
             .with_retry(retry);
         let buffer_budget = ByteBudget::new(config.buffer_bytes);
-        let heads = Arc::new(Heads::new(stream.clone()));
         let metrics = Arc::new(Metrics::default());
         let upstream = Arc::new(Upstream {
             client: client.clone(),
             losses,
-            stream: stream.clone(),
-            heads: Arc::clone(&heads),
+            streams: Arc::clone(&streams),
             metrics: Arc::clone(&metrics),
             max_event_bytes: config.max_event_bytes,
             audit_interval: config.audit_interval,
@@ -115,8 +112,7 @@ impl Node {
             config,
             node_id,
             client,
-            stream,
-            heads,
+            streams,
             publisher,
             verifier,
             metrics,
@@ -133,7 +129,7 @@ impl Node {
     /// Ready: connected to NATS and the stream answered recently.
     pub fn is_ready(&self) -> bool {
         let recent = (self.config.head_interval * 3).max(Duration::from_secs(5));
-        self.heads.is_recent(recent)
+        self.streams.all_recent(recent)
             && crate::nats::connection::is_connected(&self.client)
             && !self.draining.is_cancelled()
     }
@@ -153,8 +149,8 @@ impl Node {
             waiters: o.waiters,
             quarantined: self.connections.quarantined.load(Relaxed),
             buffered_bytes: self.buffer_budget.used() as u64,
-            stream_reads: self.stream.read_requests(),
-            head_samples: self.heads.samples(),
+            stream_reads: self.streams.read_requests(),
+            head_samples: self.streams.head_samples(),
         }
     }
 }

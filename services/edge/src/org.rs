@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::nats::head::Heads;
-use crate::nats::stream::EventStream;
+use crate::nats::streams::Streams;
 use crate::ops::metrics::Metrics;
 use crate::org::decode::StoredEvent;
 
@@ -31,10 +30,9 @@ pub struct Upstream {
     pub client: async_nats::Client,
     /// Moves on every NATS event that can have cost live messages.
     pub losses: watch::Receiver<u64>,
-    /// The event stream (history reads, gap fills).
-    pub stream: EventStream,
-    /// The stream's sampled head.
-    pub heads: Arc<Heads>,
+    /// The event streams and their heads, by partition (history reads,
+    /// gap fills, audits).
+    pub streams: Arc<Streams>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Largest event accepted (`HERALD_MAX_EVENT_BYTES`).

@@ -11,12 +11,15 @@ use tokio::net::TcpListener;
 use crate::auth::{KeyError, Verifier};
 use crate::config::{Config, ConfigError};
 use crate::nats::connection::{self, NatsError};
+use crate::nats::streams::MappingError;
 use crate::node::Node;
 use crate::ops::{control, switches};
 use crate::transport::{http, serve};
 
 /// Longest pause between looks for idle orgs.
 const EVICT_EVERY_MAX: Duration = Duration::from_secs(5);
+/// Wait between checks of the partition mapping while NATS cannot answer.
+const MAPPING_RETRY: Duration = Duration::from_secs(1);
 /// Time granted to flush NATS at exit even when the drain used up its own.
 const FINAL_FLUSH: Duration = Duration::from_millis(500);
 
@@ -29,6 +32,9 @@ pub enum RunError {
     /// No token verifier can be built from the JWT settings.
     #[error("invalid configuration: {0}")]
     Key(#[from] KeyError),
+    /// The NATS servers' partition mapping disagrees with `HERALD_PARTITIONS`.
+    #[error("invalid configuration: {0}")]
+    Mapping(#[from] MappingError),
     /// The NATS client could not be set up.
     #[error("nats: {0}")]
     Nats(#[from] NatsError),
@@ -45,15 +51,39 @@ pub async fn run(
     let node_id = config.resolved_node_id();
     let (client, losses) = connection::connect(&config, &node_id).await?;
     let node = Node::new(config, node_id, client, losses, verifier);
-    tracing::info!(node = %node.node_id, addr = ?listener.local_addr().ok(), stream = %node.stream.name(), "herald-edge starting");
+    let partitions = node.streams.partitions().count();
+    tracing::info!(node = %node.node_id, addr = ?listener.local_addr().ok(), stream = %node.config.stream, partitions, "herald-edge starting");
 
-    match node.stream.ensure().await {
-        Ok(h) => node.heads.set(h),
-        Err(e) => tracing::warn!(error = %e, "stream not reachable yet; will keep trying"),
+    for heads in node.streams.all() {
+        match heads.stream().ensure().await {
+            Ok(h) => heads.set(h),
+            Err(e) => {
+                tracing::warn!(stream = %heads.stream().name(), error = %e, "stream not reachable yet; will keep trying")
+            }
+        }
     }
-    let heads = Arc::clone(&node.heads);
-    let (interval, stop) = (node.config.head_interval, node.draining.clone());
-    tokio::spawn(async move { heads.sample(interval, stop).await });
+    // A node whose partitions disagree with the servers' mapping would read
+    // orgs' events from the wrong streams: it refuses to start, and waits
+    // (not ready, not serving) while NATS cannot say.
+    let mut shutdown = Box::pin(shutdown);
+    loop {
+        match node.streams.verify_mapping(&node.client).await {
+            Ok(()) => break,
+            Err(e @ MappingError::Mismatch { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the partition mapping yet; retrying")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(MAPPING_RETRY) => {}
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+    for heads in node.streams.all() {
+        let heads = Arc::clone(heads);
+        let (interval, stop) = (node.config.head_interval, node.draining.clone());
+        tokio::spawn(async move { heads.sample(interval, stop).await });
+    }
     tokio::spawn(control::follow(
         node.client.clone(),
         Arc::clone(&node.connections),

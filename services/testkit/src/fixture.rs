@@ -126,6 +126,27 @@ impl Herald<EdgeProcess> {
         Self::start_on(NatsServer::start_with_accounts().await, bin, edges, &env).await
     }
 
+    /// Starts NATS with the mapping for `partitions` streams
+    /// ([`NatsServer::start_partitioned`]) and `edges` nodes with
+    /// `HERALD_PARTITIONS=<partitions>`.
+    pub async fn start_partitioned(
+        bin: impl AsRef<Path>,
+        edges: usize,
+        partitions: u32,
+        env: &[(&str, &str)],
+    ) -> Herald {
+        let k = partitions.to_string();
+        let mut env = env.to_vec();
+        env.push(("HERALD_PARTITIONS", &k));
+        Self::start_on(
+            NatsServer::start_partitioned(partitions).await,
+            bin,
+            edges,
+            &env,
+        )
+        .await
+    }
+
     async fn start_on(
         nats: NatsServer,
         bin: impl AsRef<Path>,

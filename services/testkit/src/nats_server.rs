@@ -156,7 +156,21 @@ impl NatsServer {
         Self::start_inner(true).await
     }
 
+    /// Like [`start`](Self::start), with the subject mapping that spreads
+    /// `herald.events.*.*.*` over `partitions` streams (a sixth token,
+    /// `partition(K, 1)` of the org), as every shipped NATS config has it
+    /// for `HERALD_PARTITIONS` above 1.
+    pub async fn start_partitioned(partitions: u32) -> NatsServer {
+        let mapping =
+            herald_proto::Partitions::new(partitions).and_then(herald_proto::Partitions::mapping);
+        Self::start_configured(false, mapping).await
+    }
+
     async fn start_inner(accounts: bool) -> NatsServer {
+        Self::start_configured(accounts, None).await
+    }
+
+    async fn start_configured(accounts: bool, mapping: Option<(String, String)>) -> NatsServer {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "testkit-{}-{}",
@@ -168,6 +182,12 @@ impl NatsServer {
         if accounts {
             // Flags after the config file override its settings.
             args.extend(["-c".into(), accounts_config().into_os_string()]);
+        }
+        if let Some((from, to)) = mapping {
+            let path = dir.path().join("mapping.conf");
+            std::fs::write(&path, format!("mappings {{\n  \"{from}\": \"{to}\"\n}}\n"))
+                .expect("write the mapping config");
+            args.extend(["-c".into(), path.into_os_string()]);
         }
         args.extend::<[OsString; 7]>([
             "-js".into(),

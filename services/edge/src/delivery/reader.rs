@@ -98,7 +98,7 @@ impl Reader {
         limit: usize,
     ) -> Result<Step, StreamError> {
         self.filter.set_disabled(disabled);
-        let heads = Arc::clone(&self.lease.upstream.heads);
+        let heads = Arc::clone(&self.lease.heads);
         loop {
             self.changes.borrow_and_update();
             let (read, epoch) = self.lease.read(self.cursor, &self.filter, limit);
@@ -125,8 +125,7 @@ impl Reader {
                     // Boxed: a rare path that would otherwise make every held
                     // request's future (and its memory) larger.
                     let (events, scanned) = Box::pin(history::read(
-                        &self.lease.upstream,
-                        &self.lease.org,
+                        &self.lease,
                         from,
                         floor,
                         &self.filter,
@@ -161,7 +160,7 @@ impl Reader {
     /// belongs to another incarnation of the stream (a resume without its
     /// epoch, such as an EventSource reconnect after a recreate).
     async fn beyond_head(&mut self) -> Result<bool, StreamError> {
-        let head = self.lease.upstream.heads.fresh().await?;
+        let head = self.lease.heads.fresh().await?;
         Ok(head.epoch == self.epoch && self.cursor > head.last_seq)
     }
 

@@ -12,7 +12,8 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use herald_proto::subject::org_events_filter;
-use herald_publisher::stream::{events_stream, republishes_live, StreamLimits};
+use herald_proto::Partitions;
+use herald_publisher::stream::{partition_stream, republishes_live, StreamLimits};
 
 /// Where the stream stands: its first and last sequence and its incarnation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,24 +91,22 @@ pub struct OrgMessages {
     pub complete_to: u64,
 }
 
-/// Handle on the event stream.
+/// What the node's event streams share: their settings, and the reads in
+/// flight on this node (bounded together, counted together).
 #[derive(Clone)]
-pub struct EventStream {
-    js: Context,
-    name: String,
-    replicas: usize,
-    max_age: Duration,
-    max_msg_size: i32,
+pub struct StreamSettings {
+    /// Replicas and limits of a stream this node creates.
+    pub limits: StreamLimits,
     reads: Arc<Semaphore>,
     requests: Arc<AtomicU64>,
     batch: usize,
 }
 
-impl EventStream {
-    /// A handle; nothing is sent until a method is called.
+impl StreamSettings {
+    /// `replicas` and `max_age` for new streams, `max_event_bytes` per
+    /// event, `concurrent_reads` reads at once over all streams, and batches
+    /// sized for the client's `subscription_capacity`.
     pub fn new(
-        client: async_nats::Client,
-        name: &str,
         replicas: usize,
         max_age: Duration,
         max_event_bytes: usize,
@@ -115,23 +114,56 @@ impl EventStream {
         subscription_capacity: usize,
     ) -> Self {
         Self {
-            js: jetstream::new(client),
-            name: name.to_owned(),
-            replicas,
-            max_age,
-            // Headers travel in the same message; leave them room.
-            max_msg_size: i32::try_from(max_event_bytes.saturating_add(16 * 1024))
-                .unwrap_or(i32::MAX),
+            limits: StreamLimits {
+                replicas,
+                max_age,
+                // Headers travel in the same message; leave them room.
+                max_message_size: i32::try_from(max_event_bytes.saturating_add(16 * 1024))
+                    .unwrap_or(i32::MAX),
+            },
             reads: Arc::new(Semaphore::new(concurrent_reads.max(1))),
             requests: Arc::new(AtomicU64::new(0)),
             batch: BATCH.min(subscription_capacity / 2).max(1),
         }
     }
 
-    /// Requests sent so far to read stored events (one per message get,
-    /// consumer creation or batch fetch).
+    /// Requests sent so far to read stored events over all streams (one per
+    /// message get, consumer creation or batch fetch).
     pub fn read_requests(&self) -> u64 {
         self.requests.load(Relaxed)
+    }
+}
+
+/// Handle on one event stream (the only one, or one partition's).
+#[derive(Clone)]
+pub struct EventStream {
+    js: Context,
+    name: String,
+    wanted: stream::Config,
+    reads: Arc<Semaphore>,
+    requests: Arc<AtomicU64>,
+    batch: usize,
+}
+
+impl EventStream {
+    /// A handle on partition `k` of `partitions` (named after `base`);
+    /// nothing is sent until a method is called.
+    pub fn new(
+        client: async_nats::Client,
+        base: &str,
+        partitions: Partitions,
+        k: u32,
+        settings: &StreamSettings,
+    ) -> Self {
+        let wanted = partition_stream(base, partitions, k, settings.limits);
+        Self {
+            js: jetstream::new(client),
+            name: wanted.name.clone(),
+            wanted,
+            reads: Arc::clone(&settings.reads),
+            requests: Arc::clone(&settings.requests),
+            batch: settings.batch,
+        }
     }
 
     /// The stream name.
@@ -141,14 +173,7 @@ impl EventStream {
 
     /// The config this node creates the stream with.
     pub fn wanted_config(&self) -> stream::Config {
-        events_stream(
-            &self.name,
-            StreamLimits {
-                replicas: self.replicas,
-                max_age: self.max_age,
-                max_message_size: self.max_msg_size,
-            },
-        )
+        self.wanted.clone()
     }
 
     /// Creates the stream when missing; when it exists with another config,
@@ -166,7 +191,7 @@ impl EventStream {
                 Ok(head_of(info))
             }
             Err(e) if is_not_found(&e) => {
-                tracing::info!(stream = %self.name, replicas = self.replicas, "creating stream");
+                tracing::info!(stream = %self.name, replicas = self.wanted.num_replicas, subjects = ?self.wanted.subjects, "creating stream");
                 let mut s = self
                     .js
                     .get_or_create_stream(self.wanted_config())

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_nats::HeaderMap;
 use herald_proto::envelope::{Encoding, EventBody};
+use herald_proto::partition::{self, Partitions};
 use herald_proto::subject::EventSubject;
 use herald_proto::{DeliveredEvent, RejectReason};
 use serde_json::value::RawValue;
@@ -144,6 +145,7 @@ pub fn decode_live(
     meta: LiveMeta,
     org: &str,
     max_bytes: usize,
+    partitions: Partitions,
 ) -> Decoded {
     // The server's values are the last ones (see `live_meta`).
     let headers = msg.headers.as_ref();
@@ -155,9 +157,12 @@ pub fn decode_live(
         .and_then(|h| h.get_last("Nats-Time-Stamp"))
         .and_then(|v| parse_rfc3339_ms(v.as_str()))
         .unwrap_or_else(now_ms);
+    let Some(subject) = own_subject(&original, org, partitions) else {
+        return partition_rejected(meta.seq, &original);
+    };
     decode(
         meta.seq,
-        &original,
+        subject,
         headers,
         &msg.payload,
         stored_ms,
@@ -171,17 +176,36 @@ pub fn decode_stored(
     msg: &async_nats::jetstream::message::StreamMessage,
     org: &str,
     max_bytes: usize,
+    partitions: Partitions,
 ) -> Decoded {
     let stored_ms = (msg.time.unix_timestamp_nanos() / 1_000_000) as i64;
+    let Some(subject) = own_subject(msg.subject.as_str(), org, partitions) else {
+        return partition_rejected(msg.sequence, msg.subject.as_str());
+    };
     decode(
         msg.sequence,
-        msg.subject.as_str(),
+        subject,
         Some(&msg.headers),
         &msg.payload,
         stored_ms,
         org,
         max_bytes,
     )
+}
+
+/// The stored subject without its partition token, when that token is
+/// right for `org` (see [`Partitions::check`]); `None` otherwise.
+fn own_subject<'a>(subject: &'a str, org: &str, partitions: Partitions) -> Option<&'a str> {
+    let (base, token) = partition::split(subject);
+    partitions.check(org, token).ok().map(|()| base)
+}
+
+fn partition_rejected(seq: u64, subject: &str) -> Decoded {
+    Decoded::Rejected {
+        seq,
+        reason: RejectReason::BadSubject,
+        detail: format!("{subject}: partition token does not fit this deployment's partitions"),
+    }
 }
 
 /// Decodes one message of `org` given its parts: the common path of
@@ -332,6 +356,29 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_partition_token_must_be_the_orgs() {
+        let four = Partitions::new(4).unwrap();
+        let k = four.of("acme");
+        let own = format!("herald.events.acme.finance.p1.{k}");
+        let other = format!("herald.events.acme.finance.p1.{}", (k + 1) % 4);
+        assert_eq!(
+            own_subject(&own, "acme", four),
+            Some("herald.events.acme.finance.p1")
+        );
+        assert_eq!(own_subject(&other, "acme", four), None);
+        assert_eq!(
+            own_subject("herald.events.acme.finance.p1", "acme", four),
+            None
+        );
+        let one = Partitions::single();
+        assert_eq!(
+            own_subject("herald.events.acme.finance.p1", "acme", one),
+            Some("herald.events.acme.finance.p1")
+        );
+        assert_eq!(own_subject(&own, "acme", one), None);
+    }
 
     #[test]
     fn truncates_at_char_boundaries() {

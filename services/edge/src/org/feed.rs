@@ -65,7 +65,7 @@ pub async fn run(hub: Arc<OrgHub>) {
     hub.subscribed.send_replace(true);
     tracing::debug!(org = %hub.org, "org subscribed");
     let mut feed = Feed::new();
-    let mut head_rx = up.heads.watch();
+    let mut head_rx = hub.heads.watch();
     loop {
         hub.trusted.store(feed.trust() == Trust::Trusted, Relaxed);
         tokio::select! {
@@ -117,7 +117,8 @@ async fn handle_live(hub: &OrgHub, feed: &mut Feed, batch: Vec<Live>) {
             }
             Live::Message(m) => m,
         };
-        let Some(meta) = decode::live_meta(msg.headers.as_ref(), up.stream.name()) else {
+        let stream = hub.heads.stream().name();
+        let Some(meta) = decode::live_meta(msg.headers.as_ref(), stream) else {
             continue;
         };
         let settled = hub.settled_seq();
@@ -142,7 +143,7 @@ async fn handle_live(hub: &OrgHub, feed: &mut Feed, batch: Vec<Live>) {
                 // Read the stream up to and including these messages: nothing
                 // of the org before them can be missing afterwards.
                 if meta.seq > verified_to {
-                    verified_to = newest_before_mark(&batch[i..], up.stream.name()).max(meta.seq);
+                    verified_to = newest_before_mark(&batch[i..], stream).max(meta.seq);
                     if let Err(e) = fill(hub, verified_to).await {
                         tracing::warn!(org = %hub.org, error = %e, "gap fill failed; will retry");
                         feed.failed();
@@ -161,7 +162,13 @@ async fn handle_live(hub: &OrgHub, feed: &mut Feed, batch: Vec<Live>) {
         }
         let span = crate::ops::telemetry::ingest_span(&hub.org, meta.seq, msg.headers.as_ref());
         let _entered = span.as_ref().map(tracing::Span::enter);
-        let decoded = decode::decode_live(msg, meta, &hub.org, up.max_event_bytes);
+        let decoded = decode::decode_live(
+            msg,
+            meta,
+            &hub.org,
+            up.max_event_bytes,
+            up.streams.partitions(),
+        );
         hub.apply(decoded);
     }
     hub.notify();
@@ -197,7 +204,7 @@ async fn fill(hub: &OrgHub, until: u64) -> Result<usize, StreamError> {
 /// False for a live sequence beyond the stream's head (a forged or corrupt
 /// header); a sequence far past the last sample is checked against a fresh one.
 async fn plausible(hub: &OrgHub, seq: u64) -> bool {
-    let heads = &hub.upstream.heads;
+    let heads = &hub.heads;
     let known = heads.current().map_or(0, |h| h.last_seq);
     if seq <= known.saturating_add(PLAUSIBLE_AHEAD) {
         return true;
@@ -210,7 +217,7 @@ async fn plausible(hub: &OrgHub, seq: u64) -> bool {
 }
 
 async fn audit(hub: &OrgHub, feed: &mut Feed) {
-    let heads = &hub.upstream.heads;
+    let heads = &hub.heads;
     // The head must be sampled before the read so the read covers every
     // event up to it.
     let head = match feed.audit_head() {

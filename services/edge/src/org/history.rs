@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use crate::nats::stream::StreamError;
 use crate::org::decode::{self, Decoded, StoredEvent};
+use crate::org::hub::OrgHub;
 use crate::org::hub::FILL_BYTES;
-use crate::org::{EventFilter, Upstream};
+use crate::org::EventFilter;
 
 /// Most stored messages one history read scans, so one poll cannot keep the node busy.
 pub const HISTORY_SCAN_LIMIT: usize = 5_000;
@@ -21,14 +22,14 @@ pub const HISTORY_SCAN_LIMIT: usize = 5_000;
 /// and about `max_bytes` of JSON) and the sequence up to which the client
 /// then has every matching event.
 pub async fn read(
-    up: &Upstream,
-    org: &str,
+    hub: &OrgHub,
     after: u64,
     until: u64,
     filter: &impl EventFilter,
     limit: usize,
     max_bytes: usize,
 ) -> Result<(Vec<Arc<StoredEvent>>, u64), StreamError> {
+    let (up, org) = (&hub.upstream, &*hub.org);
     up.metrics.history_reads.fetch_add(1, Relaxed);
     let mut events = Vec::new();
     let mut bytes = 0;
@@ -41,14 +42,17 @@ pub async fn read(
         if from > until {
             return Ok((events, until));
         }
-        let got = up
-            .stream
+        let got = hub
+            .heads
+            .stream()
             .org_messages(org, from, until, HISTORY_SCAN_LIMIT - scanned, FILL_BYTES)
             .await?;
         scanned += got.messages.len().max(1);
         for msg in &got.messages {
             cursor = msg.sequence;
-            if let Decoded::Event(e) = decode::decode_stored(msg, org, up.max_event_bytes) {
+            if let Decoded::Event(e) =
+                decode::decode_stored(msg, org, up.max_event_bytes, up.streams.partitions())
+            {
                 if filter.matches(&e) {
                     bytes += e.json.get().len();
                     events.push(e);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::nats::head::Heads;
 use crate::nats::stream::{StreamError, StreamHead};
 use crate::org::buffer::{BufferRead, OrgBuffer};
 use crate::org::decode::{self, Decoded};
@@ -48,6 +49,8 @@ pub struct OrgHub {
     pub(crate) subscribed: watch::Sender<bool>,
     /// Where the org's events come from.
     pub(crate) upstream: Arc<Upstream>,
+    /// The org's partition: its stream and sampled head.
+    pub(crate) heads: Arc<Heads>,
     max_read_bytes: usize,
     /// Stops the ingestion task.
     pub cancel: CancellationToken,
@@ -58,6 +61,7 @@ impl OrgHub {
     pub fn new(
         org: &str,
         upstream: Arc<Upstream>,
+        heads: Arc<Heads>,
         limits: &OrgLimits,
         start: u64,
         epoch: String,
@@ -76,6 +80,7 @@ impl OrgHub {
             live: Arc::new(LiveQueue::new(limits.live)),
             subscribed: watch::channel(false).0,
             upstream,
+            heads,
             max_read_bytes: limits.max_read_bytes,
             cancel: CancellationToken::new(),
         })
@@ -184,8 +189,8 @@ impl OrgHub {
                 break;
             }
             let got = self
-                .upstream
-                .stream
+                .heads
+                .stream()
                 .org_messages(&self.org, from, until, FILL_BATCH, FILL_BYTES)
                 .await?;
             read += got.messages.len();
@@ -194,6 +199,7 @@ impl OrgHub {
                     msg,
                     &self.org,
                     self.upstream.max_event_bytes,
+                    self.upstream.streams.partitions(),
                 ));
             }
             if got.complete_to >= until {

@@ -96,10 +96,12 @@ impl Registry {
         let hub = match map.get(org) {
             Some(hub) => Arc::clone(hub),
             None => {
-                let head = self.upstream.heads.current().ok_or(StreamNotReached)?;
+                let heads = Arc::clone(self.upstream.streams.for_org(org));
+                let head = heads.current().ok_or(StreamNotReached)?;
                 let hub = OrgHub::new(
                     org,
                     Arc::clone(&self.upstream),
+                    heads,
                     &self.limits,
                     head.last_seq,
                     head.epoch,

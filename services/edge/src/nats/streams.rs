@@ -1,0 +1,193 @@
+//! The node's event streams: one, or one per partition (`HERALD_PARTITIONS`),
+//! each with its sampled head.
+//!
+//! Invariant: an org's events are read from, and its live messages checked
+//! against, exactly the stream of its partition ([`Partitions::of`]), and
+//! with more than one partition the node serves only after
+//! [`Streams::verify_mapping`] proved that the NATS servers map each org's
+//! events into that same stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use herald_proto::Partitions;
+
+use crate::nats::head::Heads;
+use crate::nats::stream::{EventStream, StreamSettings};
+
+/// Longest wait for the answer to one mapping probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Service and property of the probes (never stored: see `verify_mapping`).
+const PROBE_SERVICE: &str = "herald-probe";
+
+/// The streams and their heads, by partition.
+pub struct Streams {
+    partitions: Partitions,
+    heads: Vec<Arc<Heads>>,
+    settings: StreamSettings,
+}
+
+/// The NATS servers do not put an org's events where this node reads them.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    /// A probe for partition `k` landed in no stream or another one.
+    #[error(
+        "events of partition {k} do not land in stream {stream} ({detail}); the NATS subject \
+         mapping must be herald.events.*.*.* -> {mapping}, matching HERALD_PARTITIONS={count}"
+    )]
+    Mismatch {
+        /// The partition probed.
+        k: u32,
+        /// The stream it should land in.
+        stream: String,
+        /// What the server answered.
+        detail: String,
+        /// The mapping destination expected.
+        mapping: String,
+        /// `HERALD_PARTITIONS`.
+        count: u32,
+    },
+    /// The probe got no answer (NATS or JetStream away): nothing proven.
+    #[error("cannot probe partition {k}: {detail}")]
+    Unreachable {
+        /// The partition probed.
+        k: u32,
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl Streams {
+    /// Handles on the `partitions` streams named after `base`.
+    pub fn new(
+        client: &async_nats::Client,
+        base: &str,
+        partitions: Partitions,
+        settings: StreamSettings,
+    ) -> Self {
+        let heads = (0..partitions.count())
+            .map(|k| {
+                let stream = EventStream::new(client.clone(), base, partitions, k, &settings);
+                Arc::new(Heads::new(stream))
+            })
+            .collect();
+        Self {
+            partitions,
+            heads,
+            settings,
+        }
+    }
+
+    /// How orgs are spread.
+    pub fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+
+    /// The head (and stream) of `org`'s partition.
+    pub fn for_org(&self, org: &str) -> &Arc<Heads> {
+        &self.heads[self.partitions.of(org) as usize]
+    }
+
+    /// Every partition's head, by partition.
+    pub fn all(&self) -> &[Arc<Heads>] {
+        &self.heads
+    }
+
+    /// Requests sent so far to read stored events, over all streams.
+    pub fn read_requests(&self) -> u64 {
+        self.settings.read_requests()
+    }
+
+    /// Successful head samples, over all streams.
+    pub fn head_samples(&self) -> u64 {
+        self.heads.iter().map(|h| h.samples()).sum()
+    }
+
+    /// Every stream's head was sampled within `max_age`.
+    pub fn all_recent(&self, max_age: Duration) -> bool {
+        self.heads.iter().all(|h| h.is_recent(max_age))
+    }
+
+    /// Proves, for each partition, that an event published to
+    /// `herald.events.<org>.…` of an org of that partition lands in that
+    /// partition's stream. Each probe carries `Nats-Expected-Stream` (the
+    /// partition's stream) and an `Nats-Expected-Last-Sequence` no stream
+    /// can have, so it is never stored: the right stream answers "wrong
+    /// last sequence", another stream "expected stream does not match", and
+    /// a subject no stream captures (no mapping) gets no answer at all.
+    /// Nothing to prove with one partition.
+    pub async fn verify_mapping(&self, client: &async_nats::Client) -> Result<(), MappingError> {
+        let Some((_, destination)) = self.partitions.mapping() else {
+            return Ok(());
+        };
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(PROBE_TIMEOUT);
+        for (k, heads) in self.heads.iter().enumerate() {
+            let k = k as u32;
+            let org = probe_org(self.partitions, k);
+            let stream = heads.stream().name().to_owned();
+            let publish = PublishMessage::build()
+                .expected_stream(&stream)
+                .expected_last_sequence(u64::MAX)
+                .payload("{}".into());
+            let subject = format!("herald.events.{org}.{PROBE_SERVICE}._");
+            let sent = js.send_publish(subject, publish).await;
+            let answer = match sent {
+                Ok(ack) => ack.await.map(|_| ()),
+                Err(e) => {
+                    return Err(MappingError::Unreachable {
+                        k,
+                        detail: e.to_string(),
+                    })
+                }
+            };
+            let mismatch = |detail: String| MappingError::Mismatch {
+                k,
+                stream: stream.clone(),
+                detail,
+                mapping: destination.clone(),
+                count: self.partitions.count(),
+            };
+            match answer {
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {}
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                    return Err(mismatch(format!("no stream stores it: {e}")))
+                }
+                Err(e) if e.kind() == PublishErrorKind::TimedOut => {
+                    return Err(MappingError::Unreachable {
+                        k,
+                        detail: e.to_string(),
+                    })
+                }
+                Err(e) => return Err(mismatch(e.to_string())),
+                // Stored: cannot happen with an impossible last sequence.
+                Ok(()) => return Err(mismatch("the probe was stored".to_owned())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An org token that falls in partition `k`.
+fn probe_org(partitions: Partitions, k: u32) -> String {
+    (0u64..)
+        .map(|n| format!("herald-probe-{n}"))
+        .find(|org| partitions.of(org) == k)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn there_is_a_probe_org_for_every_partition() {
+        let p = Partitions::new(16).unwrap();
+        for k in 0..16 {
+            let org = probe_org(p, k);
+            assert_eq!(p.of(&org), k, "{org}");
+            herald_proto::subject::check_token("org", &org).unwrap();
+        }
+    }
+}
