@@ -21,6 +21,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..', '..');
 
 export const ORG = 'acme-e2e';
+/** The SDK's transport endpoints: each URL carries `org` for the load balancer. */
+const TRANSPORT_PATHS = ['/v1/realtime/poll', '/v2/realtime/sse', '/v2/realtime/stream'];
 export const SECRET = 'herald-e2e-secret-0123456789abcdef';
 export const SERVICES = ['finance', 'guest', 'tasks', 'staff'];
 export const CHROMIUM_ARGS = [
@@ -167,8 +169,8 @@ export class Stack {
   constructor() {
     this.edges = [];
     this.contexts = new Set();
-    this.violations = []; // bad Authorization headers / token params seen anywhere
-    this.inspected = { requests: 0, websockets: 0, withAuthorization: 0, withTokenParam: 0 };
+    this.violations = []; // bad Authorization headers / token params / missing org params seen anywhere
+    this.inspected = { requests: 0, websockets: 0, withAuthorization: 0, withTokenParam: 0, transportUrls: 0 };
     this.figures = []; // printed at the end
   }
 
@@ -340,7 +342,9 @@ export class Stack {
   /**
    * A fresh browser context (= one browser profile) whose every request and
    * WebSocket is recorded and checked: an Authorization header must be
-   * "Bearer <jwt>", a token query parameter must be a non-empty JWT.
+   * "Bearer <jwt>", a token query parameter must be a non-empty JWT, and a
+   * poll, SSE or stream URL must carry org=<the tokens' org> (org-affine
+   * routing).
    */
   async newContext() {
     const context = await this.browser.newContext();
@@ -359,6 +363,12 @@ export class Stack {
         u = new URL(url);
       } catch {
         return;
+      }
+      if (TRANSPORT_PATHS.some((p) => u.pathname.endsWith(p))) {
+        this.inspected.transportUrls += 1;
+        if (u.searchParams.get('org') !== ORG) {
+          this.violations.push(`${kind} ${url}: org ${JSON.stringify(u.searchParams.get('org'))}, not ${ORG}`);
+        }
       }
       if (u.searchParams.has('token')) {
         this.inspected.withTokenParam += 1;

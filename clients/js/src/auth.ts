@@ -27,22 +27,45 @@ export function bearerHeader(token: unknown): { Authorization: string } | null {
   return isUsableToken(token) ? { Authorization: `Bearer ${token}` } : null;
 }
 
-/** The `exp` of a JWT in ms since the epoch, or null (not a JWT, no exp). */
-export function jwtExpiry(token: string): number | null {
+/**
+ * The claims of a JWT, decoded but not verified (the edge verifies), or null
+ * when the token is not a JWT we can read: such a token is treated as opaque.
+ */
+function jwtClaims(token: string): Record<string, unknown> | null {
   const parts = token.split('.');
   if (parts.length !== 3 || parts[1] === undefined) return null;
   try {
     const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
     const padded = b64 + '='.repeat((4 - (b64.length % 4)) % 4);
     const claims: unknown = JSON.parse(atob(padded));
-    if (typeof claims === 'object' && claims !== null) {
-      const exp = (claims as { exp?: unknown }).exp;
-      if (typeof exp === 'number' && Number.isFinite(exp)) return exp * 1000;
+    if (typeof claims === 'object' && claims !== null && !Array.isArray(claims)) {
+      return claims as Record<string, unknown>;
     }
   } catch {
-    // Not a JWT we can read: treat as opaque.
+    // Not base64url JSON.
   }
   return null;
+}
+
+/** The `exp` of a JWT in ms since the epoch, or null (not a JWT, no exp). */
+export function jwtExpiry(token: string): number | null {
+  const exp = jwtClaims(token)?.exp;
+  return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : null;
+}
+
+/** What the edge accepts as an org id: 1–64 characters of `[A-Za-z0-9_-]`. */
+const ORG_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * The `org` claim of a JWT, or null (not a JWT, no org, or not an org id,
+ * such as a cross-org token's `*`). Transports send it as `org=` on every
+ * request so that a load balancer can route an org's users to the same
+ * nodes (protocol §4, org-affine routing); without it they send none and
+ * any node serves them all the same.
+ */
+export function jwtOrg(token: string): string | null {
+  const org = jwtClaims(token)?.org;
+  return typeof org === 'string' && ORG_ID.test(org) ? org : null;
 }
 
 /**

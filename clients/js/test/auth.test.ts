@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { bearerHeader, isUsableToken, jwtExpiry, TokenManager } from '../src/auth.js';
+import { bearerHeader, isUsableToken, jwtExpiry, jwtOrg, TokenManager } from '../src/auth.js';
 import { FakeClock, flush, jwt } from './fakes.js';
 
 function deferred<T>() {
@@ -25,6 +25,32 @@ describe('token checks', () => {
     expect(jwtExpiry(jwt({ sub: 'u', exp: 2000 }))).toBe(2_000_000);
     expect(jwtExpiry('opaque-token')).toBeNull();
     expect(jwtExpiry('a.%%%.c')).toBeNull();
+  });
+
+  it('reads a JWT org only when it is an org id the edge accepts', () => {
+    expect(jwtOrg(jwt({ sub: 'u', org: 'acme', exp: 2000 }))).toBe('acme');
+    expect(jwtOrg(jwt({ org: 'Org_9-x' }))).toBe('Org_9-x');
+    expect(jwtOrg(jwt({ org: 'o'.repeat(64) }))).toBe('o'.repeat(64));
+    // base64url, unpadded: this payload holds both '-' and '_'.
+    const urlSafe = jwt({ sub: 'a???~~~', org: 'acme' });
+    expect(urlSafe.split('.')[1]).toMatch(/-.*_|_.*-/);
+    expect(jwtOrg(urlSafe)).toBe('acme');
+    // Not decodable, no org, or no org id (a cross-org token's '*'): none.
+    for (const t of [
+      'opaque-token',
+      'a.%%%.c',
+      'a.b',
+      `x.${btoa('[1]')}.y`,
+      jwt({ sub: 'u' }),
+      jwt({ org: '' }),
+      jwt({ org: '*' }),
+      jwt({ org: 'ac.me' }),
+      jwt({ org: 'ac me' }),
+      jwt({ org: 'o'.repeat(65) }),
+      jwt({ org: 42 }),
+    ]) {
+      expect(jwtOrg(t), t).toBeNull();
+    }
   });
 });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { closeReasonForStatus, FAST_EMPTY_MS, LongPollTransport, nextPollDelay } from '../src/transport/longpoll.js';
-import { ev, flush } from './fakes.js';
+import { ev, flush, jwt } from './fakes.js';
 import { transportContext } from './helpers.js';
 
 const seq = (n: number) => Array.from({ length: n }, (_, i) => i / n);
@@ -73,6 +73,25 @@ describe('LongPollTransport', () => {
       timeout: '0', // the first poll answers at once
     });
     expect(r.init.headers).toEqual({ Authorization: 'Bearer tok-1' });
+  });
+
+  it("carries the token's org on every poll, and a refreshed token's org after it", async () => {
+    const first = jwt({ sub: 'u1', org: 'acme' });
+    const { tab } = started({ token: first, freshToken: jwt({ sub: 'u1', org: 'globex' }) });
+    await flush();
+    const r = tab.http.last();
+    expect(new URL(r.url).searchParams.get('org')).toBe('acme');
+    expect(r.init.headers).toEqual({ Authorization: `Bearer ${first}` });
+    tab.http.last().respond(200, { events: [], lastSeq: 41, epoch: 'E', reset: null });
+    await flush();
+    // The next poll asks for a token again (getToken answers the refreshed one).
+    expect(new URL(tab.http.last().url).searchParams.get('org')).toBe('globex');
+  });
+
+  it('sends no org when the token cannot be decoded', async () => {
+    const { tab } = started({ token: 'opaque-token' });
+    await flush();
+    expect(new URL(tab.http.last().url).searchParams.has('org')).toBe(false);
   });
 
   it('opens on the first answer, delivers events, moves the cursor, then holds polls for 25 s', async () => {

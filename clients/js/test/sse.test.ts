@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SseTransport } from '../src/transport/sse.js';
-import { ev, flush } from './fakes.js';
+import { ev, flush, jwt } from './fakes.js';
 import { transportContext } from './helpers.js';
 
 function started(opts: Parameters<typeof transportContext>[0] = {}) {
@@ -22,6 +22,30 @@ describe('SSE transport', () => {
       epoch: 'E',
       token: 'tok-1',
     });
+  });
+
+  it("carries the token's org, and none when the token cannot be decoded", () => {
+    const token = jwt({ sub: 'u1', org: 'acme' });
+    const withOrg = started({ token }).tab.lastSource();
+    expect(withOrg.params().get('org')).toBe('acme');
+    expect(withOrg.params().get('token')).toBe(token);
+    // The existing parameters are unchanged beside it.
+    expect(withOrg.params().get('services')).toBe('finance,tasks');
+    expect(started({ token: 'opaque-token' }).tab.lastSource().params().has('org')).toBe(false);
+    expect(started({ token: jwt({ sub: 'u1', org: '*' }) }).tab.lastSource().params().has('org')).toBe(false);
+  });
+
+  it("reopening with a renewed token sends that token's org", async () => {
+    const { tab, world } = started({
+      token: jwt({ sub: 'u1', org: 'acme' }),
+      freshToken: jwt({ sub: 'u1', org: 'globex' }),
+    });
+    const first = tab.lastSource();
+    expect(first.params().get('org')).toBe('acme');
+    first.emit('ack', { epoch: 'E', seq: 41, expiresAt: world.clock.now + 2 * 60_000 });
+    await world.clock.advance(60_001);
+    expect(tab.sources).toHaveLength(2);
+    expect(tab.lastSource().params().get('org')).toBe('globex');
   });
 
   it('reports ack, service events, reset and updated', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { closeReasonForCode, WebSocketTransport, WS_SUBPROTOCOL } from '../src/transport/websocket.js';
-import { ev, flush } from './fakes.js';
+import { ev, flush, jwt } from './fakes.js';
 import { transportContext } from './helpers.js';
 
 function started(opts: Parameters<typeof transportContext>[0] = {}) {
@@ -22,6 +22,22 @@ describe('WebSocket transport: handshake', () => {
     expect(u.searchParams.has('token')).toBe(false);
     expect(socket.url).not.toContain('tok-1');
     expect(socket.protocol).toBe(WS_SUBPROTOCOL);
+  });
+
+  it("puts the token's org in the URL, the token itself only in hello", () => {
+    const token = jwt({ sub: 'u1', org: 'acme' });
+    const { socket } = started({ url: 'https://edge.test/herald/', token });
+    const u = new URL(socket.url);
+    expect(u.pathname).toBe('/herald/v2/realtime/stream');
+    expect(Object.fromEntries(u.searchParams)).toEqual({ org: 'acme' });
+    expect(socket.url).not.toContain(token);
+    socket.open();
+    expect(socket.sent[0]).toMatchObject({ type: 'hello', token });
+  });
+
+  it('sends no org when the token cannot be decoded', () => {
+    const { socket } = started({ token: 'opaque-token' });
+    expect(new URL(socket.url).search).toBe('');
   });
 
   it('sends hello with the token, services, filters, lastSeq and epoch on open', () => {

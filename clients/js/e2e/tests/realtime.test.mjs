@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { SERVICES, Stack, T, checkDelivery, findLeader, freePort, quantile, sleep, waitFor, waitSettled } from '../harness.mjs';
+import { ORG, SERVICES, Stack, T, checkDelivery, findLeader, freePort, quantile, sleep, waitFor, waitSettled } from '../harness.mjs';
 import { captureDemo } from '../demo-shot.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -674,11 +674,12 @@ describe('Herald browser SDK in Chromium', { concurrency: false }, () => {
     );
   });
 
-  it('never an empty or malformed Authorization header or token parameter', () => {
+  it('never an empty or malformed Authorization header or token parameter, always the org', () => {
     const i = stack.inspected;
+    assert.ok(i.transportUrls > 0, 'transport URLs were inspected');
     stack.figure(
       'auth headers',
-      `${i.requests} requests and ${i.websockets} WebSockets inspected over all scenarios (${i.withAuthorization} with Authorization, ${i.withTokenParam} with a token parameter): ${stack.violations.length} empty or malformed`,
+      `${i.requests} requests and ${i.websockets} WebSockets inspected over all scenarios (${i.withAuthorization} with Authorization, ${i.withTokenParam} with a token parameter, ${i.transportUrls} poll/SSE/stream URLs, each to carry org=${ORG}): ${stack.violations.length} empty, malformed or without the org`,
     );
     assert.deepEqual(stack.violations, []);
   });

@@ -1,11 +1,12 @@
 // The long-poll transport (protocol §4): a chain of `GET /v1/realtime/poll`
 // requests through fetch, each passing the cursor of the previous answer,
-// token in `Authorization: Bearer` (never an empty one). RTT-aware: an empty
+// token in `Authorization: Bearer` (never an empty one), the token's org in
+// `org=` (for the load balancer). RTT-aware: an empty
 // answer that came back fast means the server could not hold the poll (a
 // drain, a proxy cutting idle requests), so the next poll waits 2–5 s instead
 // of spinning; when no tab of the profile is visible it polls slower still.
 
-import { bearerHeader } from '../auth.js';
+import { bearerHeader, jwtOrg } from '../auth.js';
 import { jitter, type Random } from '../backoff.js';
 import { TimerGroup, type ResponseLike } from '../env.js';
 import { sameSubscription, type Subscription } from '../routing.js';
@@ -87,7 +88,7 @@ export class LongPollTransport implements Transport {
     const token = this.polls === 0 ? this.ctx.token : await this.ctx.getToken(false);
     if (this.done) return;
     const headers = bearerHeader(token);
-    if (headers === null) {
+    if (headers === null || token === null) {
       // Never send an empty or malformed Authorization header: back off instead.
       this.finish({ kind: 'auth', detail: 'no usable token' });
       return;
@@ -102,7 +103,8 @@ export class LongPollTransport implements Transport {
     const url = endpoint(
       this.ctx.url,
       POLL_PATH,
-      { services: sub.services.join(','), propertyId: sub.propertyId, lastSeq, epoch, timeout },
+      // `org` from this poll's token: a refreshed token names its own.
+      { org: jwtOrg(token), services: sub.services.join(','), propertyId: sub.propertyId, lastSeq, epoch, timeout },
       { pageHref: env.baseHref() },
     );
     const controller = new AbortController();

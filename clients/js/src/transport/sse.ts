@@ -1,11 +1,13 @@
 // The Server-Sent Events transport (protocol §6): `/v2/realtime/sse` through
-// EventSource, token in `?token=`. EventSource would reconnect by itself with
+// EventSource, token in `?token=`, its org in `?org=` (for the load balancer;
+// a reopen with a renewed token sends that token's org). EventSource would reconnect by itself with
 // `Last-Event-ID`, but with the token of the first request, which may have
 // expired; so on any error this transport closes it and lets the connection
 // loop reopen with a fresh token and the current `lastSeq`. Subscription
 // changes and token renewal reopen the stream in place (new request, same
 // cursor), since SSE has no in-band update.
 
+import { jwtOrg } from '../auth.js';
 import { TimerGroup, type EventSourceLike } from '../env.js';
 import { sameSubscription, type Subscription } from '../routing.js';
 import { asEvent, endpoint, type CloseReason, type Transport, type TransportContext } from './types.js';
@@ -59,7 +61,7 @@ export class SseTransport implements Transport {
     const url = endpoint(
       this.ctx.url,
       SSE_PATH,
-      { services: sub.services.join(','), propertyId: sub.propertyId, lastSeq, epoch, token },
+      { org: jwtOrg(token), services: sub.services.join(','), propertyId: sub.propertyId, lastSeq, epoch, token },
       { pageHref: env.baseHref() },
     );
     let es: EventSourceLike;

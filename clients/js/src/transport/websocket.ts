@@ -1,11 +1,13 @@
 // The WebSocket transport (protocol §5): `/v2/realtime/stream` with the
 // `herald.v1.json` subprotocol. A browser cannot set headers on a WebSocket,
 // and a token in the URL would end up in proxy and access logs, so the token
-// rides in `hello` (the upgrade carries none). Sends `hello` with the token,
+// rides in `hello` (the upgrade carries none; its URL carries only the
+// token's org, `?org=`, for the load balancer). Sends `hello` with the token,
 // subscription and cursor, answers `ping` with `pong` and `refresh` with `auth`, changes the
 // subscription in place with `update`, and maps close codes to what the
 // connection loop should do next.
 
+import { jwtOrg } from '../auth.js';
 import { TimerGroup, type SocketLike } from '../env.js';
 import { sameSubscription, type Subscription } from '../routing.js';
 import type { ResetReason } from '../types.js';
@@ -65,7 +67,9 @@ export class WebSocketTransport implements Transport {
       this.fail({ kind: 'retry', detail: 'WebSocket unavailable' });
       return;
     }
-    const url = endpoint(this.ctx.url, WS_PATH, {}, { websocket: true, pageHref: env.baseHref() });
+    // The org, unlike the token, may be in the URL: a load balancer hashes on
+    // it. It is the org of the token `hello` carries.
+    const url = endpoint(this.ctx.url, WS_PATH, { org: jwtOrg(this.ctx.token) }, { websocket: true, pageHref: env.baseHref() });
     let socket: SocketLike;
     try {
       socket = env.openSocket(url, WS_SUBPROTOCOL);

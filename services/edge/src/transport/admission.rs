@@ -2,8 +2,9 @@
 //! stream, checked the same way for all three.
 //!
 //! Invariant: the checks run in one order: node state (draining; the kill
-//! switch for streams, while long-poll keeps working), then the token, then
-//! the subscription, then the connection caps. What passes holds a
+//! switch for streams, while long-poll keeps working), then the token (and
+//! the `org` the client named, which must be the token's), then the
+//! subscription, then the connection caps. What passes holds a
 //! [`Registration`] that counts against the node's and the user's caps
 //! until it is dropped, polls included, so no transport can take another's
 //! share. Refusals are [`ApiError`]s: each transport answers them through
@@ -39,7 +40,7 @@ pub fn admit(
 ) -> Result<Admitted, ApiError> {
     open(node, transport)?;
     let token = extract_token(headers, allowed_query_token(node, query_token))?;
-    let principal = authenticate(node, token)?;
+    let principal = authenticate(node, token, subscription.org.as_deref())?;
     let filter = subscribe(
         node,
         &principal,
@@ -90,10 +91,25 @@ fn allowed_query_token<'a>(node: &Node, query_token: Option<&'a str>) -> Option<
     query_token.filter(|_| node.config.allow_query_token)
 }
 
-/// Verifies a token of a client that wants to subscribe (a cross-org token
-/// cannot).
-pub fn authenticate(node: &Node, token: &str) -> Result<Principal, ApiError> {
-    node.verifier.verify(token)?.must_subscribe()
+/// Verifies a token of a client that wants to subscribe: a cross-org token
+/// cannot (403, whatever `org` says), and `org`, the org the client named
+/// for org-affine routing, must be the token's (403).
+pub fn authenticate(node: &Node, token: &str, org: Option<&str>) -> Result<Principal, ApiError> {
+    let principal = node.verifier.verify(token)?.must_subscribe()?;
+    same_org(&principal, org)?;
+    Ok(principal)
+}
+
+/// Refuses a client that named another org than its token's: a load
+/// balancer hashed it on that org, so serving it would quietly defeat the
+/// routing (and hide the client's mix-up).
+fn same_org(principal: &Principal, org: Option<&str>) -> Result<(), ApiError> {
+    match org {
+        Some(org) if org != principal.org => Err(ApiError::Forbidden(
+            "org differs from the token's org".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// What `principal` may see of the services and property it asked for.
@@ -143,6 +159,29 @@ mod tests {
     use super::*;
 
     const ALL: [Transport; 3] = [Transport::LongPoll, Transport::Sse, Transport::WebSocket];
+
+    fn principal(org: &str) -> Principal {
+        Principal {
+            user: "u1".into(),
+            org: org.into(),
+            props: None,
+            svcs: None,
+            role: None,
+            exp: 0,
+        }
+    }
+
+    #[test]
+    fn the_named_org_must_be_the_tokens() {
+        let acme = principal("acme");
+        assert!(same_org(&acme, None).is_ok());
+        assert!(same_org(&acme, Some("acme")).is_ok());
+        for other in ["globex", "ACME", "acme2"] {
+            let e = same_org(&acme, Some(other)).unwrap_err();
+            assert!(matches!(e, ApiError::Forbidden(_)), "{other}");
+            assert_eq!(e.close_code(), CloseCode::Forbidden);
+        }
+    }
 
     #[test]
     fn a_draining_node_refuses_every_transport() {

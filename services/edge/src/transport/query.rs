@@ -1,13 +1,18 @@
 //! Query strings of poll, SSE and the stream upgrade: split and
 //! percent-decoded once ([`form_pairs`]), then read into one
-//! [`Subscription`] (services, property, cursor, epoch) that poll and SSE
-//! share, plus what each adds (the poll's `timeout`, SSE's `token` and
-//! `Last-Event-ID`).
+//! [`Subscription`] (org, services, property, cursor, epoch) that poll and
+//! SSE share, plus what each adds (the poll's `timeout`, SSE's `token` and
+//! `Last-Event-ID`); the stream upgrade reads only `token` and `org`
+//! ([`StreamParams`]), the rest comes in its `hello`.
 //!
-//! Invariant: a request is refused (400) exactly when one of its numbers is
-//! bad (`lastSeq`, `Last-Event-ID`, the poll's `timeout`); an unknown or
+//! Invariant: a request is refused (400) here exactly when one of its
+//! numbers is bad (`lastSeq`, `Last-Event-ID`, the poll's `timeout`) or its
+//! `org` is not a valid org token (or names two orgs); names of services
+//! and properties are checked with the token ([`Filter`]). An unknown or
 //! empty parameter is ignored, and the same parameter means the same thing
 //! on every transport.
+//!
+//! [`Filter`]: crate::delivery::filter::Filter
 
 use std::fmt;
 use std::time::Duration;
@@ -21,6 +26,10 @@ use crate::error::ApiError;
 /// What a poll or SSE request subscribes to and where it resumes.
 #[derive(Debug, Default, PartialEq)]
 pub struct Subscription {
+    /// `org`: the org the client says its token belongs to, so that a load
+    /// balancer can hash on it (org-affine routing); admission refuses it
+    /// (403) when it is not the token's.
+    pub org: Option<String>,
     /// `services`: the services asked for (`None`: all the token allows).
     pub services: Option<Vec<String>>,
     /// `propertyId`: only this property (and org-wide events).
@@ -36,6 +45,7 @@ impl Subscription {
     /// back when it is not (the caller may know it).
     fn take(&mut self, key: &str, value: String) -> Result<Option<String>, ApiError> {
         match key {
+            "org" => take_org(&mut self.org, value)?,
             "services" => self.services = Some(split_services(&value)),
             "propertyId" if !value.is_empty() => self.property = Some(value),
             "lastSeq" if !value.is_empty() => self.last_seq = Some(seq("lastSeq", &value)?),
@@ -124,14 +134,60 @@ impl fmt::Debug for SseParams {
     }
 }
 
-/// The `token` of a query string (the last non-empty one), as the stream
-/// upgrade takes it; nothing else of that query is read.
-pub fn token(query: Option<&str>) -> Option<String> {
-    form_pairs(query.unwrap_or(""))
-        .into_iter()
-        .filter(|(k, v)| k == "token" && !v.is_empty())
-        .map(|(_, v)| v)
-        .next_back()
+/// Parsed query of a stream upgrade: only `token` and `org` (everything
+/// else of a stream's subscription comes in its `hello`).
+#[derive(Default, PartialEq)]
+pub struct StreamParams {
+    /// `token` (the last non-empty one): used only when
+    /// `HERALD_ALLOW_QUERY_TOKEN` is on.
+    pub token: Option<String>,
+    /// `org`, as in [`Subscription::org`].
+    pub org: Option<String>,
+}
+
+impl StreamParams {
+    /// Parses a stream upgrade's raw query string; a bad `org` is a 400
+    /// (a close with 4000 after the upgrade). Other parameters are ignored.
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut p = Self::default();
+        for (key, value) in form_pairs(query.unwrap_or("")) {
+            match key.as_str() {
+                "org" => take_org(&mut p.org, value)?,
+                "token" if !value.is_empty() => p.token = Some(value),
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// Tokens are never logged: `Debug` shows only whether one was given.
+impl fmt::Debug for StreamParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamParams")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("org", &self.org)
+            .finish()
+    }
+}
+
+/// Reads an `org` value into `org`: empty is absent, anything else must be
+/// a valid org token (400). Repeating the same org is harmless, but two
+/// different ones are refused (400): a load balancer may hash on either
+/// occurrence while the node checks the other, so neither could be trusted.
+fn take_org(org: &mut Option<String>, value: String) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    herald_proto::subject::check_token("org", &value)
+        .map_err(|e| ApiError::BadParameter(e.to_string()))?;
+    match org {
+        Some(first) if *first != value => Err(bad("org", "given twice with different values")),
+        _ => {
+            *org = Some(value);
+            Ok(())
+        }
+    }
 }
 
 fn seq(name: &str, value: &str) -> Result<u64, ApiError> {
@@ -199,12 +255,13 @@ mod tests {
     #[test]
     fn parses_poll_parameters() {
         let p = PollParams::parse(Some(
-            "services=finance,guest&propertyId=p1&lastSeq=41&epoch=E&timeout=5",
+            "org=acme&services=finance,guest&propertyId=p1&lastSeq=41&epoch=E&timeout=5",
         ))
         .unwrap();
         assert_eq!(
             p.subscription,
             Subscription {
+                org: Some("acme".into()),
                 services: Some(vec!["finance".to_owned(), "guest".to_owned()]),
                 property: Some("p1".into()),
                 last_seq: Some(41),
@@ -240,7 +297,7 @@ mod tests {
 
     #[test]
     fn poll_and_sse_read_the_shared_parameters_alike() {
-        let q = "services=finance&propertyId=p1&lastSeq=7&epoch=E&token=t&timeout=3";
+        let q = "org=acme&services=finance&propertyId=p1&lastSeq=7&epoch=E&token=t&timeout=3";
         let poll = PollParams::parse(Some(q)).unwrap();
         let sse = SseParams::parse(Some(q), &HeaderMap::new()).unwrap();
         assert_eq!(poll.subscription, sse.subscription);
@@ -264,9 +321,50 @@ mod tests {
     fn tokens_are_read_but_never_shown() {
         let p = SseParams::parse(Some("token=secret"), &HeaderMap::new()).unwrap();
         assert!(!format!("{p:?}").contains("secret"));
+        let token = |q| StreamParams::parse(q).unwrap().token;
         assert_eq!(token(Some("a=1&token=&token=x%2By")), Some("x+y".into()));
         assert_eq!(token(Some("token=")), None);
         assert_eq!(token(None), None);
+        let p = StreamParams::parse(Some("token=secret&org=acme")).unwrap();
+        assert!(!format!("{p:?}").contains("secret"));
+    }
+
+    #[test]
+    fn org_is_read_alike_on_every_transport() {
+        let parse = |q: &str| -> Vec<Result<Option<String>, ApiError>> {
+            vec![
+                PollParams::parse(Some(q)).map(|p| p.subscription.org),
+                SseParams::parse(Some(q), &HeaderMap::new()).map(|p| p.subscription.org),
+                StreamParams::parse(Some(q)).map(|p| p.org),
+            ]
+        };
+        let taken = [
+            ("org=acme", Some("acme")),
+            ("org=a_B-9", Some("a_B-9")),
+            ("org=acme&org=acme", Some("acme")),
+            ("org=&org=acme", Some("acme")),
+            ("org=", None),
+            ("", None),
+        ];
+        for (q, want) in taken {
+            for got in parse(q) {
+                assert_eq!(got.unwrap().as_deref(), want, "{q}");
+            }
+        }
+        let long = format!("org={}", "o".repeat(65));
+        for q in [
+            "org=ac.me",
+            "org=%2A",
+            "org=a%20b",
+            "org=ac%C3%A9",
+            "org=acme&org=globex",
+            long.as_str(),
+        ] {
+            for got in parse(q) {
+                assert!(matches!(got, Err(ApiError::BadParameter(_))), "{q}");
+            }
+        }
+        assert!(StreamParams::parse(Some(&format!("org={}", "o".repeat(64)))).is_ok());
     }
 
     #[test]

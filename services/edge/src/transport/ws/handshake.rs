@@ -1,7 +1,9 @@
-//! Opening a stream: the upgrade request (node state, the cookie's Origin
-//! rule, a token from the header, cookie or query, the caps) and then the
-//! client's `hello` (its token when the upgrade had none, the subscription
-//! and the resume point, `lastSeq` and `epoch`).
+//! Opening a stream: the upgrade request (its query's `org` and `token`,
+//! node state, the cookie's Origin rule, a token from the header, cookie or
+//! query, the caps) and then the client's `hello` (its token when the
+//! upgrade had none, the subscription and the resume point, `lastSeq` and
+//! `epoch`). The query's `org` is checked against whichever token comes,
+//! at the upgrade or at `hello`.
 //!
 //! Invariant: a connection is counted against the caps from the moment it
 //! is authenticated, at the upgrade or at `hello`, and nothing reaches the
@@ -28,32 +30,37 @@ use crate::node::Node;
 use crate::ops::connections::{Registration, Transport};
 use crate::transport::admission;
 use crate::transport::poll::SUBSCRIBE_WAIT;
-use crate::transport::query;
+use crate::transport::query::StreamParams;
 
 /// Who a connection belongs to, as far as the upgrade request tells.
 pub(super) enum Admission {
     /// The upgrade carried a valid token: authenticated and registered.
     Authenticated(Box<(Principal, Registration)>),
-    /// The upgrade carried no token: it must come in `hello`.
-    AtHello,
+    /// The upgrade carried no token: it must come in `hello`, and be of
+    /// `org` when the query named one.
+    AtHello {
+        /// The query's `org`.
+        org: Option<String>,
+    },
 }
 
-/// Checks the upgrade request: node state, the cross-site rule for cookies
-/// and, when the request carries a token (header, cookie or query), the
-/// token and the connection caps.
+/// Checks the upgrade request: its query (first, as poll and SSE parse
+/// theirs), node state, the cross-site rule for cookies and, when the
+/// request carries a token (header, cookie or query), the token, the
+/// query's `org` and the connection caps.
 pub(super) fn admit(
     node: &Node,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Admission, ApiError> {
+    let params = StreamParams::parse(query)?;
     admission::open(node, Transport::WebSocket)?;
     check_origin(&node.config.cors_origins, headers, &Method::GET, true)?;
-    let query_token = query::token(query);
-    let Some(token) = admission::find(node, headers, query_token.as_deref())? else {
+    let Some(token) = admission::find(node, headers, params.token.as_deref())? else {
         admission::room_for_anonymous(node)?;
-        return Ok(Admission::AtHello);
+        return Ok(Admission::AtHello { org: params.org });
     };
-    let principal = admission::authenticate(node, token)?;
+    let principal = admission::authenticate(node, token, params.org.as_deref())?;
     let registration = admission::register(node, &principal, Transport::WebSocket)?;
     Ok(Admission::Authenticated(Box::new((
         principal,
@@ -138,7 +145,8 @@ fn first(frame: Incoming) -> First {
 }
 
 /// Waits for `hello`, authenticates with its token when the upgrade carried
-/// none (4001 without a valid one), and builds the reader; `Ok(None)` when
+/// none (4001 without a valid one, 4003 when it is not of the query's
+/// `org`), and builds the reader; `Ok(None)` when
 /// the client left. A `hello` token is ignored when the upgrade was
 /// authenticated already.
 pub(super) async fn handshake(
@@ -171,7 +179,7 @@ pub(super) async fn handshake(
     };
     let (principal, registration) = match admission {
         Admission::Authenticated(admitted) => *admitted,
-        Admission::AtHello => {
+        Admission::AtHello { org } => {
             let token = hello
                 .token
                 .as_deref()
@@ -182,7 +190,7 @@ pub(super) async fn handshake(
                         "no token: send it in hello or in Authorization: Bearer",
                     )
                 })?;
-            let principal = admission::authenticate(node, token)?;
+            let principal = admission::authenticate(node, token, org.as_deref())?;
             let registration = admission::register(node, &principal, Transport::WebSocket)?;
             (principal, registration)
         }
