@@ -461,8 +461,18 @@ impl NatsCluster {
         Self::start_inner(n, true).await
     }
 
+    /// Like [`start`](Self::start), every server with the subject mapping
+    /// that spreads `herald.events.*.*.*` over `partitions` streams (see
+    /// [`NatsServer::start_partitioned`]).
+    pub async fn start_partitioned(n: usize, partitions: u32) -> NatsCluster {
+        let text = herald_proto::Partitions::new(partitions)
+            .and_then(herald_proto::Partitions::mapping)
+            .map(|(from, to)| format!("mappings {{\n  \"{from}\": \"{to}\"\n}}\n"))
+            .unwrap_or_default();
+        Self::start_configured(n, false, text).await
+    }
+
     async fn start_inner(n: usize, accounts: bool) -> NatsCluster {
-        assert!(n > 0, "a cluster needs at least one server");
         let accounts_text = if accounts {
             let path = accounts_config();
             std::fs::read_to_string(&path)
@@ -470,6 +480,11 @@ impl NatsCluster {
         } else {
             String::new()
         };
+        Self::start_configured(n, accounts, accounts_text).await
+    }
+
+    async fn start_configured(n: usize, accounts: bool, accounts_text: String) -> NatsCluster {
+        assert!(n > 0, "a cluster needs at least one server");
         for attempt in 1..=CLUSTER_ATTEMPTS {
             let mut servers = Self::configure(n, accounts, &accounts_text);
             // Spawn every server before waiting on any, so routes form at once.
