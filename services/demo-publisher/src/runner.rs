@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::ServerAddr;
 use clap::Args;
+use herald_proto::Partitions;
 use herald_publisher::{
     redact_urls, CredentialsError, NatsAuth, NatsServers, PublishError, Publisher,
 };
@@ -61,6 +62,11 @@ pub struct RunConfig {
     /// JetStream stream; created when missing, never changed when present.
     #[arg(long, env = "HERALD_STREAM", default_value = DEFAULT_STREAM)]
     pub stream: String,
+    /// Event streams orgs are spread over (`HERALD_PARTITIONS` of the
+    /// edges): each event is expected in its org's partition stream. Above 1
+    /// the demo creates no stream (the edges create the partition streams).
+    #[arg(long, env = "HERALD_PARTITIONS", default_value_t = 1)]
+    pub partitions: u32,
     /// Stop after this long (seconds, or a span like `90s`, `5m`); default: run until stopped.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -76,6 +82,7 @@ impl Default for RunConfig {
             orgs: DEFAULT_ORGS.split(',').map(str::to_owned).collect(),
             properties_per_org: DEFAULT_PROPERTIES_PER_ORG,
             stream: DEFAULT_STREAM.to_owned(),
+            partitions: 1,
             duration: None,
         }
     }
@@ -212,15 +219,25 @@ pub async fn run(
             redact_urls(&config.nats_url)
         ))
     })?;
+    let partitions = Partitions::new(config.partitions).ok_or_else(|| {
+        DemoError::Config("HERALD_PARTITIONS must be between 1 and 1024".to_owned())
+    })?;
     let mut jetstream = async_nats::jetstream::new(client.clone());
     jetstream.set_timeout(STREAM_CHECK_TIMEOUT);
-    if let Err(e) = ensure_stream(&jetstream, &config.stream).await {
+    if partitions.is_partitioned() {
+        tracing::info!(
+            partitions = partitions.count(),
+            "partitioned: the edges create the partition streams"
+        );
+    } else if let Err(e) = ensure_stream(&jetstream, &config.stream).await {
         // A publisher-only NATS user may not use the JetStream API (the
         // request is refused and times out); the edges create the stream,
         // and publishing retries until it exists.
         tracing::warn!(error = %e, "cannot check the stream; publishing anyway (the edges create it)");
     }
-    let publisher = Publisher::new(client).with_stream(config.stream.clone());
+    let publisher = Publisher::new(client)
+        .with_stream(config.stream.clone())
+        .with_partitions(partitions);
     let mut simulation = Simulation::new(&config.orgs, config.properties_per_org, rand::random());
 
     tokio::pin!(shutdown);

@@ -153,3 +153,55 @@ async fn unreachable_nats_is_an_error_not_a_hang() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn publishes_into_each_orgs_partition_stream() {
+    bounded(async {
+        // Servers with the mapping for 4 partitions and the partition
+        // streams in place (the edges create them in a deployment).
+        let server = NatsServer::start_partitioned(4).await;
+        let client = server.connect().await;
+        let js = jetstream::new(client.clone());
+        let partitions = herald_proto::Partitions::new(4).unwrap();
+        for k in 0..4 {
+            let config = herald_publisher::stream::partition_stream(
+                "HERALD_EVENTS",
+                partitions,
+                k,
+                herald_publisher::stream::StreamLimits::default(),
+            );
+            js.create_stream(config).await.expect("partition stream");
+        }
+        let config = RunConfig {
+            nats_url: server.url(),
+            rate: 40.0,
+            partitions: 4,
+            duration: Some(Duration::from_secs(1)),
+            ..RunConfig::default()
+        };
+        config.validate().expect("valid config");
+        let summary = run(config.clone(), std::future::pending())
+            .await
+            .expect("run");
+        assert!(summary.published >= 20, "published {}", summary.published);
+        assert_eq!((summary.failed, summary.duplicates), (0, 0));
+        // Every event sits in its org's partition stream, with the sixth token.
+        let mut stored = 0;
+        for k in 0..4 {
+            let mut stream = js.get_stream(format!("HERALD_EVENTS_{k}")).await.unwrap();
+            let n = stream.info().await.unwrap().state.messages;
+            for seq in 1..=n {
+                let msg = stream.get_raw_message(seq).await.unwrap();
+                let (base, token) = herald_proto::partition::split(&msg.subject);
+                let subject = EventSubject::parse(base).unwrap();
+                assert_eq!(token, Some(k.to_string().as_str()), "{}", msg.subject);
+                assert_eq!(partitions.of(&subject.org), k, "{}", msg.subject);
+            }
+            stored += n;
+        }
+        assert_eq!(stored, summary.published);
+        // The demo created no stream of its own.
+        assert!(js.get_stream("HERALD_EVENTS").await.is_err());
+    })
+    .await;
+}

@@ -20,6 +20,9 @@ use crate::transport::{http, serve};
 const EVICT_EVERY_MAX: Duration = Duration::from_secs(5);
 /// Wait between checks of the partition mapping while NATS cannot answer.
 const MAPPING_RETRY: Duration = Duration::from_secs(1);
+/// How long probes answered by no stream are retried before the mapping is
+/// declared missing (a new replicated stream elects its leader meanwhile).
+const NO_STREAM_GRACE: Duration = Duration::from_secs(15);
 /// Time granted to flush NATS at exit even when the drain used up its own.
 const FINAL_FLUSH: Duration = Duration::from_millis(500);
 
@@ -66,10 +69,18 @@ pub async fn run(
     // orgs' events from the wrong streams: it refuses to start, and waits
     // (not ready, not serving) while NATS cannot say.
     let mut shutdown = Box::pin(shutdown);
+    let probing_since = tokio::time::Instant::now();
     loop {
         match node.streams.verify_mapping(&node.client).await {
             Ok(()) => break,
             Err(e @ MappingError::Mismatch { .. }) => return Err(e.into()),
+            // A stream another node created a moment ago may not answer
+            // yet; a missing mapping never will.
+            Err(e @ MappingError::NoStream { .. })
+                if probing_since.elapsed() >= NO_STREAM_GRACE =>
+            {
+                return Err(e.into())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check the partition mapping yet; retrying")
             }

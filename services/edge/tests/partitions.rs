@@ -187,7 +187,7 @@ async fn an_event_filed_under_another_partition_is_rejected() {
     assert_eq!(m["events"]["rejectedByReason"]["bad_subject"], 1, "{m}");
 }
 
-/// Runs a node with `partitions` against `nats_url` until it exits (30 s at
+/// Runs a node with `partitions` against `nats_url` until it exits (45 s at
 /// most); returns its exit code and its output.
 async fn run_until_exit(nats_url: &str, partitions: &str) -> (Option<i32>, String) {
     let mut child = tokio::process::Command::new(EDGE)
@@ -202,7 +202,7 @@ async fn run_until_exit(nats_url: &str, partitions: &str) -> (Option<i32>, Strin
         .spawn()
         .unwrap();
     let pid = child.id();
-    let out = tokio::time::timeout(Duration::from_secs(30), async {
+    let out = tokio::time::timeout(Duration::from_secs(45), async {
         let status = child.wait().await.unwrap();
         let mut log = String::new();
         for pipe in [
@@ -226,7 +226,7 @@ async fn run_until_exit(nats_url: &str, partitions: &str) -> (Option<i32>, Strin
         (status.code(), log)
     })
     .await;
-    out.unwrap_or_else(|_| panic!("edge {pid:?} still running after 30 s"))
+    out.unwrap_or_else(|_| panic!("edge {pid:?} still running after 45 s"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

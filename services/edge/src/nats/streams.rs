@@ -48,6 +48,23 @@ pub enum MappingError {
         /// `HERALD_PARTITIONS`.
         count: u32,
     },
+    /// No stream answered the probe for partition `k`: the mapping is
+    /// missing, or the stream was created a moment ago and elects its
+    /// leader (retry for a while before concluding).
+    #[error(
+        "no stream stores events of partition {k} ({detail}); the NATS subject mapping must be \
+         herald.events.*.*.* -> {mapping}, matching HERALD_PARTITIONS={count}"
+    )]
+    NoStream {
+        /// The partition probed.
+        k: u32,
+        /// What the server answered.
+        detail: String,
+        /// The mapping destination expected.
+        mapping: String,
+        /// `HERALD_PARTITIONS`.
+        count: u32,
+    },
     /// The probe got no answer (NATS or JetStream away): nothing proven.
     #[error("cannot probe partition {k}: {detail}")]
     Unreachable {
@@ -152,7 +169,12 @@ impl Streams {
             match answer {
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {}
                 Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                    return Err(mismatch(format!("no stream stores it: {e}")))
+                    return Err(MappingError::NoStream {
+                        k,
+                        detail: e.to_string(),
+                        mapping: destination.clone(),
+                        count: self.partitions.count(),
+                    })
                 }
                 Err(e) if e.kind() == PublishErrorKind::TimedOut => {
                     return Err(MappingError::Unreachable {
