@@ -344,7 +344,9 @@ A poll loop (follows the cursor):
 SSE and WebSocket through nginx:
   curl -N "$lb/v2/realtime/sse?org=$org&services=finance&token=\$TOKEN"
   ws://127.0.0.1:$lb_port/v2/realtime/stream?org=$org
-Stop an edge (kill <pid>, pids in .run/cluster/cluster.pids) and keep polling: nginx moves its orgs to the others.
+Stop an edge or a NATS server (kill <pid>; pids in .run/cluster/cluster.pids, in start order
+nats-1..3, edge-1..3, nginx, demo) and keep polling: nginx moves the edge's orgs to the others,
+and the edges and streams (3 replicas) carry on with two NATS servers.
 
 Publish with the NATS CLI:
   nats --server '$nats_urls' --user publisher --password '$HERALD_NATS_PUBLISHER_PASSWORD' pub herald.events.$org.finance.p1 '{"eventType":"expense.created","payload":{"amount":10}}'
@@ -353,16 +355,17 @@ Press Ctrl-C to stop everything.
 INFO
 
 # --- foreground: watch the children until Ctrl-C ------------------------------
-# An edge that dies is reported once and left dead (the others carry on, as in
-# a deployment); NATS, nginx or the demo dying stops everything.
+# An edge or NATS server that dies is reported once and left dead: the others
+# carry on, as in a deployment (try it: kill one of each). nginx or the demo
+# dying stops everything.
 reported=()
 while :; do
     for i in "${!pids[@]}"; do
         if ! kill -0 "${pids[$i]}" 2>/dev/null; then
             case "${names[$i]}" in
-                edge-*)
+                edge-*|nats-*)
                     if [[ " ${reported[*]} " != *" ${names[$i]} "* ]]; then
-                        say "${names[$i]} (pid ${pids[$i]}) exited; the other edges carry on"
+                        say "${names[$i]} (pid ${pids[$i]}) exited; the others carry on"
                         reported+=("${names[$i]}")
                     fi
                     ;;
