@@ -2,10 +2,11 @@
 
     deploy_checks.py kustomize DIR OUT   kustomize build of DIR (kustomize's Go
                                          API through pykustomize) into OUT
-    deploy_checks.py files               the config files docker-compose.yml and
-                                         k8s/ mount are those scripts/cluster.sh
-                                         uses, exist, and find their includes;
-                                         K agrees everywhere
+    deploy_checks.py files BUILT [MORE]  the config files docker-compose.yml and
+                                         k8s/ (BUILT: kustomize build of k8s/;
+                                         MORE: other builds) mount are those
+                                         scripts/cluster.sh uses, exist, and
+                                         find their includes; K agrees everywhere
     deploy_checks.py mapping NATS_SERVER the partition mapping of
                                          nats/cluster.conf on a real 3-server
                                          cluster, and no mapping in
@@ -144,11 +145,11 @@ def compose_files(cluster_files):
         check(f"/etc/nginx/{inc}" in targets,
               f"docker-compose.yml: nginx: deploy/nginx/herald.conf includes {inc}, not mounted")
 
-    # K: the edges' HERALD_PARTITIONS.
+    # K: the edges' HERALD_PARTITIONS (and anyone else's who sets it).
     k = partitions_k()
     for sname, service in services.items():
         env = service.get("environment", {})
-        if sname.startswith("edge"):
+        if sname.startswith("edge") or "HERALD_PARTITIONS" in env:
             check(str(env.get("HERALD_PARTITIONS")) == str(k),
                   f"docker-compose.yml: {sname} has HERALD_PARTITIONS={env.get('HERALD_PARTITIONS')}, "
                   f"nats/partitions.conf has K={k}")
@@ -156,8 +157,26 @@ def compose_files(cluster_files):
           + f", the files of scripts/cluster.sh; includes resolve; 3 NATS servers; edges at K={k}")
 
 
-def k8s_files(built, cluster_files):
+def k8s_partitions(docs, k):
+    """Every HERALD_PARTITIONS set in the manifests (ConfigMap data, container env) is K."""
+    for d in docs:
+        name = f"{d['kind']} {d['metadata']['name']}"
+        if d["kind"] == "ConfigMap" and "HERALD_PARTITIONS" in d.get("data", {}):
+            check(d["data"]["HERALD_PARTITIONS"] == str(k),
+                  f"k8s: {name} has HERALD_PARTITIONS={d['data']['HERALD_PARTITIONS']}, "
+                  f"nats/partitions.conf has K={k}")
+        pod = d.get("spec", {}).get("template", {}).get("spec", {})
+        for c in pod.get("containers", []):
+            for e in c.get("env", []):
+                if e["name"] == "HERALD_PARTITIONS":
+                    check(e.get("value") == str(k),
+                          f"k8s: {name} has HERALD_PARTITIONS={e.get('value')}, nats/partitions.conf has K={k}")
+
+
+def k8s_files(built, extra, cluster_files):
     docs = [d for d in yaml.safe_load_all(Path(built).read_text()) if d]
+    for path in extra:
+        k8s_partitions([d for d in yaml.safe_load_all(Path(path).read_text()) if d], partitions_k())
 
     # Every manifest in k8s/ is assembled by a kustomization.
     listed = set()
@@ -202,10 +221,9 @@ def k8s_files(built, cluster_files):
     check(args.get("server_name") == "$(POD_NAME)", "k8s: each NATS server needs --server_name=$(POD_NAME)")
 
     k = partitions_k()
-    edge_env = configmaps["herald-edge-config"]["data"]
-    check(edge_env.get("HERALD_PARTITIONS") == str(k),
-          f"k8s: herald-edge-config has HERALD_PARTITIONS={edge_env.get('HERALD_PARTITIONS')}, "
-          f"nats/partitions.conf has K={k}")
+    check("HERALD_PARTITIONS" in configmaps["herald-edge-config"]["data"],
+          "k8s: herald-edge-config lacks HERALD_PARTITIONS")
+    k8s_partitions(docs, k)
     ingress = by_kind.get("Ingress", [])
     check(ingress and ingress[0]["metadata"]["annotations"].get(
         "nginx.ingress.kubernetes.io/upstream-hash-by") == "$arg_org",
@@ -221,10 +239,10 @@ def cluster_sh_k():
           f"scripts/cluster.sh's default K ({found}) differs from nats/partitions.conf's")
 
 
-def files(built):
+def files(built, extra):
     cluster_files = cluster_sh_files()
     compose_files(cluster_files)
-    k8s_files(built, cluster_files)
+    k8s_files(built, extra, cluster_files)
     cluster_sh_k()
 
 
@@ -233,6 +251,14 @@ def files(built):
 EDGE = ("edge", "validate-edge-password")
 PUBLISHER = ("publisher", "validate-publisher-password")
 ORGS = [f"org-{i}" for i in range(32)] + ["acme-hotels", "globex-resorts", "initech-inns"]
+
+
+def fnv1a32(data):
+    """FNV-1a, 32 bits: the hash of NATS's partition() (and of herald-proto's Partitions::of)."""
+    h = 0x811C9DC5
+    for b in data:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
 
 
 def free_ports(n):
@@ -363,12 +389,14 @@ def mapping(nats_server):
             part = int(tokens[5])
             check(0 <= part < k, f"cluster.conf: partition {part} of {org} is outside 0..{k - 1}")
             check(stream == f"VALIDATE_{part}", f"cluster.conf: {subject} was stored in {stream}")
+            check(part == fnv1a32(org.encode()) % k,
+                  f"cluster.conf: {org} went to partition {part}, the edges expect {fnv1a32(org.encode()) % k}")
             used.add(part)
         check(used == set(range(k)), f"cluster.conf: {len(ORGS)} orgs used only partitions {sorted(used)}")
         sample = ", ".join(f"{o} -> .{result[o][0].split('.')[5]}" for o in ORGS[-3:])
         print(f"nats/cluster.conf on a 3-server cluster ({url}): herald.events.<org>.finance.p1 published "
-              f"as `publisher` lands on herald.events.<org>.finance.p1.<k> in the stream of partition k, "
-              f"all {k} partitions used by {len(ORGS)} orgs ({sample}); publisher still confined")
+              f"as `publisher` lands on herald.events.<org>.finance.p1.<k> in the stream of partition k "
+              f"(k = FNV-1a(org) mod {k}, as the edges compute it), all {k} partitions used by {len(ORGS)} orgs ({sample}); publisher still confined")
 
     with tempfile.TemporaryDirectory(prefix="herald-validate-") as tmp:
         tmp = Path(tmp)
@@ -386,8 +414,8 @@ def main(argv):
     try:
         if argv[:1] == ["kustomize"] and len(argv) == 3:
             kustomize(Path(argv[1]), argv[2])
-        elif argv[:1] == ["files"] and len(argv) == 2:
-            files(argv[1])
+        elif argv[:1] == ["files"] and len(argv) >= 2:
+            files(argv[1], argv[2:])
         elif argv[:1] == ["mapping"] and len(argv) == 2:
             mapping(argv[1])
         else:

@@ -98,7 +98,7 @@ fi
 # --- 3. mounted files ----------------------------------------------------------
 step "config files of compose, k8s and scripts/cluster.sh"
 if [[ -f "$tmp/k8s.yaml" ]]; then
-    "$py" scripts/deploy_checks.py files "$tmp/k8s.yaml" || failed+=("config files")
+    "$py" scripts/deploy_checks.py files "$tmp/k8s.yaml" "$tmp/k8s-demo.yaml" || failed+=("config files")
 else
     failed+=("config files (no kustomize build)")
 fi
