@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check of the Herald workspace: formatting (rustfmt --check),
 # clippy with warnings denied, a build of all targets, the Rust tests (cargo-nextest when installed, else cargo
-# test) and, when present, the browser SDK's tests in clients/js and its
-# real-browser end-to-end tests in clients/js/e2e (needs Chromium; installed
-# with apt-get when missing and running as root).
+# test), the deployment files (scripts/validate-deploy.sh) and, when present,
+# the browser SDK's tests in clients/js and its real-browser end-to-end tests
+# in clients/js/e2e (needs Chromium; installed with apt-get when missing and
+# running as root).
 # Exits non-zero when anything fails.
 set -euo pipefail
 
@@ -42,6 +43,12 @@ if cargo build --workspace --all-targets; then
 else
     failed+=("cargo build")
 fi
+
+# docker-compose.yml and k8s/ against their JSON schemas, the config files
+# they share with scripts/cluster.sh, and the NATS partition mapping on a real
+# cluster (no container engine needed).
+step "scripts/validate-deploy.sh: compose, k8s, NATS and nginx config"
+"$repo/scripts/validate-deploy.sh" || failed+=("deployment files")
 
 if [[ -f clients/js/package.json ]]; then
     step "clients/js: npm install and npm test"
