@@ -271,11 +271,10 @@ done
 say "NATS cluster ready after ${SECONDS}s"
 
 nats_urls="nats://127.0.0.1:$(nats_port 1),nats://127.0.0.1:$(nats_port 2),nats://127.0.0.1:$(nats_port 3)"
-# Edge 1 first: it creates the streams. Edges started together on a new
-# cluster race to create them, and one whose mapping probe reaches a stream
-# another edge has just created (not answering yet) takes the mapping for
-# wrong and exits 78 (compose and Kubernetes restart it; here it would stay
-# down).
+# Edge 1 first: it creates the streams, so the others find them answering.
+# (Edges started together also work: a mapping probe no stream answers is
+# retried for 15 s while a new stream elects its leader; this only saves
+# that wait.)
 for i in 1 2 3; do
     if (( i == 2 )); then
         wait_http edge-1 "${pids[3]}" "http://127.0.0.1:$(edge_port 1)/readyz"
