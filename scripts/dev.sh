@@ -36,8 +36,9 @@ run_dir="$repo/.run"
 logs="$run_dir/logs"
 export RUST_LOG="${RUST_LOG:-info}"
 
-say() { echo "dev: $*"; }
-die() { echo "dev: error: $*" >&2; exit 1; }
+tool=dev
+# shellcheck source=lib/processes.sh
+source "$repo/scripts/lib/processes.sh"
 
 [[ "$base" =~ ^[0-9]+$ ]] && (( base >= 1 && base < 65535 )) || die "HERALD_DEV_PORT_BASE must be a port number, got '$base'"
 [[ "$demo_port" =~ ^[0-9]+$ ]] && (( demo_port >= 1 && demo_port <= 65535 )) || die "HERALD_DEV_DEMO_PORT must be a port number, got '$demo_port'"
@@ -52,7 +53,6 @@ if [[ -f "$demo_dir/package.json" && -f "$repo/clients/js/src/index.ts" ]] && co
 fi
 
 # --- ports -------------------------------------------------------------------
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 busy=()
 ports=("$nats_port" "$nats_mon" "$edge1_port" "$edge2_port")
 (( demo_page )) && ports+=("$demo_port")
@@ -84,83 +84,11 @@ demo_bin="$repo/target/release/herald-demo"
 
 # --- children ----------------------------------------------------------------
 mkdir -p "$logs" "$run_dir/nats"
-pids=()
-names=()
 
-# start NAME CMD...: runs CMD in its own process group (setsid), so the
-# terminal's Ctrl-C reaches only this script, which then stops the children
-# in order (demo, edges, nats) and can signal anything they spawned.
-start() {
-    local name="$1"; shift
-    if command -v setsid >/dev/null 2>&1; then
-        setsid "$@" >"$logs/$name.log" 2>&1 </dev/null &
-    else
-        "$@" >"$logs/$name.log" 2>&1 </dev/null &
-    fi
-    pids+=("$!")
-    names+=("$name")
-    say "started $name (pid $!, log .run/logs/$name.log)"
-}
-
-signal_child() { # signal_child SIG PID
-    kill "-$1" -- "-$2" 2>/dev/null || kill "-$1" "$2" 2>/dev/null || true
-}
-
-stopping=0
-cleanup() {
-    local rc=$?
-    (( stopping )) && return
-    stopping=1
-    trap '' INT TERM HUP
-    if (( ${#pids[@]} )); then
-        echo
-        say "stopping..."
-        local i pid
-        # reverse start order: demo page, demo, edges (they drain on SIGTERM), then nats
-        for (( i=${#pids[@]}-1; i>=0; i-- )); do
-            pid="${pids[$i]}"
-            kill -0 "$pid" 2>/dev/null || continue
-            signal_child TERM "$pid"
-            for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            if kill -0 "$pid" 2>/dev/null; then
-                say "${names[$i]} (pid $pid) did not stop within 12 s, killing it"
-                signal_child KILL "$pid"
-            fi
-            wait "$pid" 2>/dev/null || true
-        done
-        rm -f "$run_dir/dev.pids"
-        say "stopped all (logs kept in .run/logs/)"
-    fi
-    exit "$rc"
-}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
-
-tail_log() {
-    echo "----- last lines of .run/logs/$1.log -----" >&2
-    tail -n 30 "$logs/$1.log" >&2 || true
-    echo "-----" >&2
-}
-
-# wait_http NAME PID URL: 200 from URL within the deadline, else log tail and exit 1.
-wait_http() {
-    local name="$1" pid="$2" url="$3" code
-    while :; do
-        code="$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$url" 2>/dev/null || true)"
-        [[ "$code" == 200 ]] && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "dev: error: $name exited during startup" >&2
-            tail_log "$name"; exit 1
-        fi
-        if (( SECONDS >= deadline )); then
-            echo "dev: error: $name not ready after 60 s ($url answered '${code:-nothing}')" >&2
-            tail_log "$name"; exit 1
-        fi
-        sleep 0.5
-    done
-}
 
 SECONDS=0
 deadline=60
