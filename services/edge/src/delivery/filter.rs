@@ -187,7 +187,6 @@ impl EventFilter for Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_proto::DeliveredEvent;
 
     fn principal(props: Option<&[&str]>, svcs: Option<&[&str]>) -> Principal {
         Principal {
@@ -201,21 +200,7 @@ mod tests {
     }
 
     fn event(service: &str, property: Option<&str>) -> std::sync::Arc<StoredEvent> {
-        StoredEvent::new(
-            DeliveredEvent {
-                seq: 1,
-                org_id: "acme".into(),
-                service: service.into(),
-                property_id: property.map(str::to_owned),
-                event_id: "e".into(),
-                event_type: "t".into(),
-                timestamp: 0,
-                entity_type: None,
-                entity_id: None,
-                payload: serde_json::Value::Null,
-            },
-            0,
-        )
+        StoredEvent::for_test(1, service, property, serde_json::Value::Null)
     }
 
     #[test]

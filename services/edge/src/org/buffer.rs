@@ -205,24 +205,9 @@ impl OrgBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_proto::DeliveredEvent;
 
     fn ev(seq: u64, service: &str) -> Arc<StoredEvent> {
-        StoredEvent::new(
-            DeliveredEvent {
-                seq,
-                org_id: "acme".into(),
-                service: service.into(),
-                property_id: None,
-                event_id: seq.to_string(),
-                event_type: "t".into(),
-                timestamp: 0,
-                entity_type: None,
-                entity_id: None,
-                payload: serde_json::Value::Null,
-            },
-            0,
-        )
+        StoredEvent::for_test(seq, service, None, serde_json::Value::Null)
     }
 
     fn limits(events: usize) -> BufferLimits {

@@ -36,6 +36,32 @@ impl StoredEvent {
         (&self.event.service, self.stored_ms)
     }
 
+    /// An event of org `acme` for unit tests: `seq`, `service`,
+    /// `property`, `payload`; everything else fixed.
+    #[cfg(test)]
+    pub fn for_test(
+        seq: u64,
+        service: &str,
+        property: Option<&str>,
+        payload: serde_json::Value,
+    ) -> Arc<Self> {
+        Self::new(
+            DeliveredEvent {
+                seq,
+                org_id: "acme".into(),
+                service: service.into(),
+                property_id: property.map(str::to_owned),
+                event_id: seq.to_string(),
+                event_type: "x".into(),
+                timestamp: 0,
+                entity_type: None,
+                entity_id: None,
+                payload,
+            },
+            0,
+        )
+    }
+
     /// Wraps an event, serialising it once and dropping its parsed payload.
     pub fn new(mut event: DeliveredEvent, stored_ms: i64) -> Arc<Self> {
         let text = serde_json::to_string(&event).unwrap_or_else(|_| "null".to_owned());

@@ -185,20 +185,11 @@ pub(super) mod tests {
         service: &str,
         payload_bytes: usize,
     ) -> Arc<StoredEvent> {
-        StoredEvent::new(
-            DeliveredEvent {
-                seq,
-                org_id: "acme".into(),
-                service: service.into(),
-                property_id: None,
-                event_id: seq.to_string(),
-                event_type: "x".into(),
-                timestamp: 0,
-                entity_type: None,
-                entity_id: None,
-                payload: serde_json::Value::String("p".repeat(payload_bytes)),
-            },
-            0,
+        StoredEvent::for_test(
+            seq,
+            service,
+            None,
+            serde_json::Value::String("p".repeat(payload_bytes)),
         )
     }
 
