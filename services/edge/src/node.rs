@@ -151,6 +151,7 @@ impl Node {
             buffered_bytes: self.buffer_budget.used() as u64,
             stream_reads: self.streams.read_requests(),
             head_samples: self.streams.head_samples(),
+            leader_changes: self.streams.leader_changes(),
         }
     }
 }

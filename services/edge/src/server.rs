@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::auth::{KeyError, Verifier};
 use crate::config::{Config, ConfigError};
 use crate::nats::connection::{self, NatsError};
+use crate::nats::elections;
 use crate::nats::streams::MappingError;
 use crate::node::Node;
 use crate::ops::{control, switches};
@@ -95,6 +96,11 @@ pub async fn run(
         let (interval, stop) = (node.config.head_interval, node.draining.clone());
         tokio::spawn(async move { heads.sample(interval, stop).await });
     }
+    tokio::spawn(elections::follow(
+        node.client.clone(),
+        Arc::clone(&node.streams),
+        node.draining.clone(),
+    ));
     tokio::spawn(control::follow(
         node.client.clone(),
         Arc::clone(&node.connections),

@@ -237,3 +237,81 @@ async fn killing_the_edges_nats_server_under_load_loses_nothing() {
     }
     assert_eq!(got, published, "in order, once");
 }
+
+/// Stores an event without RePublishing it (the stream's RePublish is off
+/// for that one publish), as when its leader dies before the servers route
+/// the RePublished copy here: no node sees it live.
+async fn publish_unseen(js: &jetstream::Context, subject: &str) -> u64 {
+    let mut stream = js.get_stream("HERALD_EVENTS").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    let republish = config.republish.take();
+    js.update_stream(config.clone()).await.unwrap();
+    let body = json!({"eventType": "unseen"}).to_string();
+    let seq = publish_retrying(js, subject, "acme:unseen", &body)
+        .await
+        .sequence;
+    config.republish = republish;
+    js.update_stream(config).await.unwrap();
+    seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stream_leader_makes_the_node_read_what_the_old_one_never_republished() {
+    let cluster = NatsCluster::start(3).await;
+    // Audits are rare here: only the leader change can make the node look.
+    let edge = EdgeProcess::spawn(
+        EDGE,
+        EdgeOptions::new(cluster.urls(), SECRET)
+            .with_env("HERALD_STREAM_REPLICAS", "3")
+            .with_env("HERALD_AUDIT_INTERVAL", "120s")
+            .with_env("HERALD_METRICS_PUBLIC", "true"),
+    )
+    .await;
+    let base = edge.base_url();
+    let token = TokenBuilder::new(SECRET).sub("u1").org("acme").build();
+    let js = async_nats::jetstream::new(cluster.connect().await);
+    let start = poll(&edge, &token, "timeout=0").await["lastSeq"]
+        .as_u64()
+        .unwrap();
+    // Past the start-up audits: the org's live feed is trusted.
+    herald_testkit::wait_metric(&base, "/orgs/untrusted", 0, Duration::from_secs(10)).await;
+    let before = herald_testkit::metrics(&base).await["stream"]["leaderChanges"]
+        .as_u64()
+        .unwrap();
+
+    let unseen = publish_unseen(&js, "herald.events.acme.finance.p1").await;
+    // The leader steps down; a new one is elected.
+    let stepdown: Value = {
+        let reply = cluster
+            .connect()
+            .await
+            .request("$JS.API.STREAM.LEADER.STEPDOWN.HERALD_EVENTS", "".into())
+            .await
+            .unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    };
+    assert_eq!(stepdown["success"], true, "{stepdown}");
+    herald_testkit::wait_metric_at_least(
+        &base,
+        "/stream/leaderChanges",
+        before + 1,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The next event is on another subject: its headers cannot tell that
+    // the one before it was missed.
+    let next = publish_retrying(
+        &js,
+        "herald.events.acme.finance.p2",
+        "acme:next",
+        &json!({"eventType": "seen"}).to_string(),
+    )
+    .await
+    .sequence;
+    let (seqs, _) = collect(&edge, &token, start, 2).await;
+    assert_eq!(
+        seqs,
+        vec![unseen, next],
+        "the missed event first, then the live one"
+    );
+}

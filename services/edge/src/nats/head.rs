@@ -12,6 +12,14 @@
 //!
 //! [`Heads::sample`] refreshes them every interval until stopped; the node is
 //! ready while the last good sample is recent.
+//!
+//! [`Heads::elections`] counts the times the stream may have changed leader:
+//! a sample naming another leader than the one before, the first failed
+//! sample of a streak (no leader answers), or an election advisory
+//! ([`elections`](crate::nats::elections)). A dying leader takes with it the
+//! RePublished messages the servers had not yet routed here, with no sign on
+//! this node's own connection, so every org of the stream reads the stream
+//! before it trusts live messages again.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -34,6 +42,8 @@ pub struct Heads {
     last_request: tokio::sync::Mutex<Option<(Instant, StreamHead)>>,
     /// Head requests that succeeded.
     samples: AtomicU64,
+    /// Possible leader changes seen so far.
+    elections: watch::Sender<u64>,
 }
 
 impl Heads {
@@ -46,6 +56,7 @@ impl Heads {
             ok_at: Mutex::new(None),
             last_request: tokio::sync::Mutex::new(None),
             samples: AtomicU64::new(0),
+            elections: watch::channel(0).0,
         }
     }
 
@@ -57,7 +68,12 @@ impl Heads {
     /// Records a head found by other means (the stream's creation).
     pub fn set(&self, head: StreamHead) {
         *lock(&self.ok_at) = Some(Instant::now());
+        let mut new_leader = false;
         self.current.send_if_modified(|h| {
+            new_leader = matches!(
+                (h.as_ref().and_then(|h| h.leader.as_ref()), &head.leader),
+                (Some(was), Some(is)) if was != is
+            );
             if h.as_ref() == Some(&head) {
                 false
             } else {
@@ -65,6 +81,20 @@ impl Heads {
                 true
             }
         });
+        if new_leader {
+            self.leader_may_have_changed();
+        }
+    }
+
+    /// The stream may have a new leader: what the old one RePublished last
+    /// may never arrive.
+    pub fn leader_may_have_changed(&self) {
+        self.elections.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees every possible leader change; the value counts them.
+    pub fn elections(&self) -> watch::Receiver<u64> {
+        self.elections.subscribe()
     }
 
     /// A head sampled after this call began: covers every event stored
@@ -137,6 +167,8 @@ impl Heads {
                     if !failing {
                         tracing::warn!(error = %e, "cannot sample the stream head");
                         failing = true;
+                        // Perhaps no leader answers: an election is under way.
+                        self.leader_may_have_changed();
                     }
                 }
             }

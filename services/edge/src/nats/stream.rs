@@ -26,6 +26,8 @@ pub struct StreamHead {
     pub epoch: String,
     /// The stream RePublishes to the live subjects the node subscribes to.
     pub republishes: bool,
+    /// The server leading the stream (its RePublisher), when clustered.
+    pub leader: Option<String>,
 }
 
 /// Failure talking to JetStream. Every kind is worth a retry later: the
@@ -447,6 +449,7 @@ fn head_of(info: &stream::Info) -> StreamHead {
         last_seq: info.state.last_sequence,
         epoch: info.created.unix_timestamp_nanos().to_string(),
         republishes,
+        leader: info.cluster.as_ref().and_then(|c| c.leader.clone()),
     }
 }
 

@@ -111,6 +111,11 @@ impl Streams {
         &self.heads
     }
 
+    /// The head of the stream called `name`, if it is one of the node's.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Heads>> {
+        self.heads.iter().find(|h| h.stream().name() == name)
+    }
+
     /// Requests sent so far to read stored events, over all streams.
     pub fn read_requests(&self) -> u64 {
         self.settings.read_requests()
@@ -119,6 +124,11 @@ impl Streams {
     /// Successful head samples, over all streams.
     pub fn head_samples(&self) -> u64 {
         self.heads.iter().map(|h| h.samples()).sum()
+    }
+
+    /// Possible leader changes seen so far, over all streams.
+    pub fn leader_changes(&self) -> u64 {
+        self.heads.iter().map(|h| *h.elections().borrow()).sum()
     }
 
     /// Every stream's head was sampled within `max_age`.

@@ -91,6 +91,8 @@ pub struct Gauges {
     pub stream_reads: u64,
     /// Successful samples of the stream's head.
     pub head_samples: u64,
+    /// Times a stream may have changed leader (advisories, samples).
+    pub leader_changes: u64,
 }
 
 /// The node's counters.
@@ -355,7 +357,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 26] = [
+pub static METRICS: [Metric; 27] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -491,6 +493,13 @@ pub static METRICS: [Metric; 26] = [
         kind: Kind::Counter,
         help: "Successful samples of the event stream's head (first and last sequence, epoch).",
         read: Read::One(|_, g| g.head_samples),
+    },
+    Metric {
+        prom: "herald_stream_leader_changes_total",
+        json: &["stream", "leaderChanges"],
+        kind: Kind::Counter,
+        help: "Times an event stream may have changed leader (election advisory, a sample naming another leader, or samples starting to fail); each makes the stream's orgs re-read it before trusting live messages.",
+        read: Read::One(|_, g| g.leader_changes),
     },
     Metric {
         prom: "herald_history_reads_total",
@@ -657,6 +666,7 @@ mod tests {
             stream_reads: 10,
             orgs_untrusted: 11,
             head_samples: 12,
+            leader_changes: 13,
         };
         (m, g)
     }
@@ -752,6 +762,7 @@ mod tests {
             "orgs.active",
             "orgs.untrusted",
             "stream.headSamples",
+            "stream.leaderChanges",
             "events.ingested",
             "events.delivered",
             "events.dropped",
@@ -804,6 +815,7 @@ mod tests {
             "herald_stream_read_requests_total{node=\"n1\"} 10",
             "herald_orgs{node=\"n1\",state=\"untrusted\"} 11",
             "herald_stream_head_samples_total{node=\"n1\"} 12",
+            "herald_stream_leader_changes_total{node=\"n1\"} 13",
             "herald_history_reads_total{",
             "herald_slow_consumer_closes_total{",
             "herald_resets_total{",

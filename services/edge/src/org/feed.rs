@@ -10,7 +10,9 @@
 //!   after the mark;
 //! - a message whose `Nats-Last-Sequence` names an event on its subject the
 //!   node never saw makes it read the gap first;
-//! - a live sequence beyond the stream's head is refused (forged headers).
+//! - a live sequence beyond the stream's head is refused (forged headers);
+//! - when the stream may have changed leader, the old leader's last
+//!   RePublished messages may never arrive: that counts as a loss mark.
 //!
 //! Audits (a read of the stream from the settled point up to a sampled head)
 //! fill what a quiet org might miss and advance quiet cursors.
@@ -66,6 +68,7 @@ pub async fn run(hub: Arc<OrgHub>) {
     tracing::debug!(org = %hub.org, "org subscribed");
     let mut feed = Feed::new();
     let mut head_rx = hub.heads.watch();
+    let mut elections = hub.heads.elections();
     loop {
         hub.trusted.store(feed.trust() == Trust::Trusted, Relaxed);
         tokio::select! {
@@ -83,6 +86,14 @@ pub async fn run(hub: Arc<OrgHub>) {
                         feed = Feed::new();
                     }
                 }
+            }
+            changed = elections.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                elections.borrow_and_update();
+                // Recover (the audit is due now) before trusting live messages.
+                feed.lost();
             }
             _ = tokio::time::sleep_until(feed.next_audit()) => audit(&hub, &mut feed).await,
             _ = hub.live.ready() => {
