@@ -361,3 +361,41 @@ async fn quiet_cursors_advance_past_other_orgs_traffic() {
         "quiet cursor stuck at {cursor}, head is {last}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_is_measured_apart_from_live_delivery_latency() {
+    let h = start(1).await;
+    let token = h.token("acme");
+    let start = h.poll(0, &token, "timeout=0").await.last_seq();
+    for i in 0..3 {
+        h.publish(
+            "acme",
+            "finance",
+            Some("p1"),
+            json!({"eventType": format!("e{i}")}),
+        )
+        .await;
+    }
+    // A client that comes late reads what waited for it: catch-up, not latency.
+    let (events, cursor) = h.collect(0, &token, "", start, 3).await;
+    assert_eq!(events.len(), 3);
+    let m = h.metrics(0).await;
+    assert_eq!(m["catchUpAgeMs"]["count"], 3, "{m}");
+    assert!(m["latencyMs"]["finance"].is_null(), "{m}");
+
+    // A held poll woken by a new event: live delivery.
+    let held = h
+        .held_poll(0, &token, &format!("lastSeq={cursor}&timeout=20"))
+        .await;
+    h.publish("acme", "finance", Some("p1"), json!({"eventType": "live"}))
+        .await;
+    let r = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.events().len(), 1, "{}", r.body);
+    let m = h.metrics(0).await;
+    assert_eq!(m["latencyMs"]["finance"]["count"], 1, "{m}");
+    assert_eq!(m["catchUpAgeMs"]["count"], 3, "{m}");
+    assert_eq!(m["events"]["delivered"], 4, "{m}");
+}

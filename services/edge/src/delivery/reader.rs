@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::delivery::filter::{Filter, ServiceSet};
 use crate::nats::stream::StreamError;
+use crate::ops::metrics::Delivery;
 use crate::org::buffer::BufferRead;
 use crate::org::decode::StoredEvent;
 use crate::org::history;
@@ -36,6 +37,8 @@ pub struct Reader {
     cursor: u64,
     epoch: String,
     changes: watch::Receiver<u64>,
+    /// A step found nothing more to send: from then on, events are live.
+    caught_up: bool,
 }
 
 impl Reader {
@@ -50,6 +53,7 @@ impl Reader {
             filter,
             lease,
             changes,
+            caught_up: false,
         }
     }
 
@@ -68,6 +72,17 @@ impl Reader {
     /// Resume point: the client has every matching event up to here.
     pub fn cursor(&self) -> u64 {
         self.cursor
+    }
+
+    /// How the events of the next step reach the client: live once a step
+    /// has found nothing more to send (they were stored while the client
+    /// waited), catch-up before (they were waiting for the client).
+    pub fn delivery(&self) -> Delivery {
+        if self.caught_up {
+            Delivery::Live
+        } else {
+            Delivery::CatchUp
+        }
     }
 
     /// The stream incarnation the cursor belongs to.
@@ -118,6 +133,7 @@ impl Reader {
                         return Ok(Step::Reset(ResetReason::EpochChanged));
                     }
                     self.cursor = cursor;
+                    self.caught_up = true;
                     return Ok(Step::Quiet);
                 }
                 BufferRead::Behind { floor } => {

@@ -22,10 +22,13 @@ const BUCKETS_US: [u64; 36] = [
 ];
 
 /// A fixed-bucket latency histogram.
+#[derive(Clone)]
 struct Histogram {
     counts: [u64; BUCKETS_US.len() + 1],
     total: u64,
     sum_us: u64,
+    /// The largest sample: the answer for quantiles past the last bound.
+    max_us: u64,
 }
 
 impl Default for Histogram {
@@ -34,6 +37,7 @@ impl Default for Histogram {
             counts: [0; BUCKETS_US.len() + 1],
             total: 0,
             sum_us: 0,
+            max_us: 0,
         }
     }
 }
@@ -43,10 +47,12 @@ impl Histogram {
         let i = BUCKETS_US.partition_point(|&b| b < us);
         self.counts[i] += 1;
         self.total += 1;
-        self.sum_us += us;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.max_us = self.max_us.max(us);
     }
 
-    /// Upper bound of the bucket holding quantile `q`, in milliseconds.
+    /// Upper bound of the bucket holding quantile `q`, in milliseconds
+    /// (never above the largest sample); `None` without samples.
     fn quantile_ms(&self, q: f64) -> Option<f64> {
         if self.total == 0 {
             return None;
@@ -56,12 +62,34 @@ impl Histogram {
         for (i, c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                let us = BUCKETS_US.get(i).copied().unwrap_or(u64::MAX / 2);
-                return Some(us as f64 / 1000.0);
+                let bound = BUCKETS_US.get(i).copied().unwrap_or(self.max_us);
+                return Some(bound.min(self.max_us) as f64 / 1000.0);
             }
         }
         None
     }
+
+    /// Count and quantiles in milliseconds, as the JSON document shows them.
+    fn summary(&self) -> Value {
+        json!({
+            "count": self.total,
+            "p50": self.quantile_ms(0.5),
+            "p95": self.quantile_ms(0.95),
+            "p99": self.quantile_ms(0.99),
+        })
+    }
+}
+
+/// How a delivered event reached its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The client had caught up and was waiting: the time from storage to
+    /// delivery is the latency Herald adds.
+    Live,
+    /// The client asked for events stored before it came (a resume, a
+    /// first read, a poll that was behind): their age says how far behind
+    /// the client was, not how fast Herald is.
+    CatchUp,
 }
 
 /// Gauges the metrics read from the rest of the node when rendered.
@@ -122,6 +150,7 @@ pub struct Metrics {
     /// Stream connections closed as slow consumers (4008).
     pub slow_closes: AtomicU64,
     latency: Mutex<BTreeMap<String, Histogram>>,
+    catch_up: Mutex<Histogram>,
     /// Request guards and node limits.
     pub guards: GuardCounters,
 }
@@ -153,9 +182,24 @@ impl Metrics {
     }
 
     /// Records `count` deliveries of `service` events stored at `stored_ms`.
-    pub fn record_delivery(&self, service: &str, stored_ms: i64, now_ms: i64, count: u64) {
+    pub fn record_delivery(
+        &self,
+        service: &str,
+        stored_ms: i64,
+        now_ms: i64,
+        count: u64,
+        how: Delivery,
+    ) {
         self.delivered.fetch_add(count, Relaxed);
         let us = (now_ms.saturating_sub(stored_ms)).max(0) as u64 * 1000;
+        let samples = count.min(16);
+        if how == Delivery::CatchUp {
+            let mut h = self.catch_up.lock().unwrap_or_else(|p| p.into_inner());
+            for _ in 0..samples {
+                h.record(us);
+            }
+            return;
+        }
         let mut map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let key = if map.contains_key(service) || map.len() < MAX_TRACKED_SERVICES {
             service
@@ -163,7 +207,7 @@ impl Metrics {
             "_other"
         };
         let h = map.entry(key.to_owned()).or_default();
-        for _ in 0..count.min(16) {
+        for _ in 0..samples {
             h.record(us);
         }
     }
@@ -175,6 +219,7 @@ impl Metrics {
         &self,
         events: impl IntoIterator<Item = (&'a str, i64)>,
         now_ms: i64,
+        how: Delivery,
     ) {
         let mut run: Option<(&str, i64, u64)> = None;
         for (service, stored_ms) in events {
@@ -182,14 +227,14 @@ impl Metrics {
                 Some((s, _, n)) if *s == service => *n += 1,
                 _ => {
                     if let Some((s, at, n)) = run.take() {
-                        self.record_delivery(s, at, now_ms, n);
+                        self.record_delivery(s, at, now_ms, n, how);
                     }
                     run = Some((service, stored_ms, 1));
                 }
             }
         }
         if let Some((s, at, n)) = run {
-            self.record_delivery(s, at, now_ms, n);
+            self.record_delivery(s, at, now_ms, n, how);
         }
     }
 
@@ -227,14 +272,14 @@ impl Metrics {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .iter()
-                        .map(|(svc, h)| {
-                            (
-                                svc.clone(),
-                                json!({"count": h.total, "p50": h.quantile_ms(0.5), "p95": h.quantile_ms(0.95), "p99": h.quantile_ms(0.99)}),
-                            )
-                        })
+                        .map(|(svc, h)| (svc.clone(), h.summary()))
                         .collect(),
                 ),
+                Read::CatchUpAge => self
+                    .catch_up
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .summary(),
             };
             insert(&mut doc, metric.json, value);
         }
@@ -263,40 +308,35 @@ impl Metrics {
                         let _ = writeln!(out, "{name}{{node=\"{node}\",{label}=\"{value}\"}} {v}");
                     }
                 }
-                Read::Latency => self.latency_histograms(&mut out, name, &node),
+                Read::Latency => {
+                    let map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+                    for (svc, h) in map.iter() {
+                        let labels = format!("node=\"{node}\",service=\"{}\"", escape(svc));
+                        histogram(&mut out, name, &labels, h);
+                    }
+                }
+                Read::CatchUpAge => {
+                    let h = self.catch_up.lock().unwrap_or_else(|p| p.into_inner());
+                    histogram(&mut out, name, &format!("node=\"{node}\""), &h);
+                }
             }
         }
         out
     }
+}
 
-    /// The samples of the latency histogram `name`, one per service.
-    fn latency_histograms(&self, out: &mut String, name: &str, node: &str) {
-        let map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        for (svc, h) in map.iter() {
-            let svc = escape(svc);
-            let mut cumulative = 0;
-            for (i, c) in h.counts.iter().enumerate() {
-                cumulative += c;
-                let le = BUCKETS_US
-                    .get(i)
-                    .map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{node=\"{node}\",service=\"{svc}\",le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{name}_sum{{node=\"{node}\",service=\"{svc}\"}} {}",
-                h.sum_us as f64 / 1e6
-            );
-            let _ = writeln!(
-                out,
-                "{name}_count{{node=\"{node}\",service=\"{svc}\"}} {}",
-                h.total
-            );
-        }
+/// The bucket, sum and count samples of histogram `name` with `labels`.
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let mut cumulative = 0;
+    for (i, c) in h.counts.iter().enumerate() {
+        cumulative += c;
+        let le = BUCKETS_US
+            .get(i)
+            .map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
     }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.total);
 }
 
 /// Prometheus metric type.
@@ -336,9 +376,12 @@ pub enum Read {
         /// JSON path of the sum, if the document carries one.
         total: Option<&'static [&'static str]>,
     },
-    /// The delivery latency histograms, by service: quantiles in ms in
-    /// JSON, buckets in seconds in Prometheus.
+    /// The live delivery latency histograms, by service: quantiles in ms
+    /// in JSON, buckets in seconds in Prometheus.
     Latency,
+    /// The age of events delivered as catch-up, one histogram, shown as
+    /// [`Read::Latency`] shows each of its.
+    CatchUpAge,
 }
 
 /// One metric: everything both renderers need to show it.
@@ -357,7 +400,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 27] = [
+pub static METRICS: [Metric; 28] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -568,8 +611,15 @@ pub static METRICS: [Metric; 27] = [
         prom: "herald_delivery_latency_seconds",
         json: &["latencyMs"],
         kind: Kind::Histogram,
-        help: "Time from JetStream storage to delivery.",
+        help: "Time from JetStream storage to delivery, for clients that had caught up and were waiting (live delivery).",
         read: Read::Latency,
+    },
+    Metric {
+        prom: "herald_catchup_age_seconds",
+        json: &["catchUpAgeMs"],
+        kind: Kind::Histogram,
+        help: "Age (time since JetStream storage) of events delivered to clients that were behind: resumes, first reads, polls that found events waiting.",
+        read: Read::CatchUpAge,
     },
 ];
 
@@ -606,19 +656,68 @@ mod tests {
             h.record(us);
         }
         assert_eq!(h.quantile_ms(0.5), Some(0.1));
-        assert_eq!(h.quantile_ms(0.99), Some(30.0));
+        // The bucket's bound is 30 ms; no sample was above 25 ms.
+        assert_eq!(h.quantile_ms(0.99), Some(25.0));
         assert_eq!(Histogram::default().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn quantiles_past_the_last_bound_are_the_largest_sample_not_a_sentinel() {
+        let mut h = Histogram::default();
+        h.record(90_000_000);
+        h.record(75_000_000);
+        assert_eq!(h.quantile_ms(0.5), Some(90_000.0));
+        // Within a bucket, never above the largest sample either.
+        let mut h = Histogram::default();
+        h.record(1_200);
+        assert_eq!(h.quantile_ms(0.99), Some(1.2));
+        let m = Metrics::default();
+        m.record_delivery("finance", 0, 3_600_000, 1, Delivery::Live);
+        let j = m.to_json("n1", Gauges::default());
+        assert_eq!(j["latencyMs"]["finance"]["p95"], 3_600_000.0, "{j}");
+    }
+
+    #[test]
+    fn catch_up_is_kept_apart_from_live_latency() {
+        let m = Metrics::default();
+        m.record_deliveries([("finance", 0), ("finance", 0)], 65_000, Delivery::CatchUp);
+        m.record_deliveries([("finance", 64_998)], 65_000, Delivery::Live);
+        assert_eq!(m.delivered.load(Relaxed), 3);
+        let j = m.to_json("n1", Gauges::default());
+        assert_eq!(j["latencyMs"]["finance"]["count"], 1, "{j}");
+        assert_eq!(j["latencyMs"]["finance"]["p99"], 2.0, "{j}");
+        assert_eq!(j["catchUpAgeMs"]["count"], 2, "{j}");
+        assert_eq!(j["catchUpAgeMs"]["p50"], 65_000.0, "{j}");
+        let p = m.to_prometheus("n1", Gauges::default());
+        assert!(
+            p.contains("herald_catchup_age_seconds_count{node=\"n1\"} 2"),
+            "{p}"
+        );
+        assert!(
+            p.contains("herald_delivery_latency_seconds_count{node=\"n1\",service=\"finance\"} 1"),
+            "{p}"
+        );
+        // Nothing delivered yet: no quantiles, not a number standing in for one.
+        let j = Metrics::default().to_json("n1", Gauges::default());
+        assert_eq!(
+            j["catchUpAgeMs"],
+            json!({"count": 0, "p50": null, "p95": null, "p99": null})
+        );
     }
 
     #[test]
     fn deliveries_are_counted_per_run_of_one_service() {
         let m = Metrics::default();
-        m.record_deliveries([("a", 1000), ("a", 1000), ("b", 900), ("a", 500)], 1010);
+        m.record_deliveries(
+            [("a", 1000), ("a", 1000), ("b", 900), ("a", 500)],
+            1010,
+            Delivery::Live,
+        );
         assert_eq!(m.delivered.load(Relaxed), 4);
         let j = m.to_json("n1", Gauges::default());
         assert_eq!(j["latencyMs"]["a"]["count"], 3, "{j}");
         assert_eq!(j["latencyMs"]["b"]["count"], 1, "{j}");
-        m.record_deliveries([], 1010);
+        m.record_deliveries([], 1010, Delivery::Live);
         assert_eq!(m.delivered.load(Relaxed), 4);
     }
 
@@ -627,7 +726,7 @@ mod tests {
         let m = Metrics::default();
         m.reject(RejectReason::Mismatch);
         m.reject(RejectReason::Invalid);
-        m.record_delivery("finance", 1000, 1003, 2);
+        m.record_delivery("finance", 1000, 1003, 2, Delivery::Live);
         let j = m.to_json(
             "n1",
             Gauges {
@@ -652,7 +751,7 @@ mod tests {
         for r in RejectReason::ALL {
             m.reject(r);
         }
-        m.record_delivery("finance", 1000, 1003, 2);
+        m.record_delivery("finance", 1000, 1003, 2, Delivery::Live);
         let g = Gauges {
             websocket: 1,
             sse: 2,

@@ -151,8 +151,11 @@ async fn serve(
 }
 
 fn answer(node: &Node, events: &[Arc<StoredEvent>], reader: &Reader) -> Result<Response, ApiError> {
-    node.metrics
-        .record_deliveries(events.iter().map(|e| e.timing()), now_ms());
+    node.metrics.record_deliveries(
+        events.iter().map(|e| e.timing()),
+        now_ms(),
+        reader.delivery(),
+    );
     let body: PollResponse<&RawValue> = PollResponse {
         events: events.iter().map(|e| &*e.json).collect(),
         last_seq: reader.cursor(),

@@ -202,9 +202,11 @@ async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseS
                 .await
             {
                 Ok(Step::Events(events)) => {
-                    st.node
-                        .metrics
-                        .record_deliveries(events.iter().map(|e| e.timing()), now_ms());
+                    st.node.metrics.record_deliveries(
+                        events.iter().map(|e| e.timing()),
+                        now_ms(),
+                        st.reader.delivery(),
+                    );
                     for e in &events {
                         st.pending.push_back(
                             Event::default()

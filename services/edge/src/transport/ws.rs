@@ -202,8 +202,11 @@ impl Connection {
                 {
                     Ok(Step::Events(events)) => {
                         let events = self.drop_low_tier(events);
-                        node.metrics
-                            .record_deliveries(events.iter().map(|e| e.timing()), now_ms());
+                        node.metrics.record_deliveries(
+                            events.iter().map(|e| e.timing()),
+                            now_ms(),
+                            self.reader.delivery(),
+                        );
                         self.backlog.events.extend(events);
                     }
                     Ok(Step::Reset(reason)) => {
