@@ -213,6 +213,16 @@ async fn nats_restart_under_held_polls_loses_nothing() {
             .status,
         200
     );
+    // The node says why it cannot reconnect, naming the server.
+    let server = format!("127.0.0.1:{}", h.nats.port());
+    herald_testkit::eventually(Duration::from_secs(10), "an unreachable line", || async {
+        let log = h.edges[0].log();
+        log.lines()
+            .any(|l| l.contains("nats unreachable") && l.contains(&server) && l.contains("refused"))
+            .then_some(())
+            .ok_or(log)
+    })
+    .await;
 
     h.nats.restart().await;
     // Publish straight away, before the node has necessarily reconnected:
@@ -251,6 +261,21 @@ async fn nats_restart_under_held_polls_loses_nothing() {
         cursor = r.last_seq();
     }
     assert_eq!(got, seqs);
+
+    // The outage was told once per change of state, naming the server and
+    // the reason, and never with the NATS client's vague per-attempt lines.
+    let log = h.edges[0].log();
+    let server = format!("127.0.0.1:{}", h.nats.port());
+    let says = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(says("nats disconnected; reconnecting to"), 1, "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("nats unreachable")
+            && l.contains(&server)
+            && l.contains("refused")),
+        "{log}"
+    );
+    assert_eq!(says("nats connected again after"), 1, "{log}");
+    assert_eq!(says("connected successfully"), 0, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

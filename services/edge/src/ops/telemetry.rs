@@ -31,7 +31,7 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(config: &Config) -> TelemetryGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let (provider, otel_layer) = match &config.otlp_endpoint {
         Some(endpoint) => match opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -75,7 +75,34 @@ pub fn init(config: &Config) -> TelemetryGuard {
             .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
             .init();
     }
+    match (&config.otlp_endpoint, &provider) {
+        (Some(endpoint), Some(_)) => tracing::info!(
+            endpoint = %endpoint,
+            "trace export on (OTLP/gRPC); export failures are logged by the opentelemetry crates"
+        ),
+        (Some(endpoint), None) => {
+            tracing::warn!(endpoint = %endpoint, "trace export off: the OTLP exporter could not be built")
+        }
+        (None, _) => tracing::debug!("trace export off (no OTEL_EXPORTER_OTLP_ENDPOINT)"),
+    }
     TelemetryGuard(provider)
+}
+
+/// `RUST_LOG` (default `info`), with the NATS client's own lines at `warn`
+/// unless `RUST_LOG` names it: the node says what its connection does, once
+/// per change and with the servers' addresses
+/// ([`connection`](crate::nats::connection)).
+fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    let wanted = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    let spec = if wanted.contains("async_nats") {
+        wanted.to_owned()
+    } else {
+        format!("{wanted},async_nats=warn")
+    };
+    EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("RUST_LOG={wanted:?} is not a valid filter ({e}); logging at info");
+        EnvFilter::new("info,async_nats=warn")
+    })
 }
 
 /// Crates whose trace records print the bytes of WebSocket frames.
@@ -120,6 +147,15 @@ pub fn ingest_span(
 mod tests {
     use super::*;
     use tracing::Level;
+
+    #[test]
+    fn the_nats_clients_own_lines_are_quiet_unless_asked_for() {
+        let shown = |rust_log: Option<&str>| log_filter(rust_log).to_string();
+        assert!(shown(None).contains("async_nats=warn"), "{}", shown(None));
+        assert!(shown(Some("debug")).contains("async_nats=warn"));
+        assert!(!shown(Some("info,async_nats=debug")).contains("async_nats=warn"));
+        assert!(shown(Some("not a [filter")).contains("async_nats=warn"));
+    }
 
     #[test]
     fn frame_dumps_are_never_kept() {
