@@ -11,10 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
 use crate::config::Config;
+use crate::nats::connection;
 use crate::nats::stream::StreamSettings;
 use crate::nats::streams::Streams;
 use crate::ops::connections::Connections;
-use crate::ops::metrics::{Gauges, Metrics};
+use crate::ops::metrics::{Gauges, Metrics, NatsCounters};
+use crate::ops::process;
 use crate::ops::switches::Switches;
 use crate::org::buffer::{BufferLimits, ByteBudget};
 use crate::org::live::QueueLimits;
@@ -130,7 +132,7 @@ impl Node {
     pub fn is_ready(&self) -> bool {
         let recent = (self.config.head_interval * 3).max(Duration::from_secs(5));
         self.streams.all_recent(recent)
-            && crate::nats::connection::is_connected(&self.client)
+            && connection::is_connected(&self.client)
             && !self.draining.is_cancelled()
     }
 
@@ -152,6 +154,18 @@ impl Node {
             stream_reads: self.streams.read_requests(),
             head_samples: self.streams.head_samples(),
             leader_changes: self.streams.leader_changes(),
+            nats_connected: u64::from(connection::is_connected(&self.client)),
+            nats: {
+                let s = self.client.statistics();
+                NatsCounters {
+                    connects: s.connects.load(Relaxed),
+                    messages_in: s.in_messages.load(Relaxed),
+                    bytes_in: s.in_bytes.load(Relaxed),
+                    messages_out: s.out_messages.load(Relaxed),
+                    bytes_out: s.out_bytes.load(Relaxed),
+                }
+            },
+            process: process::read(),
         }
     }
 }

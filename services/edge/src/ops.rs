@@ -1,8 +1,10 @@
 //! Running the node: open connections and their limits, control across
-//! nodes, kill switches, metrics, logs and traces.
+//! nodes, kill switches, metrics (with the process's own figures), logs and
+//! traces.
 
 pub(crate) mod connections;
 pub(crate) mod control;
 pub(crate) mod metrics;
+pub(crate) mod process;
 pub(crate) mod switches;
 pub mod telemetry;

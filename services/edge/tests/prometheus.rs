@@ -68,7 +68,10 @@ async fn a_busy_nodes_metrics_pass_promtool() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("herald_delivery_latency_seconds_bucket"), "{text}");
+    assert!(
+        text.contains("herald_delivery_latency_seconds_bucket"),
+        "{text}"
+    );
     let mut child = Command::new(promtool())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use herald_proto::RejectReason;
 use serde_json::{json, Map, Value};
 
+use crate::ops::process::ProcessStats;
+
 /// Services tracked separately in latency histograms; later ones share `_other`.
 const MAX_TRACKED_SERVICES: usize = 128;
 /// Histogram bucket upper bounds in microseconds (roughly ×1.5 apart), then +Inf.
@@ -121,6 +123,27 @@ pub struct Gauges {
     pub head_samples: u64,
     /// Times a stream may have changed leader (advisories, samples).
     pub leader_changes: u64,
+    /// The NATS connection is up (1) or not (0).
+    pub nats_connected: u64,
+    /// The NATS client's counters.
+    pub nats: NatsCounters,
+    /// The process's own figures (`None` where `/proc` cannot be read).
+    pub process: Option<ProcessStats>,
+}
+
+/// What the NATS client counted since the node started.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NatsCounters {
+    /// Connections established (the first one included).
+    pub connects: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// Payload bytes sent.
+    pub bytes_out: u64,
 }
 
 /// The node's counters.
@@ -254,6 +277,10 @@ impl Metrics {
         for metric in &METRICS {
             let value = match metric.read {
                 Read::One(read) => json!(read(self, &g)),
+                Read::Process(read) => match g.process {
+                    Some(p) => json!(read(&p)),
+                    None => continue,
+                },
                 Read::Family { samples, total, .. } => {
                     let samples = samples(self, &g);
                     if let Some(path) = total {
@@ -293,6 +320,9 @@ impl Metrics {
         let node = escape(node_id);
         for metric in &METRICS {
             let name = metric.prom;
+            if matches!(metric.read, Read::Process(_)) && g.process.is_none() {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "# HELP {name} {}\n# TYPE {name} {}",
@@ -302,6 +332,11 @@ impl Metrics {
             match metric.read {
                 Read::One(read) => {
                     let _ = writeln!(out, "{name}{{node=\"{node}\"}} {}", read(self, &g));
+                }
+                Read::Process(read) => {
+                    if let Some(p) = g.process {
+                        let _ = writeln!(out, "{name}{{node=\"{node}\"}} {}", read(&p));
+                    }
                 }
                 Read::Family { label, samples, .. } => {
                     for (value, v) in samples(self, &g) {
@@ -366,6 +401,9 @@ impl Kind {
 pub enum Read {
     /// One value.
     One(fn(&Metrics, &Gauges) -> u64),
+    /// One figure of the process; the metric is left out where the
+    /// process cannot be read.
+    Process(fn(&ProcessStats) -> f64),
     /// One value per value of a label. In JSON an object keyed by the
     /// label values, and, with `total`, their sum at that path too.
     Family {
@@ -400,7 +438,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 28] = [
+pub static METRICS: [Metric; 41] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -608,6 +646,101 @@ pub static METRICS: [Metric; 28] = [
         read: Read::One(|m, _| m.guards.switch_errors.load(Relaxed)),
     },
     Metric {
+        prom: "herald_build_info",
+        json: &["build"],
+        kind: Kind::Gauge,
+        help: "Always 1; the version label names the running build.",
+        read: Read::Family {
+            label: "version",
+            samples: |_, _| vec![(env!("CARGO_PKG_VERSION"), 1)],
+            total: None,
+        },
+    },
+    Metric {
+        prom: "herald_nats_connected",
+        json: &["nats", "connected"],
+        kind: Kind::Gauge,
+        help: "1 while the node's NATS connection is up, 0 while it reconnects.",
+        read: Read::One(|_, g| g.nats_connected),
+    },
+    Metric {
+        prom: "herald_nats_connects_total",
+        json: &["nats", "connects"],
+        kind: Kind::Counter,
+        help: "NATS connections established, the first one included (reconnects are this minus one).",
+        read: Read::One(|_, g| g.nats.connects),
+    },
+    Metric {
+        prom: "herald_nats_received_messages_total",
+        json: &["nats", "messagesIn"],
+        kind: Kind::Counter,
+        help: "Messages the node received from NATS (live events, stream reads, replies).",
+        read: Read::One(|_, g| g.nats.messages_in),
+    },
+    Metric {
+        prom: "herald_nats_received_bytes_total",
+        json: &["nats", "bytesIn"],
+        kind: Kind::Counter,
+        help: "Payload bytes the node received from NATS.",
+        read: Read::One(|_, g| g.nats.bytes_in),
+    },
+    Metric {
+        prom: "herald_nats_sent_messages_total",
+        json: &["nats", "messagesOut"],
+        kind: Kind::Counter,
+        help: "Messages the node sent to NATS (requests, publishes).",
+        read: Read::One(|_, g| g.nats.messages_out),
+    },
+    Metric {
+        prom: "herald_nats_sent_bytes_total",
+        json: &["nats", "bytesOut"],
+        kind: Kind::Counter,
+        help: "Payload bytes the node sent to NATS.",
+        read: Read::One(|_, g| g.nats.bytes_out),
+    },
+    Metric {
+        prom: "process_cpu_seconds_total",
+        json: &["process", "cpuSeconds"],
+        kind: Kind::Counter,
+        help: "User and system CPU time of the node process, in seconds.",
+        read: Read::Process(|p| p.cpu_seconds),
+    },
+    Metric {
+        prom: "process_resident_memory_bytes",
+        json: &["process", "residentBytes"],
+        kind: Kind::Gauge,
+        help: "Resident memory of the node process, in bytes.",
+        read: Read::Process(|p| p.resident_bytes as f64),
+    },
+    Metric {
+        prom: "process_virtual_memory_bytes",
+        json: &["process", "virtualBytes"],
+        kind: Kind::Gauge,
+        help: "Virtual memory of the node process, in bytes.",
+        read: Read::Process(|p| p.virtual_bytes as f64),
+    },
+    Metric {
+        prom: "process_open_fds",
+        json: &["process", "openFds"],
+        kind: Kind::Gauge,
+        help: "Open file descriptors of the node process (each client connection holds one).",
+        read: Read::Process(|p| p.open_fds as f64),
+    },
+    Metric {
+        prom: "process_max_fds",
+        json: &["process", "maxFds"],
+        kind: Kind::Gauge,
+        help: "The node process's limit on open file descriptors.",
+        read: Read::Process(|p| p.max_fds as f64),
+    },
+    Metric {
+        prom: "process_start_time_seconds",
+        json: &["process", "startTimeSeconds"],
+        kind: Kind::Gauge,
+        help: "Start time of the node process, in seconds since the Unix epoch.",
+        read: Read::Process(|p| p.start_time_seconds),
+    },
+    Metric {
         prom: "herald_delivery_latency_seconds",
         json: &["latencyMs"],
         kind: Kind::Histogram,
@@ -675,6 +808,21 @@ mod tests {
         m.record_delivery("finance", 0, 3_600_000, 1, Delivery::Live);
         let j = m.to_json("n1", Gauges::default());
         assert_eq!(j["latencyMs"]["finance"]["p95"], 3_600_000.0, "{j}");
+    }
+
+    #[test]
+    fn process_figures_are_left_out_where_they_cannot_be_read() {
+        let (m, mut g) = busy();
+        assert_eq!(m.to_json("n1", g)["process"]["openFds"], 12.0);
+        g.process = None;
+        let j = m.to_json("n1", g);
+        assert!(j["process"].is_null(), "{j}");
+        let p = m.to_prometheus("n1", g);
+        assert!(!p.contains("process_"), "{p}");
+        assert!(
+            p.contains("herald_build_info{node=\"n1\",version=\""),
+            "{p}"
+        );
     }
 
     #[test]
@@ -766,6 +914,22 @@ mod tests {
             orgs_untrusted: 11,
             head_samples: 12,
             leader_changes: 13,
+            nats_connected: 1,
+            nats: NatsCounters {
+                connects: 2,
+                messages_in: 14,
+                bytes_in: 15,
+                messages_out: 16,
+                bytes_out: 17,
+            },
+            process: Some(ProcessStats {
+                cpu_seconds: 1.5,
+                resident_bytes: 1024,
+                virtual_bytes: 4096,
+                open_fds: 12,
+                max_fds: 1024,
+                start_time_seconds: 1_764_547_200.0,
+            }),
         };
         (m, g)
     }

@@ -88,20 +88,28 @@ pub fn init(config: &Config) -> TelemetryGuard {
     TelemetryGuard(provider)
 }
 
-/// `RUST_LOG` (default `info`), with the NATS client's own lines at `warn`
-/// unless `RUST_LOG` names it: the node says what its connection does, once
-/// per change and with the servers' addresses
-/// ([`connection`](crate::nats::connection)).
+/// `RUST_LOG` (default `info`). The NATS client's own lines (an INFO line
+/// per reconnect attempt, without the server or the reason) go down to
+/// `warn`, since the node says what its connection does itself, once per
+/// change and with the servers' addresses
+/// ([`connection`](crate::nats::connection)); unless `RUST_LOG` names
+/// `async_nats` or asks for `debug` or `trace`.
 fn log_filter(rust_log: Option<&str>) -> EnvFilter {
-    let wanted = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
-    let spec = if wanted.contains("async_nats") {
+    const DEFAULT: &str = "info,async_nats=warn";
+    let Some(wanted) = rust_log.filter(|s| !s.trim().is_empty()) else {
+        return EnvFilter::new(DEFAULT);
+    };
+    let verbose = ["async_nats", "debug", "trace"]
+        .iter()
+        .any(|w| wanted.to_ascii_lowercase().contains(w));
+    let spec = if verbose {
         wanted.to_owned()
     } else {
         format!("{wanted},async_nats=warn")
     };
     EnvFilter::try_new(&spec).unwrap_or_else(|e| {
-        eprintln!("RUST_LOG={wanted:?} is not a valid filter ({e}); logging at info");
-        EnvFilter::new("info,async_nats=warn")
+        eprintln!("RUST_LOG={wanted:?} is not a valid filter ({e}); logging with {DEFAULT}");
+        EnvFilter::new(DEFAULT)
     })
 }
 
@@ -149,11 +157,14 @@ mod tests {
     use tracing::Level;
 
     #[test]
-    fn the_nats_clients_own_lines_are_quiet_unless_asked_for() {
+    fn the_nats_clients_own_lines_are_quiet_unless_rust_log_says_otherwise() {
         let shown = |rust_log: Option<&str>| log_filter(rust_log).to_string();
         assert!(shown(None).contains("async_nats=warn"), "{}", shown(None));
-        assert!(shown(Some("debug")).contains("async_nats=warn"));
-        assert!(!shown(Some("info,async_nats=debug")).contains("async_nats=warn"));
+        assert!(shown(Some(" ")).contains("async_nats=warn"));
+        assert!(shown(Some("info")).contains("async_nats=warn"));
+        assert_eq!(shown(Some("trace")), "trace");
+        assert!(!shown(Some("info,herald_edge=debug")).contains("async_nats"));
+        assert_eq!(shown(Some("async_nats=info")), "async_nats=info");
         assert!(shown(Some("not a [filter")).contains("async_nats=warn"));
     }
 
