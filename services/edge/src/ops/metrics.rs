@@ -25,7 +25,7 @@ const BUCKETS_US: [u64; 36] = [
 
 /// A fixed-bucket latency histogram.
 #[derive(Clone)]
-struct Histogram {
+pub struct Histogram {
     counts: [u64; BUCKETS_US.len() + 1],
     total: u64,
     sum_us: u64,
@@ -174,6 +174,8 @@ pub struct Metrics {
     pub slow_closes: AtomicU64,
     latency: Mutex<BTreeMap<String, Histogram>>,
     catch_up: Mutex<Histogram>,
+    history_read: Mutex<Histogram>,
+    connect_ack: Mutex<Histogram>,
     /// Request guards and node limits.
     pub guards: GuardCounters,
 }
@@ -233,6 +235,17 @@ impl Metrics {
         for _ in 0..samples {
             h.record(us);
         }
+    }
+
+    /// Records how long one read of history from the stream took.
+    pub fn record_history_read(&self, took: std::time::Duration) {
+        record(&self.history_read, took);
+    }
+
+    /// Records how long a stream connection took from its request to its
+    /// ack (WebSocket upgrade to `ack`, or SSE request to its `ack` event).
+    pub fn record_connect_ack(&self, took: std::time::Duration) {
+        record(&self.connect_ack, took);
     }
 
     /// Records the delivery to one client of events given as (service,
@@ -302,8 +315,7 @@ impl Metrics {
                         .map(|(svc, h)| (svc.clone(), h.summary()))
                         .collect(),
                 ),
-                Read::CatchUpAge => self
-                    .catch_up
+                Read::Histogram(which) => which(self)
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .summary(),
@@ -350,14 +362,19 @@ impl Metrics {
                         histogram(&mut out, name, &labels, h);
                     }
                 }
-                Read::CatchUpAge => {
-                    let h = self.catch_up.lock().unwrap_or_else(|p| p.into_inner());
+                Read::Histogram(which) => {
+                    let h = which(self).lock().unwrap_or_else(|p| p.into_inner());
                     histogram(&mut out, name, &format!("node=\"{node}\""), &h);
                 }
             }
         }
         out
     }
+}
+
+fn record(h: &Mutex<Histogram>, took: std::time::Duration) {
+    let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    h.lock().unwrap_or_else(|p| p.into_inner()).record(us);
 }
 
 /// The bucket, sum and count samples of histogram `name` with `labels`.
@@ -417,9 +434,9 @@ pub enum Read {
     /// The live delivery latency histograms, by service: quantiles in ms
     /// in JSON, buckets in seconds in Prometheus.
     Latency,
-    /// The age of events delivered as catch-up, one histogram, shown as
-    /// [`Read::Latency`] shows each of its.
-    CatchUpAge,
+    /// One histogram without labels, shown as [`Read::Latency`] shows
+    /// each of its.
+    Histogram(fn(&Metrics) -> &Mutex<Histogram>),
 }
 
 /// One metric: everything both renderers need to show it.
@@ -438,7 +455,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 41] = [
+pub static METRICS: [Metric; 43] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -752,7 +769,21 @@ pub static METRICS: [Metric; 41] = [
         json: &["catchUpAgeMs"],
         kind: Kind::Histogram,
         help: "Age (time since JetStream storage) of events delivered to clients that were behind: resumes, first reads, polls that found events waiting.",
-        read: Read::CatchUpAge,
+        read: Read::Histogram(|m| &m.catch_up),
+    },
+    Metric {
+        prom: "herald_history_read_duration_seconds",
+        json: &["historyReadMs"],
+        kind: Kind::Histogram,
+        help: "Time one read of history from the stream took (clients behind the buffer).",
+        read: Read::Histogram(|m| &m.history_read),
+    },
+    Metric {
+        prom: "herald_connect_ack_seconds",
+        json: &["connectAckMs"],
+        kind: Kind::Histogram,
+        help: "Time from a stream connection's request to its ack (WebSocket upgrade to ack, SSE request to the ack event).",
+        read: Read::Histogram(|m| &m.connect_ack),
     },
 ];
 
@@ -900,6 +931,9 @@ mod tests {
             m.reject(r);
         }
         m.record_delivery("finance", 1000, 1003, 2, Delivery::Live);
+        m.record_delivery("finance", 1000, 9003, 1, Delivery::CatchUp);
+        m.record_history_read(std::time::Duration::from_millis(4));
+        m.record_connect_ack(std::time::Duration::from_micros(800));
         let g = Gauges {
             websocket: 1,
             sse: 2,
@@ -1054,6 +1088,11 @@ mod tests {
             "guards.bodyTimeouts",
             "guards.rateLimited",
             "guards.switchErrors",
+            "catchUpAgeMs.p50",
+            "historyReadMs.count",
+            "connectAckMs.p99",
+            "nats.connected",
+            "process.cpuSeconds",
         ] {
             let v = path.split('.').fold(&j, |v, k| &v[k]);
             assert!(!v.is_null(), "JSON {path} missing");
@@ -1067,7 +1106,7 @@ mod tests {
             "herald_waiters{node=\"n1\"} 7",
             "herald_quarantined{node=\"n1\"} 8",
             "herald_events_ingested_total{",
-            "herald_events_delivered_total{node=\"n1\"} 2",
+            "herald_events_delivered_total{node=\"n1\"} 3",
             "herald_events_dropped_total{",
             "herald_events_rejected_total{node=\"n1\",reason=\"bad_subject\"} 1",
             "herald_gaps_filled_total{",
@@ -1090,6 +1129,13 @@ mod tests {
             "herald_switch_errors_total{",
             "herald_delivery_latency_seconds_bucket{node=\"n1\",service=\"finance\",le=\"+Inf\"} 2",
             "herald_delivery_latency_seconds_sum{",
+            "herald_catchup_age_seconds_count{node=\"n1\"} 1",
+            "herald_history_read_duration_seconds_count{node=\"n1\"} 1",
+            "herald_connect_ack_seconds_count{node=\"n1\"} 1",
+            "herald_build_info{node=\"n1\",version=",
+            "herald_nats_connected{node=\"n1\"} 1",
+            "herald_nats_connects_total{node=\"n1\"} 2",
+            "process_resident_memory_bytes{node=\"n1\"} 1024",
         ] {
             assert!(p.contains(name), "Prometheus {name} missing");
         }

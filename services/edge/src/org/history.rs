@@ -29,8 +29,23 @@ pub async fn read(
     limit: usize,
     max_bytes: usize,
 ) -> Result<(Vec<Arc<StoredEvent>>, u64), StreamError> {
-    let (up, org) = (&hub.upstream, &*hub.org);
+    let up = &hub.upstream;
     up.metrics.history_reads.fetch_add(1, Relaxed);
+    let started = tokio::time::Instant::now();
+    let read = scan(hub, after, until, filter, limit, max_bytes).await;
+    up.metrics.record_history_read(started.elapsed());
+    read
+}
+
+async fn scan(
+    hub: &OrgHub,
+    after: u64,
+    until: u64,
+    filter: &impl EventFilter,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<(Vec<Arc<StoredEvent>>, u64), StreamError> {
+    let (up, org) = (&hub.upstream, &*hub.org);
     let mut events = Vec::new();
     let mut bytes = 0;
     let mut cursor = after;

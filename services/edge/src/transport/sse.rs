@@ -44,6 +44,7 @@ pub async fn sse(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    let requested = Instant::now();
     let params = SseParams::parse(query.as_deref(), &headers)?;
     let Admitted {
         principal,
@@ -68,6 +69,7 @@ pub async fn sse(
         None,
         &messages::ack(&node, &registration, &principal, &reader),
     )?);
+    node.metrics.record_connect_ack(requested.elapsed());
     if epoch_changed {
         let head = reader.cursor();
         pending.push_back(message_event(

@@ -91,6 +91,7 @@ pub async fn stream(
     // the status of a failed upgrade, see the close code.
     let admitted = handshake::admit(&node, &headers, query.as_deref());
     ws.on_upgrade(move |socket| async move {
+        let upgraded = Instant::now();
         let (sink, incoming) = socket.split();
         let out = Outbound::new(
             sink,
@@ -99,7 +100,7 @@ pub async fn stream(
             node.config.ws_outbound_bytes,
         );
         match admitted {
-            Ok(admission) => Connection::run(node, out, incoming, admission).await,
+            Ok(admission) => Connection::run(node, out, incoming, admission, upgraded).await,
             Err(refused) => out.close(incoming, Closing::from(refused)).await,
         }
     })
@@ -135,6 +136,7 @@ impl Connection {
         mut out: Outbound,
         mut incoming: SplitStream<WebSocket>,
         admission: Admission,
+        upgraded: Instant,
     ) {
         let Handshake {
             principal,
@@ -155,6 +157,7 @@ impl Connection {
         if let Err(closing) = first.iter().try_for_each(|m| out.push(m)) {
             return out.close(incoming, closing).await;
         }
+        node.metrics.record_connect_ack(upgraded.elapsed());
         let deadlines = Deadlines::new(
             Instant::now(),
             node.config.ping_interval,
