@@ -15,7 +15,7 @@ use crate::nats::connection;
 use crate::nats::stream::StreamSettings;
 use crate::nats::streams::Streams;
 use crate::ops::connections::Connections;
-use crate::ops::metrics::{Gauges, Metrics, NatsCounters};
+use crate::ops::metrics::{Gauges, Metrics, NatsCounters, PartitionGauges};
 use crate::ops::process;
 use crate::ops::switches::Switches;
 use crate::org::buffer::{BufferLimits, ByteBudget};
@@ -166,6 +166,15 @@ impl Node {
                 }
             },
             process: process::read(),
+            partitions: self
+                .streams
+                .all()
+                .iter()
+                .map(|h| PartitionGauges {
+                    last_seq: h.current().map(|head| head.last_seq),
+                    sample_age: h.sample_age(),
+                })
+                .collect(),
         }
     }
 }

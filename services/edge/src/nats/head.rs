@@ -136,6 +136,11 @@ impl Heads {
         lock(&self.aged).clone()
     }
 
+    /// Time since the last good sample (`None` before the first).
+    pub fn sample_age(&self) -> Option<Duration> {
+        lock(&self.ok_at).map(|at| at.elapsed())
+    }
+
     /// A sample succeeded within `max_age`.
     pub fn is_recent(&self, max_age: Duration) -> bool {
         lock(&self.ok_at).is_some_and(|at| at.elapsed() <= max_age)

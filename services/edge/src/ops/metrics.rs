@@ -95,7 +95,7 @@ pub enum Delivery {
 }
 
 /// Gauges the metrics read from the rest of the node when rendered.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Gauges {
     /// Open WebSocket streams.
     pub websocket: u64,
@@ -129,6 +129,17 @@ pub struct Gauges {
     pub nats: NatsCounters,
     /// The process's own figures (`None` where `/proc` cannot be read).
     pub process: Option<ProcessStats>,
+    /// Each partition's stream as last sampled, by partition.
+    pub partitions: Vec<PartitionGauges>,
+}
+
+/// One partition's stream as this node last sampled it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PartitionGauges {
+    /// The newest sequence stored (`None` before the first sample).
+    pub last_seq: Option<u64>,
+    /// Time since the last good sample (`None` before the first).
+    pub sample_age: Option<std::time::Duration>,
 }
 
 /// What the NATS client counted since the node started.
@@ -284,18 +295,25 @@ impl Metrics {
 
     /// The JSON document of `/v2/realtime/metrics`: `nodeId`, then every
     /// entry of [`METRICS`] at its JSON path.
-    pub fn to_json(&self, node_id: &str, g: Gauges) -> Value {
+    pub fn to_json(&self, node_id: &str, g: &Gauges) -> Value {
         let mut doc = Map::new();
         doc.insert("nodeId".into(), json!(node_id));
         for metric in &METRICS {
             let value = match metric.read {
-                Read::One(read) => json!(read(self, &g)),
+                Read::One(read) => json!(read(self, g)),
                 Read::Process(read) => match g.process {
                     Some(p) => json!(read(&p)),
                     None => continue,
                 },
+                Read::Partitions(read) => Value::Object(
+                    g.partitions
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, p)| Some((k.to_string(), json!(read(p)?))))
+                        .collect(),
+                ),
                 Read::Family { samples, total, .. } => {
-                    let samples = samples(self, &g);
+                    let samples = samples(self, g);
                     if let Some(path) = total {
                         let sum: u64 = samples.iter().map(|(_, v)| v).sum();
                         insert(&mut doc, path, json!(sum));
@@ -327,7 +345,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of `/metrics`: every entry of
     /// [`METRICS`] with its help and type, labelled with the node.
-    pub fn to_prometheus(&self, node_id: &str, g: Gauges) -> String {
+    pub fn to_prometheus(&self, node_id: &str, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let node = escape(node_id);
         for metric in &METRICS {
@@ -343,15 +361,23 @@ impl Metrics {
             );
             match metric.read {
                 Read::One(read) => {
-                    let _ = writeln!(out, "{name}{{node=\"{node}\"}} {}", read(self, &g));
+                    let _ = writeln!(out, "{name}{{node=\"{node}\"}} {}", read(self, g));
                 }
                 Read::Process(read) => {
                     if let Some(p) = g.process {
                         let _ = writeln!(out, "{name}{{node=\"{node}\"}} {}", read(&p));
                     }
                 }
+                Read::Partitions(read) => {
+                    for (k, p) in g.partitions.iter().enumerate() {
+                        if let Some(v) = read(p) {
+                            let _ =
+                                writeln!(out, "{name}{{node=\"{node}\",partition=\"{k}\"}} {v}");
+                        }
+                    }
+                }
                 Read::Family { label, samples, .. } => {
-                    for (value, v) in samples(self, &g) {
+                    for (value, v) in samples(self, g) {
                         let _ = writeln!(out, "{name}{{node=\"{node}\",{label}=\"{value}\"}} {v}");
                     }
                 }
@@ -421,6 +447,9 @@ pub enum Read {
     /// One figure of the process; the metric is left out where the
     /// process cannot be read.
     Process(fn(&ProcessStats) -> f64),
+    /// One value per partition (label `partition`; a JSON object keyed by
+    /// the partition number), left out for a partition not sampled yet.
+    Partitions(fn(&PartitionGauges) -> Option<f64>),
     /// One value per value of a label. In JSON an object keyed by the
     /// label values, and, with `total`, their sum at that path too.
     Family {
@@ -455,7 +484,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 43] = [
+pub static METRICS: [Metric; 45] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -663,6 +692,20 @@ pub static METRICS: [Metric; 43] = [
         read: Read::One(|m, _| m.guards.switch_errors.load(Relaxed)),
     },
     Metric {
+        prom: "herald_stream_last_sequence",
+        json: &["stream", "lastSeq"],
+        kind: Kind::Gauge,
+        help: "Newest sequence stored in each partition's event stream, as last sampled; its rate is the partition's publish rate.",
+        read: Read::Partitions(|p| p.last_seq.map(|s| s as f64)),
+    },
+    Metric {
+        prom: "herald_stream_sample_age_seconds",
+        json: &["stream", "sampleAgeSeconds"],
+        kind: Kind::Gauge,
+        help: "Time since each partition's stream head was last sampled successfully (about the sample interval when healthy; growing while the partition has no leader or NATS is away).",
+        read: Read::Partitions(|p| p.sample_age.map(|a| a.as_secs_f64())),
+    },
+    Metric {
         prom: "herald_build_info",
         json: &["build"],
         kind: Kind::Gauge,
@@ -837,18 +880,18 @@ mod tests {
         assert_eq!(h.quantile_ms(0.99), Some(1.2));
         let m = Metrics::default();
         m.record_delivery("finance", 0, 3_600_000, 1, Delivery::Live);
-        let j = m.to_json("n1", Gauges::default());
+        let j = m.to_json("n1", &Gauges::default());
         assert_eq!(j["latencyMs"]["finance"]["p95"], 3_600_000.0, "{j}");
     }
 
     #[test]
     fn process_figures_are_left_out_where_they_cannot_be_read() {
         let (m, mut g) = busy();
-        assert_eq!(m.to_json("n1", g)["process"]["openFds"], 12.0);
+        assert_eq!(m.to_json("n1", &g)["process"]["openFds"], 12.0);
         g.process = None;
-        let j = m.to_json("n1", g);
+        let j = m.to_json("n1", &g);
         assert!(j["process"].is_null(), "{j}");
-        let p = m.to_prometheus("n1", g);
+        let p = m.to_prometheus("n1", &g);
         assert!(!p.contains("process_"), "{p}");
         assert!(
             p.contains("herald_build_info{node=\"n1\",version=\""),
@@ -862,12 +905,12 @@ mod tests {
         m.record_deliveries([("finance", 0), ("finance", 0)], 65_000, Delivery::CatchUp);
         m.record_deliveries([("finance", 64_998)], 65_000, Delivery::Live);
         assert_eq!(m.delivered.load(Relaxed), 3);
-        let j = m.to_json("n1", Gauges::default());
+        let j = m.to_json("n1", &Gauges::default());
         assert_eq!(j["latencyMs"]["finance"]["count"], 1, "{j}");
         assert_eq!(j["latencyMs"]["finance"]["p99"], 2.0, "{j}");
         assert_eq!(j["catchUpAgeMs"]["count"], 2, "{j}");
         assert_eq!(j["catchUpAgeMs"]["p50"], 65_000.0, "{j}");
-        let p = m.to_prometheus("n1", Gauges::default());
+        let p = m.to_prometheus("n1", &Gauges::default());
         assert!(
             p.contains("herald_catchup_age_seconds_count{node=\"n1\"} 2"),
             "{p}"
@@ -877,7 +920,7 @@ mod tests {
             "{p}"
         );
         // Nothing delivered yet: no quantiles, not a number standing in for one.
-        let j = Metrics::default().to_json("n1", Gauges::default());
+        let j = Metrics::default().to_json("n1", &Gauges::default());
         assert_eq!(
             j["catchUpAgeMs"],
             json!({"count": 0, "p50": null, "p95": null, "p99": null})
@@ -893,7 +936,7 @@ mod tests {
             Delivery::Live,
         );
         assert_eq!(m.delivered.load(Relaxed), 4);
-        let j = m.to_json("n1", Gauges::default());
+        let j = m.to_json("n1", &Gauges::default());
         assert_eq!(j["latencyMs"]["a"]["count"], 3, "{j}");
         assert_eq!(j["latencyMs"]["b"]["count"], 1, "{j}");
         m.record_deliveries([], 1010, Delivery::Live);
@@ -908,7 +951,7 @@ mod tests {
         m.record_delivery("finance", 1000, 1003, 2, Delivery::Live);
         let j = m.to_json(
             "n1",
-            Gauges {
+            &Gauges {
                 waiters: 3,
                 ..Gauges::default()
             },
@@ -917,7 +960,7 @@ mod tests {
         assert_eq!(j["events"]["delivered"], 2);
         assert_eq!(j["waiters"], 3);
         assert_eq!(j["latencyMs"]["finance"]["p50"], 3.0);
-        let p = m.to_prometheus("n1", Gauges::default());
+        let p = m.to_prometheus("n1", &Gauges::default());
         assert!(p.contains("herald_events_rejected_total{node=\"n1\",reason=\"mismatch\"} 1"));
         assert!(
             p.contains("herald_delivery_latency_seconds_count{node=\"n1\",service=\"finance\"} 2")
@@ -964,6 +1007,13 @@ mod tests {
                 max_fds: 1024,
                 start_time_seconds: 1_764_547_200.0,
             }),
+            partitions: vec![
+                PartitionGauges {
+                    last_seq: Some(18),
+                    sample_age: Some(std::time::Duration::from_millis(500)),
+                },
+                PartitionGauges::default(),
+            ],
         };
         (m, g)
     }
@@ -988,8 +1038,8 @@ mod tests {
     #[test]
     fn both_renderers_cover_the_same_table() {
         let (m, g) = busy();
-        let j = m.to_json("n1", g);
-        let p = m.to_prometheus("n1", g);
+        let j = m.to_json("n1", &g);
+        let p = m.to_prometheus("n1", &g);
         let mut names = Vec::new();
         for metric in &METRICS {
             let name = metric.prom;
@@ -1048,8 +1098,8 @@ mod tests {
     #[test]
     fn keeps_every_published_name() {
         let (m, g) = busy();
-        let j = m.to_json("n1", g);
-        let p = m.to_prometheus("n1", g);
+        let j = m.to_json("n1", &g);
+        let p = m.to_prometheus("n1", &g);
         for path in [
             "nodeId",
             "connections.websocket",
@@ -1093,6 +1143,8 @@ mod tests {
             "connectAckMs.p99",
             "nats.connected",
             "process.cpuSeconds",
+            "stream.lastSeq.0",
+            "stream.sampleAgeSeconds.0",
         ] {
             let v = path.split('.').fold(&j, |v, k| &v[k]);
             assert!(!v.is_null(), "JSON {path} missing");
@@ -1136,6 +1188,8 @@ mod tests {
             "herald_nats_connected{node=\"n1\"} 1",
             "herald_nats_connects_total{node=\"n1\"} 2",
             "process_resident_memory_bytes{node=\"n1\"} 1024",
+            "herald_stream_last_sequence{node=\"n1\",partition=\"0\"} 18",
+            "herald_stream_sample_age_seconds{node=\"n1\",partition=\"0\"} 0.5",
         ] {
             assert!(p.contains(name), "Prometheus {name} missing");
         }

@@ -143,7 +143,7 @@ async fn metrics_json(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(match authorize_metrics(&node, &headers)? {
-        MetricsView::Node => node.metrics.to_json(&node.node_id, node.gauges()),
+        MetricsView::Node => node.metrics.to_json(&node.node_id, &node.gauges()),
         MetricsView::Org(org) => org_metrics(&node, &org),
     }))
 }
@@ -173,6 +173,6 @@ async fn metrics_prometheus(
                 .into(),
         ));
     }
-    let text = node.metrics.to_prometheus(&node.node_id, node.gauges());
+    let text = node.metrics.to_prometheus(&node.node_id, &node.gauges());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
