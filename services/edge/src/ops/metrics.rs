@@ -189,6 +189,8 @@ pub struct Metrics {
     connect_ack: Mutex<Histogram>,
     /// Request guards and node limits.
     pub guards: GuardCounters,
+    /// HTTP answers by status class (1xx to 5xx).
+    responses: [AtomicU64; 5],
 }
 
 /// What the request guards and node limits did.
@@ -210,6 +212,16 @@ impl Metrics {
     /// Counts a rejected event under its reason.
     pub fn reject(&self, reason: RejectReason) {
         self.rejected[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Counts one HTTP answer with `status` (100 to 599; others are ignored).
+    pub fn count_response(&self, status: u16) {
+        if let Some(class) = (status / 100)
+            .checked_sub(1)
+            .and_then(|i| self.responses.get(i as usize))
+        {
+            class.fetch_add(1, Relaxed);
+        }
     }
 
     /// All rejected events.
@@ -484,7 +496,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 45] = [
+pub static METRICS: [Metric; 46] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -690,6 +702,23 @@ pub static METRICS: [Metric; 45] = [
         kind: Kind::Counter,
         help: "Malformed kill-switch values ignored.",
         read: Read::One(|m, _| m.guards.switch_errors.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_http_responses_total",
+        json: &["http", "responses"],
+        kind: Kind::Counter,
+        help: "HTTP answers by status class (WebSocket upgrades are 1xx; a long-poll counts when it is answered).",
+        read: Read::Family {
+            label: "code",
+            samples: |m, _| {
+                ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                    .into_iter()
+                    .zip(&m.responses)
+                    .map(|(class, n)| (class, n.load(Relaxed)))
+                    .collect()
+            },
+            total: None,
+        },
     },
     Metric {
         prom: "herald_stream_last_sequence",
@@ -977,6 +1006,9 @@ mod tests {
         m.record_delivery("finance", 1000, 9003, 1, Delivery::CatchUp);
         m.record_history_read(std::time::Duration::from_millis(4));
         m.record_connect_ack(std::time::Duration::from_micros(800));
+        for status in [101, 200, 200, 404, 503, 99, 600] {
+            m.count_response(status);
+        }
         let g = Gauges {
             websocket: 1,
             sse: 2,
@@ -1189,6 +1221,9 @@ mod tests {
             "herald_nats_connects_total{node=\"n1\"} 2",
             "process_resident_memory_bytes{node=\"n1\"} 1024",
             "herald_stream_last_sequence{node=\"n1\",partition=\"0\"} 18",
+            "herald_http_responses_total{node=\"n1\",code=\"2xx\"} 2",
+            "herald_http_responses_total{node=\"n1\",code=\"5xx\"} 1",
+            "herald_http_responses_total{node=\"n1\",code=\"1xx\"} 1",
             "herald_stream_sample_age_seconds{node=\"n1\",partition=\"0\"} 0.5",
         ] {
             assert!(p.contains(name), "Prometheus {name} missing");

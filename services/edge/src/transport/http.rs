@@ -43,7 +43,11 @@ pub fn router(node: Arc<Node>) -> Router {
             Arc::clone(&node),
             cookie_origin_guard,
         ))
-        .layer(DefaultBodyLimit::max(body_limit));
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&node),
+            count_responses,
+        ));
     if !node.config.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = node
             .config
@@ -61,6 +65,14 @@ pub fn router(node: Arc<Node>) -> Router {
         );
     }
     app.with_state(node)
+}
+
+/// Counts every answer by status class (`herald_http_responses_total`): the
+/// error rate operators alert on.
+async fn count_responses(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    node.metrics.count_response(response.status().as_u16());
+    response
 }
 
 /// Applies [`check_origin`] to every request before its handler (and
