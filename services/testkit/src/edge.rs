@@ -286,7 +286,7 @@ async fn start(
         .env("HERALD_LISTEN", listen);
     // The log of an earlier run may hold its `listening` line: only lines
     // written by this run count.
-    let skip = process::read_log(log_path).len();
+    let skip = std::fs::metadata(log_path).map_or(0, |m| m.len() as usize);
     let mut child = process::spawn_logged(&mut command, log_path);
     match listening_addr(&mut child, log_path, skip).await {
         Ok(addr) => (child, addr),
