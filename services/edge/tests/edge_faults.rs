@@ -56,6 +56,8 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long a SIGTERMed edge may drain before it is SIGKILLed (its own
 /// drain timeout is 8 s).
 const DRAIN_BOUND: Duration = Duration::from_secs(15);
+/// Longest wait for nginx to send clients to a restarted edge again.
+const SERVING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on a whole test; the processes stop on drop when it expires.
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -97,16 +99,38 @@ impl Topology {
         }
     }
 
+    /// Clients edge `i` holds now: streams and held polls.
+    async fn held(&self, i: usize) -> u64 {
+        match Probe::new(&self.edges[i].base_url())
+            .unwrap()
+            .metrics()
+            .await
+        {
+            Ok(m) => m.websocket + m.sse + m.waiters,
+            Err(_) => 0,
+        }
+    }
+
+    /// Waits (at most [`SERVING_TIMEOUT`]) until nginx sends clients to
+    /// edge `i` again: nginx keeps a node it could not reach out of the
+    /// rotation for `fail_timeout` (10 s by default), however soon the node
+    /// is back. Returns the wait, or `None` when it never came.
+    async fn wait_serving(&self, i: usize) -> Option<Duration> {
+        let t0 = Instant::now();
+        while t0.elapsed() < SERVING_TIMEOUT {
+            if self.held(i).await > 0 {
+                return Some(t0.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     /// The edge holding the most client connections and polls.
     async fn busiest_edge(&self) -> usize {
         let mut best = (0, 0);
-        for (i, edge) in self.edges.iter().enumerate() {
-            let m = Probe::new(&edge.base_url())
-                .unwrap()
-                .metrics()
-                .await
-                .unwrap();
-            let held = m.websocket + m.sse + m.waiters;
+        for i in 0..self.edges.len() {
+            let held = self.held(i).await;
             if held > best.1 {
                 best = (i, held);
             }
@@ -167,11 +191,10 @@ impl Load {
             .await
             .unwrap();
         let total = (RATE * seconds as f64) as u64;
-        let publishing = tokio::spawn(async move {
-            publisher
-                .publish(total, Pace::Rate(RATE), IN_FLIGHT)
-                .await
-        });
+        let publishing =
+            tokio::spawn(
+                async move { publisher.publish(total, Pace::Rate(RATE), IN_FLIGHT).await },
+            );
         Load {
             fleet,
             publishing,
@@ -314,15 +337,38 @@ fn reconnects(records: &[&ClientRecord], started: Instant) -> String {
     {
         let failed: u64 = records.iter().map(|r| r.log.events.errors).sum();
         let connects: u64 = records.iter().map(|r| r.log.events.connects).sum();
-        return format!("{failed} failed polls, {connects} connections opened");
+        let mut first = std::collections::BTreeMap::new();
+        for e in records
+            .iter()
+            .filter_map(|r| r.log.events.first_error.as_ref())
+        {
+            *first
+                .entry(e.chars().take(70).collect::<String>())
+                .or_insert(0u32) += 1;
+        }
+        let first: Vec<String> = first
+            .iter()
+            .take(3)
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect();
+        return format!(
+            "{failed} failed polls, {connects} connections opened; first errors: {}",
+            first.join(", ")
+        );
     }
     let mut gaps = Vec::new();
     let mut failed = 0;
+    let mut why_failed = std::collections::BTreeMap::new();
     for r in records {
         let attempts = &r.log.attempts;
         for (i, a) in attempts.iter().enumerate() {
             if a.started >= started && a.acked.is_none() && a.end != End::Stopped {
                 failed += 1;
+                let why = match &a.end {
+                    End::Failed(e) => e.chars().take(70).collect(),
+                    other => format!("{other:?}"),
+                };
+                *why_failed.entry(why).or_insert(0u32) += 1;
             }
             let (Some(ended), Some(_)) = (a.ended, a.acked) else {
                 continue;
@@ -336,9 +382,32 @@ fn reconnects(records: &[&ClientRecord], started: Instant) -> String {
         }
     }
     let l: Latency = verify::percentiles(&mut gaps);
+    let mut why: Vec<(u32, String)> = why_failed.into_iter().map(|(k, n)| (n, k)).collect();
+    why.sort_unstable_by(|a, b| b.cmp(a));
+    let why: Vec<String> = why
+        .iter()
+        .take(3)
+        .map(|(n, k)| format!("{k} ×{n}"))
+        .collect();
     format!(
-        "{} reconnects, connection end → new ack p50 {:.0} / p99 {:.0} / max {:.0} ms, {failed} failed attempts",
-        l.count, l.p50, l.p99, l.max
+        "{} reconnects, connection end → new ack p50 {:.0} / p99 {:.0} / max {:.0} ms, {failed} failed attempts{}",
+        l.count,
+        l.p50,
+        l.p99,
+        l.max,
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join(", "))
+        }
+    )
+}
+
+/// `after N s` from the fault, or that it did not happen.
+fn since(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || format!("not within {SERVING_TIMEOUT:?}"),
+        |d| format!("after {:.1} s", d.as_secs_f64()),
     )
 }
 
@@ -365,11 +434,14 @@ async fn an_edge_killed_under_load_loses_nothing() {
         tokio::time::sleep(Duration::from_secs(10)).await;
         topology.edges[victim].restart().await;
         let back = killed.elapsed();
+        let serving = topology.wait_serving(victim).await;
         let timeline = format!(
-            "edge-{} SIGKILLed at +{:.1} s, restarted on its port and ready {:.1} s later",
+            "edge-{} SIGKILLed at +{:.1} s, restarted on its port and ready {:.1} s later, \
+             given clients by nginx again {}",
             victim + 1,
             at.as_secs_f64(),
-            back.as_secs_f64()
+            back.as_secs_f64(),
+            since(serving.map(|d| back + d))
         );
         load.finish("SIGKILL of an edge", &timeline).await;
         drop(topology);
@@ -380,15 +452,16 @@ async fn an_edge_killed_under_load_loses_nothing() {
 /// A rolling restart 5 s into the load: each edge in turn gets SIGTERM
 /// (drain: streams closed with 1012, held polls answered), is SIGKILLed if
 /// it has not exited within 15 s, restarts on its port, and the next one
-/// goes once it is ready and has had 3 s to take its orgs back.
+/// goes once it is ready and nginx gives it clients again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_edge_loses_nothing() {
     bounded(async {
         let mut topology = Topology::start().await;
-        let load = Load::start(&topology, 40).await;
+        let load = Load::start(&topology, 45).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         let mut steps = Vec::new();
-        for (i, edge) in topology.edges.iter_mut().enumerate() {
+        for i in 0..EDGES {
+            let edge = &mut topology.edges[i];
             let t0 = Instant::now();
             let at = t0.duration_since(load.started);
             edge.sigterm();
@@ -398,8 +471,14 @@ async fn a_rolling_restart_of_every_edge_loses_nothing() {
                 edge.kill();
             }
             edge.restart().await;
+            let ready = t0.elapsed();
+            // The next edge goes only once nginx uses this one again: with
+            // two nodes out of its rotation at once, nginx has one left, and
+            // with all three out it answers 502.
+            let serving = topology.wait_serving(i).await;
             steps.push(format!(
-                "edge-{} SIGTERM at +{:.1} s: {} after {:.1} s, ready again after {:.1} s",
+                "edge-{} SIGTERM at +{:.1} s: {} after {:.1} s, ready again after {:.1} s, \
+                 given clients by nginx again {}",
                 i + 1,
                 at.as_secs_f64(),
                 match exit {
@@ -407,9 +486,9 @@ async fn a_rolling_restart_of_every_edge_loses_nothing() {
                     None => "SIGKILLed (no exit)".to_owned(),
                 },
                 drained.as_secs_f64(),
-                t0.elapsed().as_secs_f64()
+                ready.as_secs_f64(),
+                since(serving.map(|d| ready + d))
             ));
-            tokio::time::sleep(Duration::from_secs(3)).await;
         }
         load.finish("rolling restart with SIGTERM drain", &steps.join("\n  "))
             .await;
