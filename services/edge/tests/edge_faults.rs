@@ -24,6 +24,7 @@ use herald_loadgen::probe::Probe;
 use herald_loadgen::publish::{Pace, Published, Publisher};
 use herald_loadgen::streaming::{self, org_ids, plan_clients, Mix, Placement};
 use herald_loadgen::verify::{self, Latency};
+use herald_proto::Partitions;
 use herald_testkit::{stable_port, EdgeOptions, EdgeProcess, NatsCluster, Nginx, SECRET};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
@@ -143,6 +144,7 @@ impl Topology {
 struct Load {
     fleet: Fleet,
     publishing: tokio::task::JoinHandle<Published>,
+    probe: AckProbe,
     /// When publishing started.
     started: Instant,
 }
@@ -195,10 +197,12 @@ impl Load {
             tokio::spawn(
                 async move { publisher.publish(total, Pace::Rate(RATE), IN_FLIGHT).await },
             );
+        let started = Instant::now();
         Load {
             fleet,
             publishing,
-            started: Instant::now(),
+            probe: AckProbe::start(&topology.cluster, started).await,
+            started,
         }
     }
 
@@ -206,6 +210,7 @@ impl Load {
     /// the clients, checks every delivery and prints the figures.
     async fn finish(self, fault: &str, timeline: &str) {
         let published = self.publishing.await.unwrap();
+        let acks = self.probe.stop().await;
         assert!(
             published.errors == 0 && published.duplicates == 0,
             "every publish stored once: {} failed ({:?}), {} duplicates",
@@ -222,6 +227,7 @@ impl Load {
             "\n{fault}: {} events published at {RATE}/s to {ORGS} orgs, {CLIENTS} clients through nginx\n  \
              {timeline}\n  \
              caught up: {caught_up} ({:.1} s after the last ack)\n  \
+             {acks}\n  \
              why stream connections ended: {reasons}\n{}",
             published.stored,
             waited.as_secs_f64(),
@@ -232,6 +238,78 @@ impl Load {
             "{fault}: every client gets every event of its org once, in order:\n{}",
             report.text
         );
+    }
+}
+
+/// Publishes an event every 100 ms to each partition, in orgs no client
+/// reads, and records the longest publish → ack: tells a stall of
+/// JetStream from one of the edges in the figures.
+struct AckProbe {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<String>,
+}
+
+impl AckProbe {
+    async fn start(cluster: &NatsCluster, started: Instant) -> AckProbe {
+        let js = async_nats::jetstream::new(cluster.connect().await);
+        let partitions = Partitions::new(K).unwrap();
+        // One org per partition.
+        let orgs: Vec<String> = (0..K)
+            .map(|k| {
+                (0..)
+                    .map(|i| format!("probe{i}"))
+                    .find(|o| partitions.of(o) == k)
+                    .unwrap()
+            })
+            .collect();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let (mut longest, mut at, mut failed, mut sent) =
+                (Duration::ZERO, Duration::ZERO, 0, 0);
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => break,
+                }
+                let acks = orgs.iter().map(|org| {
+                    let js = js.clone();
+                    async move {
+                        let t0 = Instant::now();
+                        let ack = tokio::time::timeout(Duration::from_secs(30), async {
+                            js.publish(
+                                format!("herald.events.{org}.finance._"),
+                                "{\"eventType\":\"probe\"}".into(),
+                            )
+                            .await?
+                            .await
+                            .map_err(async_nats::Error::from)
+                        })
+                        .await;
+                        (t0, t0.elapsed(), matches!(ack, Ok(Ok(_))))
+                    }
+                });
+                for (t0, took, ok) in futures::future::join_all(acks).await {
+                    sent += 1;
+                    failed += u32::from(!ok);
+                    if took > longest {
+                        (longest, at) = (took, t0.duration_since(started));
+                    }
+                }
+            }
+            format!(
+                "JetStream publish → ack (a probe per partition every 100 ms, {sent} sent, {failed} failed): \
+                 longest {:.0} ms, at +{:.1} s",
+                longest.as_secs_f64() * 1000.0,
+                at.as_secs_f64()
+            )
+        });
+        AckProbe { stop, task }
+    }
+
+    async fn stop(self) -> String {
+        self.stop.send_replace(true);
+        self.task.await.unwrap()
     }
 }
 
@@ -353,7 +431,11 @@ fn reconnects(records: &[&ClientRecord], started: Instant) -> String {
             .collect();
         return format!(
             "{failed} failed polls, {connects} connections opened; first errors: {}",
-            first.join(", ")
+            if first.is_empty() {
+                "none".to_owned()
+            } else {
+                first.join(", ")
+            }
         );
     }
     let mut gaps = Vec::new();
