@@ -158,3 +158,23 @@ pub fn stable_port() -> u16 {
     }
     free_ports(1)[0]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
+        let (a, b) = (stable_port(), stable_port());
+        assert_ne!(a, b);
+        for port in [a, b] {
+            if let Some(low) = low.filter(|&l| l > 1_024) {
+                assert!(port < low, "{port} is below {low}");
+            }
+            TcpListener::bind(("127.0.0.1", port)).expect("still free");
+        }
+    }
+}

@@ -249,3 +249,37 @@ fn write_config(dir: &Path, listen: SocketAddr, edges: &[SocketAddr]) {
         ),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{get_json, refused_port};
+
+    #[tokio::test]
+    async fn serves_the_repo_config_and_stops() {
+        // An edge that refuses connections: nginx answers for it.
+        let edge = refused_port();
+        let mut nginx = Nginx::start(&[([127, 0, 0, 1], edge.port()).into()]).await;
+        let (status, body, _) = get_json(&format!("{}/metrics", nginx.base_url()), None).await;
+        assert_eq!(status, 404, "metrics are not routed: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+        let (status, _, _) = get_json(
+            &format!("{}/v1/realtime/poll?org=acme", nginx.base_url()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 502, "no edge answers");
+        assert!(
+            nginx.access_log().contains("org=acme"),
+            "{}",
+            nginx.access_log()
+        );
+        let pid = nginx.pid().expect("running");
+        nginx.stop().await;
+        assert!(nginx.pid().is_none());
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "nginx {pid} is gone"
+        );
+    }
+}
