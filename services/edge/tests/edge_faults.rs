@@ -208,7 +208,7 @@ impl Load {
 
     /// Waits for the last publish and for every client to catch up, stops
     /// the clients, checks every delivery and prints the figures.
-    async fn finish(self, fault: &str, timeline: &str) {
+    async fn finish(self, topology: &Topology, fault: &str, timeline: &str) {
         let published = self.publishing.await.unwrap();
         let acks = self.probe.stop().await;
         assert!(
@@ -222,15 +222,31 @@ impl Load {
             streaming::wait_caught_up(&self.fleet, &published, CATCH_UP_TIMEOUT).await;
         let reasons = streaming::reasons_since(&Default::default(), &self.fleet.end_reasons());
         let records = self.fleet.stop().await;
+        // An event the live feed missed reaches clients at the next audit
+        // (HERALD_AUDIT_INTERVAL, 10 s): such a delivery is late, not lost.
+        let audits: Vec<String> = topology
+            .edges
+            .iter()
+            .map(|e| {
+                let n = e
+                    .log()
+                    .lines()
+                    .filter(|l| l.contains("audit recovered"))
+                    .count();
+                format!("{} {n}", e.node_id())
+            })
+            .collect();
         let report = Figures::of(&published, &records, self.started);
         eprintln!(
             "\n{fault}: {} events published at {RATE}/s to {ORGS} orgs, {CLIENTS} clients through nginx\n  \
              {timeline}\n  \
              caught up: {caught_up} ({:.1} s after the last ack)\n  \
              {acks}\n  \
+             audits that recovered events the live feed had missed: {}\n  \
              why stream connections ended: {reasons}\n{}",
             published.stored,
             waited.as_secs_f64(),
+            audits.join(", "),
             report.text
         );
         assert!(
@@ -525,7 +541,8 @@ async fn an_edge_killed_under_load_loses_nothing() {
             back.as_secs_f64(),
             since(serving.map(|d| back + d))
         );
-        load.finish("SIGKILL of an edge", &timeline).await;
+        load.finish(&topology, "SIGKILL of an edge", &timeline)
+            .await;
         drop(topology);
     })
     .await;
@@ -572,8 +589,12 @@ async fn a_rolling_restart_of_every_edge_loses_nothing() {
                 since(serving.map(|d| ready + d))
             ));
         }
-        load.finish("rolling restart with SIGTERM drain", &steps.join("\n  "))
-            .await;
+        load.finish(
+            &topology,
+            "rolling restart with SIGTERM drain",
+            &steps.join("\n  "),
+        )
+        .await;
         drop(topology);
     })
     .await;
