@@ -11,8 +11,17 @@
 //! and a rolling restart of every edge with a SIGTERM drain. Each must lose,
 //! duplicate and reorder nothing for any client (checked against the
 //! publish acks). The stall each fault causes is measured and printed, not
-//! asserted (tests never assert on wall-clock speed): the longest publish →
-//! receive per transport and the reconnect times.
+//! asserted (tests never assert on wall-clock speed): publish → receive per
+//! transport (p50, p99, max, and p99 per 5 s of publishing), reconnect
+//! times, when nginx gave a restarted edge clients again, the longest
+//! JetStream ack of a probe publisher (a NATS stall shows apart from an
+//! edge stall), and how often an edge's audit had to recover events its
+//! live feed missed (those arrive late, up to the audit interval).
+//!
+//! nginx checks its upstreams passively: an edge it could not reach stays
+//! out of the rotation for `fail_timeout` (10 s). The rolling restart
+//! therefore moves to the next edge only once nginx sends clients to the
+//! restarted one again; otherwise nginx soon has no edge left and answers 502.
 #![allow(clippy::unwrap_used)]
 
 use std::future::Future;
