@@ -27,9 +27,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 
 /// How to configure an edge node. `HERALD_LISTEN` is `listen` when set,
-/// else `127.0.0.1:0` (never taken from `env`); `HERALD_NODE_ID` defaults to a unique `edge-<test pid>-<n>` and
-/// `RUST_LOG` to the test's own `RUST_LOG`, else `info` (it must let the
-/// node's `listening` line through). Entries of `env` override those
+/// else `127.0.0.1:0` (never taken from `env`); `HERALD_NODE_ID` defaults
+/// to a unique `edge-<test pid>-<n>` and `RUST_LOG` to the test's own
+/// `RUST_LOG`, else `info` (it must let the node's `listening` line through). Entries of `env` override those
 /// defaults; `HERALD_*` variables of the test's environment are not passed on.
 #[derive(Clone, Default)]
 pub struct EdgeOptions {
@@ -220,11 +220,6 @@ impl EdgeProcess {
         self.child.id()
     }
 
-    /// Whether the process is running (not exited, not killed).
-    pub fn is_running(&mut self) -> bool {
-        process::exited(&mut self.child).is_none()
-    }
-
     /// Sends SIGTERM (start draining); pair with [`wait_exit`](Self::wait_exit).
     pub fn sigterm(&self) {
         process::sigterm(self.pid());
@@ -302,8 +297,9 @@ async fn start(
 }
 
 /// Waits (30 s at most) for the `listening` line the node logs once bound,
-/// after the first `skip` bytes of the log, and returns its `addr` field (text or JSON log lines); `Err` says why
-/// there is none: the process exited, or the line never came.
+/// after the first `skip` bytes of the log, and returns its `addr` field
+/// (text or JSON log lines); `Err` says why there is none: the process
+/// exited, or the line never came.
 async fn listening_addr(
     child: &mut Child,
     log_path: &Path,
