@@ -106,7 +106,8 @@ pub struct FleetConfig {
     pub services: Vec<String>,
     /// Clients opening their first connection (up to the ack) at the same time.
     pub connect_concurrency: usize,
-    /// Org ids by index ([`ClientPlan::org`]), sent as `org=`.
+    /// Org ids by index ([`ClientPlan::org`]), sent as `org=`; must name the
+    /// org of every plan (an edge refuses an empty `org=`).
     pub orgs: Vec<String>,
 }
 
@@ -194,6 +195,13 @@ struct Ctx {
     /// Why acked connections ended, by reason.
     ends: Mutex<BTreeMap<String, u64>>,
     slots: Box<[Slot]>,
+}
+
+impl Ctx {
+    /// The id of org `i` (empty, which edges refuse, when the config names none).
+    fn org_id(&self, i: u32) -> &str {
+        self.orgs.get(i as usize).map_or("", String::as_str)
+    }
 }
 
 /// The running clients.
@@ -434,13 +442,6 @@ struct Position<'a> {
     first_started: Instant,
     /// When the current connection last received a ping (or its ack).
     last_ping: Option<Instant>,
-}
-
-impl Ctx {
-    /// The id of org `i` (empty when the config names none).
-    fn org_id(&self, i: u32) -> &str {
-        self.orgs.get(i as usize).map_or("", String::as_str)
-    }
 }
 
 impl Position<'_> {
