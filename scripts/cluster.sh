@@ -27,8 +27,8 @@
 #   HERALD_NATS_EDGE_PASSWORD, HERALD_NATS_PUBLISHER_PASSWORD
 #                              passwords of the NATS users (dev defaults)
 #   RUST_LOG                   log filter of the Rust processes (default info)
-# Needs nginx (Debian: apt-get install nginx; installed here when missing and
-# running as root). nginx runs in the foreground with its own prefix under
+# Needs nginx (HERALD_NGINX, PATH or /usr/sbin/nginx; Debian: apt-get install
+# nginx; installed here when missing and running as root). nginx runs in the foreground with its own prefix under
 # .run/cluster/nginx/, never as the system service.
 set -euo pipefail
 
@@ -92,18 +92,9 @@ if (( ${#busy[@]} )); then
 fi
 
 # --- nginx -------------------------------------------------------------------
-nginx_bin="$(command -v nginx || true)"
-[[ -z "$nginx_bin" && -x /usr/sbin/nginx ]] && nginx_bin=/usr/sbin/nginx
-if [[ -z "$nginx_bin" ]]; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        say "nginx not found: installing the Debian package nginx (only the binary is used)"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null \
-            || die "apt-get install nginx failed"
-        nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
-    fi
-    [[ -x "$nginx_bin" ]] || die "nginx is required (Debian/Ubuntu: sudo apt-get install nginx)"
-fi
+# shellcheck source=lib/nginx.sh
+source "$repo/scripts/lib/nginx.sh"
+find_nginx "nginx is required"
 
 # --- build -------------------------------------------------------------------
 "$repo/scripts/setup.sh" --release

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check of the Herald workspace: formatting (rustfmt --check),
 # clippy with warnings denied, a build of all targets, the Rust tests (cargo-nextest when installed, else cargo
-# test), the deployment files (scripts/validate-deploy.sh) and, when present,
+# test; the edge fault tests need nginx, installed with apt-get when missing
+# and running as root), the deployment files (scripts/validate-deploy.sh) and, when present,
 # the browser SDK's tests in clients/js and its real-browser end-to-end tests
 # in clients/js/e2e (needs Chromium; installed with apt-get when missing and
 # running as root).
@@ -16,6 +17,15 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 export HERALD_NATS_SERVER="$repo/.tools/bin/nats-server"
+
+say() { echo "test: $*"; }
+die() { echo "test: error: $*" >&2; exit 1; }
+# The edge fault tests run a real nginx in front of the edges
+# (services/edge/tests/edge_faults.rs); installed here when missing.
+# shellcheck source=lib/nginx.sh
+source "$repo/scripts/lib/nginx.sh"
+find_nginx "nginx is required by the edge fault tests"
+export HERALD_NGINX="$nginx_bin"
 
 failed=()
 step() { echo; echo "==> $*"; }

@@ -59,18 +59,9 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
 fi
 py="$venv/bin/python"
 
-nginx_bin="$(command -v nginx || true)"
-[[ -z "$nginx_bin" && -x /usr/sbin/nginx ]] && nginx_bin=/usr/sbin/nginx
-if [[ -z "$nginx_bin" ]]; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        say "nginx not found: installing the Debian package nginx"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null \
-            || die "apt-get install nginx failed"
-        nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
-    fi
-    [[ -x "$nginx_bin" ]] || die "nginx is required for nginx -t (Debian/Ubuntu: sudo apt-get install nginx)"
-fi
+# shellcheck source=lib/nginx.sh
+source "$repo/scripts/lib/nginx.sh"
+find_nginx "nginx is required for nginx -t"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/herald-validate.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT

@@ -214,6 +214,11 @@ pub struct StreamClientArgs {
     #[arg(long, default_value_t = 0.0)]
     pub longpoll_share: f64,
 
+    /// Share of the clients that use WebSocket with MessagePack
+    /// (`herald.v1.msgpack`) instead of JSON (0–1).
+    #[arg(long, default_value_t = 0.0)]
+    pub msgpack_share: f64,
+
     /// Services events are published to; every client subscribes to all of them.
     #[arg(long, value_delimiter = ',', default_value = "finance,tasks,guest")]
     pub services: Vec<String>,

@@ -6,6 +6,10 @@
 //! `epoch`; `Last-Event-ID` and `epoch` for SSE), as a real client does
 //! after a node failure. Every connection attempt is logged with its ack,
 //! first event and end, which is what `resume` measures recovery from.
+//! Like the SDK, every client sends `org=<org>` in its stream, SSE and poll
+//! URLs, so a load balancer in front of the edges can hash on it.
+//! WebSocket clients speak `herald.v1.json` (text frames) or
+//! `herald.v1.msgpack` (binary MessagePack frames, theirs and the server's).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -46,8 +50,10 @@ const POLL_HOLD: Duration = Duration::from_secs(25);
 /// Client read buffer: small, as on the edge (tungstenite's default is
 /// 128 KiB per connection); it grows for larger frames.
 const READ_BUFFER: usize = 8 * 1024;
-/// The subprotocol the clients ask for.
+/// The subprotocol of JSON WebSocket clients.
 const SUBPROTOCOL: &str = "herald.v1.json";
+/// The subprotocol of MessagePack WebSocket clients.
+const SUBPROTOCOL_MSGPACK: &str = "herald.v1.msgpack";
 /// The answer to a `ping`.
 const PONG: &str = r#"{"type":"pong"}"#;
 
@@ -56,6 +62,8 @@ const PONG: &str = r#"{"type":"pong"}"#;
 pub enum Transport {
     /// `GET /v2/realtime/stream`, `herald.v1.json`.
     WebSocket,
+    /// `GET /v2/realtime/stream`, `herald.v1.msgpack`.
+    WebSocketMsgpack,
     /// `GET /v2/realtime/sse`.
     Sse,
     /// `GET /v1/realtime/poll` chains.
@@ -67,6 +75,7 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::WebSocket => "WebSocket",
+            Transport::WebSocketMsgpack => "WebSocket MessagePack",
             Transport::Sse => "SSE",
             Transport::LongPoll => "long-poll",
         }
@@ -97,6 +106,9 @@ pub struct FleetConfig {
     pub services: Vec<String>,
     /// Clients opening their first connection (up to the ack) at the same time.
     pub connect_concurrency: usize,
+    /// Org ids by index ([`ClientPlan::org`]), sent as `org=`; must name the
+    /// org of every plan (an edge refuses an empty `org=`).
+    pub orgs: Vec<String>,
 }
 
 /// How a connection attempt ended.
@@ -166,6 +178,7 @@ impl Slot {
 
 struct Ctx {
     edges: Vec<SocketAddr>,
+    orgs: Vec<String>,
     hosts: Vec<HeaderValue>,
     services_csv: String,
     services_json: String,
@@ -182,6 +195,13 @@ struct Ctx {
     /// Why acked connections ended, by reason.
     ends: Mutex<BTreeMap<String, u64>>,
     slots: Box<[Slot]>,
+}
+
+impl Ctx {
+    /// The id of org `i` (empty, which edges refuse, when the config names none).
+    fn org_id(&self, i: u32) -> &str {
+        self.orgs.get(i as usize).map_or("", String::as_str)
+    }
 }
 
 /// The running clients.
@@ -207,6 +227,7 @@ impl Fleet {
             .collect();
         let ctx = Arc::new(Ctx {
             edges: config.edges.clone(),
+            orgs: config.orgs.clone(),
             hosts,
             services_csv: config.services.join(","),
             services_json: serde_json::to_string(&config.services).unwrap_or_else(|_| "[]".into()),
@@ -243,6 +264,7 @@ impl Fleet {
                     i,
                     PollerPlan {
                         org: plan.org,
+                        org_id: ctx.org_id(plan.org).to_owned(),
                         token: plan.token,
                     },
                 ));
@@ -328,7 +350,7 @@ impl Fleet {
             .slots
             .iter()
             .fold((0, 0, 0), |(w, s, l), slot| match slot.transport {
-                Transport::WebSocket => (w + 1, s, l),
+                Transport::WebSocket | Transport::WebSocketMsgpack => (w + 1, s, l),
                 Transport::Sse => (w, s + 1, l),
                 Transport::LongPoll => (w, s, l + 1),
             })
@@ -686,7 +708,11 @@ async fn ws_session(
         Ok(s) => s,
         Err(e) => return End::Failed(e),
     };
-    let mut request = match format!("ws://{addr}/v2/realtime/stream").into_client_request() {
+    let url = format!(
+        "ws://{addr}/v2/realtime/stream?org={}",
+        ctx.org_id(plan.org)
+    );
+    let mut request = match url.into_client_request() {
         Ok(r) => r,
         Err(e) => return End::Failed(format!("request: {e}")),
     };
@@ -695,9 +721,14 @@ async fn ws_session(
         Ok(v) => headers.insert(AUTHORIZATION, v),
         Err(_) => return End::Failed("token is not a header value".into()),
     };
+    let msgpack = plan.transport == Transport::WebSocketMsgpack;
     headers.insert(
         "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
+        HeaderValue::from_static(if msgpack {
+            SUBPROTOCOL_MSGPACK
+        } else {
+            SUBPROTOCOL
+        }),
     );
     let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()));
     let mut ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
@@ -705,7 +736,14 @@ async fn ws_session(
         Ok(Err(e)) => return End::Failed(format!("upgrade: {e}")),
         Ok(Ok((ws, _))) => ws,
     };
-    if let Err(e) = ws.send(Message::text(pos.hello(&ctx.services_json))).await {
+    let encode = |json: &str| {
+        if msgpack {
+            Message::binary(json_to_msgpack(json))
+        } else {
+            Message::text(json)
+        }
+    };
+    if let Err(e) = ws.send(encode(&pos.hello(&ctx.services_json))).await {
         return End::Failed(format!("send hello: {e}"));
     }
     let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
@@ -721,8 +759,8 @@ async fn ws_session(
             },
         };
         let at = wall_ns();
-        let text = match next {
-            Some(Ok(Message::Text(t))) => t,
+        let message = match next {
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
             Some(Ok(Message::Close(c))) => {
                 return match c {
                     Some(f) => End::Closed(u16::from(f.code), f.reason.to_string()),
@@ -733,7 +771,15 @@ async fn ws_session(
             Some(Err(e)) => return End::Failed(e.to_string()),
             None => return End::Ended,
         };
-        let frame: Frame = match serde_json::from_str(text.as_str()) {
+        // Each subprotocol has its frame type; a frame of the other is an error.
+        let parsed: Result<Frame, String> = match (&message, msgpack) {
+            (Message::Text(t), false) => {
+                serde_json::from_str(t.as_str()).map_err(|e| e.to_string())
+            }
+            (Message::Binary(b), true) => rmp_serde::from_slice(b).map_err(|e| e.to_string()),
+            _ => Err("a frame of the other subprotocol".to_owned()),
+        };
+        let frame: Frame = match parsed {
             Ok(f) => f,
             Err(e) => {
                 let mut log = slot.log();
@@ -756,7 +802,7 @@ async fn ws_session(
                 if let Some(seq) = frame.seq {
                     pos.quiet(seq);
                 }
-                if let Err(e) = ws.send(Message::text(PONG)).await {
+                if let Err(e) = ws.send(encode(PONG)).await {
                     return End::Failed(format!("send pong: {e}"));
                 }
             }
@@ -767,6 +813,15 @@ async fn ws_session(
             _ => {}
         }
     }
+}
+
+/// The MessagePack form of a client message written as JSON (`hello`,
+/// `pong`): the same map, field for field.
+fn json_to_msgpack(json: &str) -> Vec<u8> {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| rmp_serde::to_vec_named(&v).ok())
+        .unwrap_or_default()
 }
 
 /// A deadline that never comes.
@@ -806,7 +861,11 @@ async fn sse_session(
     let _driver = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
     }));
-    let mut uri = format!("/v2/realtime/sse?services={}", ctx.services_csv);
+    let mut uri = format!(
+        "/v2/realtime/sse?org={}&services={}",
+        ctx.org_id(plan.org),
+        ctx.services_csv
+    );
     if let Some(e) = &pos.epoch {
         uri.push_str("&epoch=");
         uri.push_str(e);
@@ -969,5 +1028,21 @@ mod tests {
             ("ack", Some(41), Some("99"))
         );
         assert!(backoff(1) <= BACKOFF_MIN.mul_f64(1.5) && backoff(30) <= BACKOFF_MAX.mul_f64(1.5));
+    }
+
+    #[test]
+    fn msgpack_frames_parse_like_json_ones() {
+        let json = r#"{"type":"events","service":"s","events":[{"seq":5,"payload":{"t":1000,"i":3}}],"seq":5,"epoch":"E"}"#;
+        let bytes = json_to_msgpack(json);
+        assert!(
+            !bytes.is_empty() && bytes[0] & 0xf0 == 0x80,
+            "a MessagePack map"
+        );
+        let f: Frame = rmp_serde::from_slice(&bytes).expect("parses");
+        assert_eq!(
+            (f.kind, f.seq, f.events.len(), f.epoch.as_deref()),
+            ("events", Some(5), 1, Some("E"))
+        );
+        assert_eq!(f.events[0].payload.as_ref().map(|p| p.t), Some(1000));
     }
 }

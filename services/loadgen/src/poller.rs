@@ -1,7 +1,8 @@
 //! One long-poll chain per task, each on its own HTTP/1 connection: an
 //! opening poll with `timeout=0` fixes the chain's starting cursor, then
 //! polls repeat with `lastSeq` passed on and `timeout=<hold>` until the
-//! benchmark stops them. Every event received is logged with its wake
+//! benchmark stops them. Every poll carries `org=<org>`, as the SDK's do,
+//! so a load balancer in front can hash on it. Every event received is logged with its wake
 //! latency (arrival time minus the publish time embedded in its payload).
 
 use std::net::SocketAddr;
@@ -48,6 +49,8 @@ pub struct PollConfig {
 pub struct PollerPlan {
     /// Index of the org the poller's token names.
     pub org: u32,
+    /// That org's id, sent as `org=` on every poll.
+    pub org_id: String,
     /// The poller's bearer token.
     pub token: String,
 }
@@ -255,8 +258,8 @@ async fn run(
         };
         let _ = write!(
             uri,
-            "/v1/realtime/poll?services={}&timeout=0",
-            config.services
+            "/v1/realtime/poll?org={}&services={}&timeout=0",
+            plan.org_id, config.services
         );
         loop {
             if shared.stop.is_cancelled() {
@@ -283,8 +286,8 @@ async fn run(
         uri.clear();
         let _ = write!(
             uri,
-            "/v1/realtime/poll?services={}&lastSeq={cursor}&timeout={timeout}",
-            config.services
+            "/v1/realtime/poll?org={}&services={}&lastSeq={cursor}&timeout={timeout}",
+            plan.org_id, config.services
         );
         timeout = hold;
         let answer = tokio::select! {

@@ -124,6 +124,7 @@ impl Session {
             .enumerate()
             .map(|(i, &org)| PollerPlan {
                 org,
+                org_id: orgs[org as usize].clone(),
                 token: tokens.user(i, &orgs[org as usize]),
             })
             .collect();

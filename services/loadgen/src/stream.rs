@@ -39,6 +39,12 @@ const GOAL_SHARE: f64 = 0.99;
 pub async fn run(args: StreamArgs) -> Result<Report, LoadError> {
     let c = &args.clients;
     streaming::check_counts(c.clients, c.orgs, c.sse_share, c.longpoll_share)?;
+    let mp = c.msgpack_share;
+    if !(mp.is_finite() && (0.0..=1.0).contains(&mp)) || c.sse_share + c.longpoll_share + mp > 1.0 {
+        return Err(LoadError::Setup(
+            "--msgpack-share must be within 0–1 and add up to at most 1 with --sse-share and --longpoll-share".into(),
+        ));
+    }
     if !args.rate.is_finite() || args.rate <= 0.0 || args.duration == 0 {
         return Err(LoadError::Setup(
             "--rate and --duration must be above zero".into(),
@@ -55,6 +61,7 @@ pub async fn run(args: StreamArgs) -> Result<Report, LoadError> {
         mix: Mix {
             sse: c.sse_share,
             longpoll: c.longpoll_share,
+            msgpack: c.msgpack_share,
         },
         placement: Placement::Spread,
         connect_concurrency: c.connect_concurrency,
@@ -101,11 +108,12 @@ pub async fn run(args: StreamArgs) -> Result<Report, LoadError> {
     let first_error = logs.iter().find_map(|l| l.first_error.clone());
 
     let title = args.output.title.clone().unwrap_or_else(|| {
-        let mix = if c.sse_share > 0.0 || c.longpoll_share > 0.0 {
+        let mix = if c.sse_share > 0.0 || c.longpoll_share > 0.0 || mp > 0.0 {
             format!(
-                " ({:.0} % SSE, {:.0} % long-poll)",
+                " ({:.0} % SSE, {:.0} % long-poll, {:.0} % MessagePack)",
                 c.sse_share * 100.0,
-                c.longpoll_share * 100.0
+                c.longpoll_share * 100.0,
+                mp * 100.0
             )
         } else {
             String::new()

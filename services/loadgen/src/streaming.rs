@@ -142,20 +142,23 @@ pub enum Placement {
     First,
 }
 
-/// How many clients of each transport.
+/// How many clients of each transport; the rest use WebSocket with JSON.
 #[derive(Debug, Clone, Copy)]
 pub struct Mix {
     /// Share over SSE.
     pub sse: f64,
     /// Share over long-poll.
     pub longpoll: f64,
+    /// Share over WebSocket with MessagePack (`herald.v1.msgpack`).
+    pub msgpack: f64,
 }
 
 impl Mix {
-    /// WebSocket only.
+    /// WebSocket (JSON) only.
     pub const WEBSOCKET: Mix = Mix {
         sse: 0.0,
         longpoll: 0.0,
+        msgpack: 0.0,
     };
 }
 
@@ -180,8 +183,8 @@ impl Placement {
 }
 
 /// Plans `n` clients: client i is user `<prefix>-u<i>` of org `i mod orgs`;
-/// SSE and long-poll clients are picked at random (fixed seed) in their
-/// shares; edges by `placement`. Beyond the ephemeral ports of one source
+/// SSE, long-poll and MessagePack clients are picked at random (fixed
+/// seed) in their shares; edges by `placement`. Beyond the ephemeral ports of one source
 /// address, loopback clients bind to 127.0.0.2, .3, … in turn.
 pub fn plan_clients(
     secret: &str,
@@ -194,8 +197,10 @@ pub fn plan_clients(
 ) -> Vec<ClientPlan> {
     let n_sse = ((n as f64) * mix.sse).round() as usize;
     let n_lp = (((n as f64) * mix.longpoll).round() as usize).min(n - n_sse.min(n));
+    let n_mp = (((n as f64) * mix.msgpack).round() as usize).min(n - n_sse.min(n) - n_lp);
     let mut transports: Vec<Transport> = std::iter::repeat_n(Transport::Sse, n_sse.min(n))
         .chain(std::iter::repeat_n(Transport::LongPoll, n_lp))
+        .chain(std::iter::repeat_n(Transport::WebSocketMsgpack, n_mp))
         .collect();
     transports.resize(n, Transport::WebSocket);
     transports.shuffle(&mut StdRng::seed_from_u64(7));
@@ -423,6 +428,7 @@ impl Scenario<'_> {
             edges: addrs,
             services: self.services.to_vec(),
             connect_concurrency: self.connect_concurrency,
+            orgs: self.orgs.clone(),
         };
         let load_start = procfs::loadavg();
         let orgs = self.orgs.len();
@@ -594,7 +600,12 @@ pub fn add_delivery(
             l.p50, l.p95, l.p99, l.p999, l.max, l.count
         ),
     );
-    let kinds = [Transport::WebSocket, Transport::Sse, Transport::LongPoll];
+    let kinds = [
+        Transport::WebSocket,
+        Transport::WebSocketMsgpack,
+        Transport::Sse,
+        Transport::LongPoll,
+    ];
     if kinds.iter().filter(|k| transports.contains(k)).count() > 1 {
         for kind in kinds {
             let of: Vec<PollerLog> = logs
@@ -718,6 +729,7 @@ mod tests {
         let mix = Mix {
             sse: 0.25,
             longpoll: 0.25,
+            msgpack: 0.125,
         };
         let plans = plan_clients(
             "secret-secret-secret",
@@ -732,10 +744,11 @@ mod tests {
         assert_eq!(
             (
                 count(Transport::WebSocket),
+                count(Transport::WebSocketMsgpack),
                 count(Transport::Sse),
                 count(Transport::LongPoll)
             ),
-            (8, 4, 4)
+            (6, 2, 4, 4)
         );
         assert_eq!((plans[5].org, plans[5].home), (1, 1));
         assert_eq!(busiest_edge(&plans, 2), 8);

@@ -13,8 +13,12 @@ use crate::cli::TargetArgs;
 use crate::error::LoadError;
 
 /// Environment the spawned edge always gets: public metrics (the benchmark
-/// reads them without an admin token) and quiet logs.
-const SPAWN_ENV: [(&str, &str); 2] = [("HERALD_METRICS_PUBLIC", "true"), ("RUST_LOG", "warn")];
+/// reads them without an admin token) and quiet logs, except the node's own
+/// info lines: the harness learns the node's port from its `listening` line.
+const SPAWN_ENV: [(&str, &str); 2] = [
+    ("HERALD_METRICS_PUBLIC", "true"),
+    ("RUST_LOG", "warn,herald_edge=info"),
+];
 
 /// One edge node of the target.
 pub struct EdgeNode {

@@ -2,7 +2,9 @@
 //! names, configured through environment variables (contract section 5),
 //! listening on `127.0.0.1:0` (the port is the kernel's choice, read back
 //! from the node's `listening addr=…` log line, so no other process can take
-//! it in between), with its output captured to a log file.
+//! it in between) or on an address the caller fixed, with its output
+//! captured to a log file. It can be restarted on the address it had, so a
+//! load balancer's list of edges stays valid across a restart.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,10 +26,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between readiness probes.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 
-/// How to configure an edge node. `HERALD_LISTEN` is always chosen by the
-/// harness; `HERALD_NODE_ID` defaults to a unique `edge-<test pid>-<n>` and
-/// `RUST_LOG` to the test's own `RUST_LOG`, else `info` (it must let the
-/// node's `listening` line through). Entries of `env` override those
+/// How to configure an edge node. `HERALD_LISTEN` is `listen` when set,
+/// else `127.0.0.1:0` (never taken from `env`); `HERALD_NODE_ID` defaults
+/// to a unique `edge-<test pid>-<n>` and `RUST_LOG` to the test's own
+/// `RUST_LOG`, else `info` (it must let the node's `listening` line through). Entries of `env` override those
 /// defaults; `HERALD_*` variables of the test's environment are not passed on.
 #[derive(Clone, Default)]
 pub struct EdgeOptions {
@@ -37,6 +39,8 @@ pub struct EdgeOptions {
     pub jwt_secret: String,
     /// Further environment variables, e.g. `("HERALD_STREAM_REPLICAS", "3")`.
     pub env: Vec<(String, String)>,
+    /// The address to listen on; `None` lets the kernel choose a loopback port.
+    pub listen: Option<SocketAddr>,
 }
 
 impl EdgeOptions {
@@ -46,7 +50,16 @@ impl EdgeOptions {
             nats_url: nats_url.into(),
             jwt_secret: jwt_secret.into(),
             env: Vec::new(),
+            listen: None,
         }
+    }
+
+    /// Listens on `addr` instead of a port of the kernel's choice (e.g. one
+    /// from [`stable_port`](crate::stable_port), behind a load balancer that
+    /// must find the node again after a restart).
+    pub fn with_listen(mut self, addr: SocketAddr) -> EdgeOptions {
+        self.listen = Some(addr);
+        self
     }
 
     /// Adds one environment variable.
@@ -100,6 +113,7 @@ impl fmt::Debug for EdgeOptions {
             .field("nats_url", &self.nats_url)
             .field("jwt_secret", &"<redacted>")
             .field("env", &self.env)
+            .field("listen", &self.listen)
             .finish()
     }
 }
@@ -109,6 +123,9 @@ pub struct EdgeProcess {
     child: Child,
     addr: SocketAddr,
     node_id: String,
+    /// The binary and options it was started with, for [`restart`](Self::restart).
+    bin: PathBuf,
+    opts: EdgeOptions,
     /// Holds the log file.
     dir: TempDir,
 }
@@ -120,18 +137,11 @@ impl EdgeProcess {
     /// exits or never becomes ready.
     pub async fn spawn(bin: impl AsRef<Path>, opts: EdgeOptions) -> EdgeProcess {
         static SPAWNED: AtomicUsize = AtomicUsize::new(0);
-        let bin = bin.as_ref();
+        let bin = bin.as_ref().to_path_buf();
         let dir = tempfile::Builder::new()
             .prefix("herald-edge-")
             .tempdir()
             .expect("create temp dir for edge log");
-        let mut command = Command::new(bin);
-        // HERALD_* variables of the developer's shell must not leak into tests.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HERALD_") {
-                command.env_remove(key);
-            }
-        }
         let node_id = opts.node_id().unwrap_or_else(|| {
             format!(
                 "edge-{}-{}",
@@ -139,45 +149,40 @@ impl EdgeProcess {
                 SPAWNED.fetch_add(1, Ordering::Relaxed)
             )
         });
-        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-        command
-            .env("RUST_LOG", rust_log)
-            .env("HERALD_NODE_ID", &node_id)
-            .env("HERALD_NATS_URL", &opts.nats_url)
-            .env("HERALD_JWT_SECRET", &opts.jwt_secret)
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .env("HERALD_LISTEN", "127.0.0.1:0");
         let log_path = dir.path().join("edge.log");
-        let mut child = process::spawn_logged(&mut command, &log_path);
-        let addr = match listening_addr(&mut child, &log_path).await {
-            Ok(addr) => addr,
-            Err(why) => {
-                process::kill_and_reap(&mut child);
-                panic!(
-                    "edge {} {why}:\n{}",
-                    bin.display(),
-                    process::read_log(&log_path)
-                );
-            }
-        };
+        let (child, addr) = start(&bin, &opts, &node_id, &log_path).await;
         let mut edge = EdgeProcess {
             child,
             addr,
             node_id,
+            bin,
+            opts,
             dir,
         };
-        edge.wait_ready(bin).await;
+        edge.wait_ready().await;
         edge
     }
 
-    async fn wait_ready(&mut self, bin: &Path) {
+    /// Starts the node again, on the address it had and with the same
+    /// options (SIGKILLing it first if it still runs), and waits (30 s at
+    /// most) until it is ready. The log file keeps the earlier runs.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let opts = self.opts.clone().with_listen(self.addr);
+        let (child, addr) = start(&self.bin, &opts, &self.node_id, &self.log_path()).await;
+        self.child = child;
+        self.addr = addr;
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let bin = self.bin.display();
         let url = format!("{}/readyz", self.base_url());
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = process::exited(&mut self.child) {
                 panic!(
-                    "edge {} exited ({status}) before it was ready:\n{}",
-                    bin.display(),
+                    "edge {bin} exited ({status}) before it was ready:\n{}",
                     self.log()
                 );
             }
@@ -187,8 +192,7 @@ impl EdgeProcess {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "edge {} not ready at {url} within {READY_TIMEOUT:?}:\n{}",
-                    bin.display(),
+                    "edge {bin} not ready at {url} within {READY_TIMEOUT:?}:\n{}",
                     self.log()
                 );
             }
@@ -248,13 +252,65 @@ impl Drop for EdgeProcess {
     }
 }
 
-/// Waits (30 s at most) for the `listening` line the node logs once bound
-/// and returns its `addr` field (text or JSON log lines); `Err` says why
-/// there is none: the process exited, or the line never came.
-async fn listening_addr(child: &mut Child, log_path: &Path) -> Result<SocketAddr, String> {
+/// Spawns `bin` with `opts` (on `opts.listen`, else a port of the kernel's
+/// choice) and waits for the address it logs; panics with the log when it
+/// exits first or logs none.
+async fn start(
+    bin: &Path,
+    opts: &EdgeOptions,
+    node_id: &str,
+    log_path: &Path,
+) -> (Child, SocketAddr) {
+    let mut command = Command::new(bin);
+    // HERALD_* variables of the developer's shell must not leak into tests.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HERALD_") {
+            command.env_remove(key);
+        }
+    }
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let listen = opts
+        .listen
+        .map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
+    command
+        .env("RUST_LOG", rust_log)
+        .env("HERALD_NODE_ID", node_id)
+        .env("HERALD_NATS_URL", &opts.nats_url)
+        .env("HERALD_JWT_SECRET", &opts.jwt_secret)
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
+        .env("HERALD_LISTEN", listen);
+    // The log of an earlier run may hold its `listening` line: only lines
+    // written by this run count.
+    let skip = std::fs::metadata(log_path).map_or(0, |m| m.len() as usize);
+    let mut child = process::spawn_logged(&mut command, log_path);
+    match listening_addr(&mut child, log_path, skip).await {
+        Ok(addr) => (child, addr),
+        Err(why) => {
+            process::kill_and_reap(&mut child);
+            panic!(
+                "edge {} {why}:\n{}",
+                bin.display(),
+                process::read_log(log_path)
+            );
+        }
+    }
+}
+
+/// Waits (30 s at most) for the `listening` line the node logs once bound,
+/// after the first `skip` bytes of the log, and returns its `addr` field
+/// (text or JSON log lines); `Err` says why there is none: the process
+/// exited, or the line never came.
+async fn listening_addr(
+    child: &mut Child,
+    log_path: &Path,
+    skip: usize,
+) -> Result<SocketAddr, String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        if let Some(addr) = process::read_log(log_path)
+        let log = process::read_log(log_path);
+        if let Some(addr) = log
+            .get(skip..)
+            .unwrap_or("")
             .lines()
             .find_map(parse_listening)
         {

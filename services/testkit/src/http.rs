@@ -1,10 +1,11 @@
 //! Small HTTP helpers for tests: JSON requests over a shared reqwest client,
-//! and loopback ports: reserved ones that refuse connections, and free ones
-//! for the few listeners whose port must be known before they start
-//! (cluster routes).
+//! and loopback ports: reserved ones that refuse connections, free ones for
+//! the few listeners whose port must be known before they start (cluster
+//! routes), and stable ones for listeners restarted on the same port.
 
+use std::collections::HashSet;
 use std::net::TcpListener;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 pub use reqwest::header::HeaderMap;
@@ -113,4 +114,67 @@ pub(crate) fn free_ports(n: usize) -> Vec<u16> {
                 .port()
         })
         .collect()
+}
+
+/// Ports below the ephemeral range [`stable_port`] looks at.
+const STABLE_SPAN: u16 = 16_384;
+
+/// A TCP port on 127.0.0.1, free a moment ago, below the kernel's ephemeral
+/// port range (`net.ipv4.ip_local_port_range`), and not handed out before
+/// in this process. Outgoing connections only ever take ephemeral ports, so
+/// a listener stopped for a while (an edge killed and restarted behind a
+/// load balancer) finds its port still free, even while thousands of
+/// clients reconnect meanwhile; a port of the kernel's choice could be taken
+/// by one of them. Another test process may still pick the same port (the
+/// search starts at a point that depends on the process id and the time),
+/// so a failed bind is rare but possible. Falls back to a port of the
+/// kernel's choice when the range leaves no room below it.
+pub fn stable_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(Mutex::default);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let floor = low.saturating_sub(STABLE_SPAN).max(1_024);
+    let span = low.saturating_sub(floor);
+    if span > 0 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let seed = (std::process::id().wrapping_mul(7_919) ^ nanos) % u32::from(span);
+        let mut given = given.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..u32::from(span) {
+            // A stride coprime with most spans spreads consecutive picks.
+            let port = floor + ((seed + i * 61) % u32::from(span)) as u16;
+            if given.contains(&port) {
+                continue;
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
+    free_ports(1)[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
+        let (a, b) = (stable_port(), stable_port());
+        assert_ne!(a, b);
+        for port in [a, b] {
+            if let Some(low) = low.filter(|&l| l > 1_024) {
+                assert!(port < low, "{port} is below {low}");
+            }
+            TcpListener::bind(("127.0.0.1", port)).expect("still free");
+        }
+    }
 }

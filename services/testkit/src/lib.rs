@@ -10,7 +10,10 @@
 //! - [`inprocess`]: an edge node inside the test process (`herald_edge::run`
 //!   on a listener bound to port 0, with a shutdown future).
 //! - [`token`]: HS256 test JWTs with Herald's claims, and `alg: none` tokens.
-//! - [`http`]: JSON requests and loopback ports.
+//! - [`nginx`]: a real nginx in front of edge nodes, with the repository's
+//!   `deploy/nginx/herald.conf`, as the deployment runs it.
+//! - [`http`]: JSON requests and loopback ports (also [`stable_port`], for
+//!   a node restarted on the same port).
 //! - [`fixture`]: NATS plus edge nodes, publishing and polling helpers.
 //! - [`wait`]: bounded waits on conditions: [`eventually`] (and
 //!   [`eventually_mut`]), [`wait_metric`], [`held_poll`].
@@ -24,6 +27,7 @@ pub mod fixture;
 pub mod http;
 pub mod inprocess;
 pub mod nats_server;
+pub mod nginx;
 mod process;
 pub mod sse;
 pub mod token;
@@ -32,9 +36,10 @@ pub mod ws;
 
 pub use edge::{EdgeOptions, EdgeProcess};
 pub use fixture::{seqs_of, EdgeNode, Herald, Polled, SECRET};
-pub use http::{get_json, post_json, refused_port, RefusedPort};
+pub use http::{get_json, post_json, refused_port, stable_port, RefusedPort};
 pub use inprocess::{parse_config, InProcessEdge, Shutdown};
 pub use nats_server::{accounts_config, nats_server_binary, NatsCluster, NatsServer, NatsUser};
+pub use nginx::{nginx_binary, Nginx};
 pub use sse::{SseClient, SseMessage};
 pub use token::{hs256_with, unsigned_alg_none, TokenBuilder};
 pub use wait::{
