@@ -15,9 +15,11 @@
 #  5. the partition mapping on a real 3-server NATS cluster (nats-server
 #     2.15.1): publishes to herald.events.<org>.<service>.<property> land on
 #     ...<property>.<k> in partition k's stream, and herald.conf maps nothing
-#     (scripts/deploy_checks.py mapping, with nats-py).
+#     (scripts/deploy_checks.py mapping, with nats-py);
+#  6. the Prometheus alert rules: promtool check rules, and their unit tests
+#     (promtool test rules deploy/prometheus/alerts.test.yml).
 # Installs what it needs: the Python packages into .tools/deploy-venv (PyPI),
-# nats-server through scripts/setup.sh, and nginx with apt-get when missing
+# nats-server and promtool through scripts/setup.sh, and nginx with apt-get when missing
 # and running as root. Writes only under .tools/ and a temporary directory.
 set -euo pipefail
 
@@ -124,6 +126,12 @@ NGINX
 # --- 5. the mapping on a real cluster --------------------------------------------
 step "partition mapping on a real 3-server NATS cluster"
 "$py" scripts/deploy_checks.py mapping "$nats_bin" || failed+=("NATS mapping")
+
+# --- 6. alert rules --------------------------------------------------------------
+step "Prometheus alert rules: promtool check rules and test rules"
+promtool="$repo/.tools/prometheus/promtool"
+"$promtool" check rules deploy/prometheus/alerts.yml || failed+=("promtool check rules")
+"$promtool" test rules deploy/prometheus/alerts.test.yml || failed+=("promtool test rules")
 
 echo
 if (( ${#failed[@]} )); then
