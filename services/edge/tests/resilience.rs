@@ -124,6 +124,10 @@ async fn purged_history_and_a_recreated_stream_give_reset() {
         .poll(fresh, &token, &format!("lastSeq={head}&timeout=5"))
         .await;
     assert_eq!(r.seqs(), vec![next]);
+    // One resume reset, one continued (the fresh node saw no other cursor).
+    let resumes = &h.metrics(fresh).await["events"]["resumes"];
+    assert_eq!(resumes["reset"], 1, "{resumes}");
+    assert_eq!(resumes["continued"], 1, "{resumes}");
 
     // A cursor from another stream incarnation.
     let r = h

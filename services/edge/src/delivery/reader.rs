@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::delivery::filter::{Filter, ServiceSet};
 use crate::nats::stream::StreamError;
-use crate::ops::metrics::Delivery;
+use crate::ops::metrics::{Delivery, Resume};
 use crate::org::buffer::BufferRead;
 use crate::org::decode::StoredEvent;
 use crate::org::history;
@@ -39,6 +39,8 @@ pub struct Reader {
     changes: watch::Receiver<u64>,
     /// A step found nothing more to send: from then on, events are live.
     caught_up: bool,
+    /// Started from a client's cursor, and not yet counted as a resume.
+    resuming: bool,
 }
 
 impl Reader {
@@ -54,6 +56,7 @@ impl Reader {
             lease,
             changes,
             caught_up: false,
+            resuming: last_seq.is_some(),
         }
     }
 
@@ -63,6 +66,7 @@ impl Reader {
         match epoch {
             Some(e) if e != self.epoch => {
                 self.cursor = self.lease.settled().0;
+                self.resumed(Resume::Reset);
                 true
             }
             _ => false,
@@ -105,9 +109,30 @@ impl Reader {
         self.filter = filter;
     }
 
+    /// Counts the outcome of a read from a client's cursor, once.
+    fn resumed(&mut self, outcome: Resume) {
+        if std::mem::take(&mut self.resuming) {
+            self.lease.upstream.metrics.count_resume(outcome);
+        }
+    }
+
     /// Reads what is there now, at most `limit` events, leaving out the
     /// services `disabled` names; never waits for new ones.
     pub async fn step(
+        &mut self,
+        disabled: Arc<ServiceSet>,
+        limit: usize,
+    ) -> Result<Step, StreamError> {
+        let step = self.read_step(disabled, limit).await;
+        match &step {
+            Ok(Step::Reset(_)) => self.resumed(Resume::Reset),
+            Ok(_) => self.resumed(Resume::Continued),
+            Err(_) => {}
+        }
+        step
+    }
+
+    async fn read_step(
         &mut self,
         disabled: Arc<ServiceSet>,
         limit: usize,

@@ -82,6 +82,17 @@ impl Histogram {
     }
 }
 
+/// What came of a read that started from a client's cursor (a resume after
+/// a reconnect, or the next poll of a chain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// The client continued from its cursor.
+    Continued,
+    /// The client was told to refetch its state (history gone, another
+    /// stream incarnation).
+    Reset,
+}
+
 /// How a delivered event reached its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -191,6 +202,8 @@ pub struct Metrics {
     pub guards: GuardCounters,
     /// HTTP answers by status class (1xx to 5xx).
     responses: [AtomicU64; 5],
+    /// Reads from a client's cursor, by [`Resume`] outcome.
+    resumes: [AtomicU64; 2],
 }
 
 /// What the request guards and node limits did.
@@ -222,6 +235,11 @@ impl Metrics {
         {
             class.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts one read from a client's cursor.
+    pub fn count_resume(&self, outcome: Resume) {
+        self.resumes[outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// All rejected events.
@@ -496,7 +514,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 46] = [
+pub static METRICS: [Metric; 47] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -715,6 +733,23 @@ pub static METRICS: [Metric; 46] = [
                     .into_iter()
                     .zip(&m.responses)
                     .map(|(class, n)| (class, n.load(Relaxed)))
+                    .collect()
+            },
+            total: None,
+        },
+    },
+    Metric {
+        prom: "herald_resumes_total",
+        json: &["events", "resumes"],
+        kind: Kind::Counter,
+        help: "Reads that started from a client's cursor (a reconnect's resume, or the next poll of a chain), by outcome: continued from the cursor, or reset.",
+        read: Read::Family {
+            label: "outcome",
+            samples: |m, _| {
+                ["continued", "reset"]
+                    .into_iter()
+                    .zip(&m.resumes)
+                    .map(|(outcome, n)| (outcome, n.load(Relaxed)))
                     .collect()
             },
             total: None,
@@ -1006,6 +1041,9 @@ mod tests {
         m.record_delivery("finance", 1000, 9003, 1, Delivery::CatchUp);
         m.record_history_read(std::time::Duration::from_millis(4));
         m.record_connect_ack(std::time::Duration::from_micros(800));
+        m.count_resume(Resume::Continued);
+        m.count_resume(Resume::Continued);
+        m.count_resume(Resume::Reset);
         for status in [101, 200, 200, 404, 503, 99, 600] {
             m.count_response(status);
         }
@@ -1222,6 +1260,8 @@ mod tests {
             "process_resident_memory_bytes{node=\"n1\"} 1024",
             "herald_stream_last_sequence{node=\"n1\",partition=\"0\"} 18",
             "herald_http_responses_total{node=\"n1\",code=\"2xx\"} 2",
+            "herald_resumes_total{node=\"n1\",outcome=\"continued\"} 2",
+            "herald_resumes_total{node=\"n1\",outcome=\"reset\"} 1",
             "herald_http_responses_total{node=\"n1\",code=\"5xx\"} 1",
             "herald_http_responses_total{node=\"n1\",code=\"1xx\"} 1",
             "herald_stream_sample_age_seconds{node=\"n1\",partition=\"0\"} 0.5",
