@@ -16,8 +16,10 @@
 #     2.15.1): publishes to herald.events.<org>.<service>.<property> land on
 #     ...<property>.<k> in partition k's stream, and herald.conf maps nothing
 #     (scripts/deploy_checks.py mapping, with nats-py);
-#  6. the Prometheus alert rules: promtool check rules, and their unit tests
-#     (promtool test rules deploy/prometheus/alerts.test.yml).
+#  6. the Prometheus config and alert rules: promtool check config and check
+#     rules, and the rules' unit tests (promtool test rules
+#     deploy/prometheus/alerts.test.yml); the dashboard's queries are tested
+#     against a real Prometheus by services/edge/tests/dashboard.rs.
 # Installs what it needs: the Python packages into .tools/deploy-venv (PyPI),
 # nats-server and promtool through scripts/setup.sh, and nginx with apt-get when missing
 # and running as root. Writes only under .tools/ and a temporary directory.
@@ -128,8 +130,9 @@ step "partition mapping on a real 3-server NATS cluster"
 "$py" scripts/deploy_checks.py mapping "$nats_bin" || failed+=("NATS mapping")
 
 # --- 6. alert rules --------------------------------------------------------------
-step "Prometheus alert rules: promtool check rules and test rules"
+step "Prometheus config and alert rules: promtool check config, check rules, test rules"
 promtool="$repo/.tools/prometheus/promtool"
+"$promtool" check config deploy/prometheus/prometheus.yml || failed+=("promtool check config")
 "$promtool" check rules deploy/prometheus/alerts.yml || failed+=("promtool check rules")
 "$promtool" test rules deploy/prometheus/alerts.test.yml || failed+=("promtool test rules")
 

@@ -7,35 +7,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use herald_testkit::Herald;
+use herald_testkit::{promtool_binary, Herald};
 use serde_json::json;
 
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
-
-/// `HERALD_PROMTOOL`, else `.tools/prometheus/promtool`, else `promtool` on PATH.
-fn promtool() -> PathBuf {
-    if let Some(path) = std::env::var_os("HERALD_PROMTOOL") {
-        return PathBuf::from(path);
-    }
-    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/prometheus/promtool");
-    if tools.is_file() {
-        return tools;
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("promtool"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "promtool not found: run scripts/setup.sh (it unpacks the Debian package \
-                 prometheus into .tools/prometheus), or set HERALD_PROMTOOL"
-            )
-        })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_nodes_metrics_pass_promtool() {
@@ -72,7 +49,7 @@ async fn a_busy_nodes_metrics_pass_promtool() {
         text.contains("herald_delivery_latency_seconds_bucket"),
         "{text}"
     );
-    let mut child = Command::new(promtool())
+    let mut child = Command::new(promtool_binary())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -12,6 +12,9 @@
 //! - [`token`]: HS256 test JWTs with Herald's claims, and `alg: none` tokens.
 //! - [`nginx`]: a real nginx in front of edge nodes, with the repository's
 //!   `deploy/nginx/herald.conf`, as the deployment runs it.
+//! - [`prometheus`]: a real Prometheus scraping edge nodes with the
+//!   repository's `deploy/prometheus` config and rules, queried through its
+//!   HTTP API; and the `promtool` binary.
 //! - [`http`]: JSON requests and loopback ports (also [`stable_port`], for
 //!   a node restarted on the same port).
 //! - [`fixture`]: NATS plus edge nodes, publishing and polling helpers.
@@ -29,6 +32,7 @@ pub mod inprocess;
 pub mod nats_server;
 pub mod nginx;
 mod process;
+pub mod prometheus;
 pub mod sse;
 pub mod token;
 pub mod wait;
@@ -40,6 +44,7 @@ pub use http::{get_json, post_json, refused_port, stable_port, RefusedPort};
 pub use inprocess::{parse_config, InProcessEdge, Shutdown};
 pub use nats_server::{accounts_config, nats_server_binary, NatsCluster, NatsServer, NatsUser};
 pub use nginx::{nginx_binary, Nginx};
+pub use prometheus::{prometheus_binary, promtool_binary, Prometheus};
 pub use sse::{SseClient, SseMessage};
 pub use token::{hs256_with, unsigned_alg_none, TokenBuilder};
 pub use wait::{
