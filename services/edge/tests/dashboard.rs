@@ -70,7 +70,7 @@ async fn every_dashboard_panel_shows_data_from_real_edges() {
                 let service = ["finance", "tasks"][(i / 2 % 2) as usize];
                 h.publish(org, service, Some("p1"), json!({"eventType": "demo"}))
                     .await;
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     h.nats_client()
                         .publish(
                             format!("herald.events.{org}.{service}.p1"),
