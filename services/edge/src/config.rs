@@ -76,9 +76,24 @@ pub struct Config {
     #[arg(long, env = "HERALD_METRICS_PUBLIC", default_value_t = false, action = ArgAction::Set)]
     pub metrics_public: bool,
 
-    /// OTLP endpoint for traces (gRPC); tracing export is off when unset.
+    /// OTLP endpoint for traces; tracing export is off when unset. For
+    /// `http/protobuf` the base URL (`/v1/traces` is appended).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+
+    /// Share (0 to 1) of the deliveries of traced events recorded as spans:
+    /// one event can reach thousands of clients.
+    #[arg(long, env = "HERALD_TRACE_DELIVERY_SAMPLE", default_value_t = 0.01)]
+    pub trace_delivery_sample: f64,
+
+    /// How traces are sent to `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        value_enum,
+        default_value = "grpc"
+    )]
+    pub otlp_protocol: OtlpProtocol,
 
     /// Log as JSON lines instead of text.
     #[arg(long, env = "HERALD_LOG_JSON", default_value_t = false, action = ArgAction::Set)]
@@ -313,6 +328,9 @@ impl Config {
         if self.nats_urls().is_empty() {
             return bad("HERALD_NATS_URL is empty");
         }
+        if !(0.0..=1.0).contains(&self.trace_delivery_sample) {
+            return bad("HERALD_TRACE_DELIVERY_SAMPLE must be between 0 and 1");
+        }
         self.nats_connection()
             .map_err(|e| ConfigError(e.to_string()))?;
         if herald_proto::subject::check_token("stream", &self.stream).is_err() {
@@ -450,6 +468,17 @@ impl Config {
             .unwrap_or_else(|| "edge".to_owned());
         format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
     }
+}
+
+/// The OTLP transports the node exports traces with (the OpenTelemetry
+/// names of `OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
 }
 
 /// `scheme://host[:port]` with nothing after it, as browsers send in `Origin`.

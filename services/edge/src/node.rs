@@ -15,10 +15,13 @@ use crate::nats::connection;
 use crate::nats::stream::StreamSettings;
 use crate::nats::streams::Streams;
 use crate::ops::connections::Connections;
+use crate::ops::connections::Transport;
 use crate::ops::metrics::{Gauges, Metrics, NatsCounters, PartitionGauges};
 use crate::ops::process;
 use crate::ops::switches::Switches;
+use crate::ops::telemetry;
 use crate::org::buffer::{BufferLimits, ByteBudget};
+use crate::org::decode::StoredEvent;
 use crate::org::live::QueueLimits;
 use crate::org::registry::Registry;
 use crate::org::{OrgLimits, Upstream};
@@ -134,6 +137,18 @@ impl Node {
         self.streams.all_recent(recent)
             && connection::is_connected(&self.client)
             && !self.draining.is_cancelled()
+    }
+
+    /// Records a sampled span (`HERALD_TRACE_DELIVERY_SAMPLE`) for the
+    /// delivery of each traced event among `events` to one client of `org`
+    /// over `transport`.
+    pub fn trace_deliveries(&self, org: &str, events: &[Arc<StoredEvent>], transport: Transport) {
+        let sample = self.config.trace_delivery_sample;
+        for event in events {
+            if let Some(ingest) = event.trace() {
+                telemetry::delivery_span(ingest, org, event.seq(), transport.name(), sample);
+            }
+        }
     }
 
     /// Gauges for the metrics endpoints.

@@ -41,6 +41,17 @@ pub enum Transport {
     LongPoll,
 }
 
+impl Transport {
+    /// Its name in traces and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::LongPoll => "longpoll",
+        }
+    }
+}
+
 /// One org's open connections on this node, by transport.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrgCounts {

@@ -16,7 +16,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Config;
+use crate::config::{Config, OtlpProtocol};
 
 /// Keeps the trace exporter alive; flushes it when dropped.
 pub struct TelemetryGuard(Option<SdkTracerProvider>);
@@ -33,11 +33,7 @@ impl Drop for TelemetryGuard {
 pub fn init(config: &Config) -> TelemetryGuard {
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let (provider, otel_layer) = match &config.otlp_endpoint {
-        Some(endpoint) => match opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-        {
+        Some(endpoint) => match span_exporter(endpoint, config.otlp_protocol) {
             Ok(exporter) => {
                 let provider = SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
@@ -78,7 +74,8 @@ pub fn init(config: &Config) -> TelemetryGuard {
     match (&config.otlp_endpoint, &provider) {
         (Some(endpoint), Some(_)) => tracing::info!(
             endpoint = %endpoint,
-            "trace export on (OTLP/gRPC); export failures are logged by the opentelemetry crates"
+            protocol = ?config.otlp_protocol,
+            "trace export on (OTLP); export failures are logged by the opentelemetry crates"
         ),
         (Some(endpoint), None) => {
             tracing::warn!(endpoint = %endpoint, "trace export off: the OTLP exporter could not be built")
@@ -86,6 +83,23 @@ pub fn init(config: &Config) -> TelemetryGuard {
         (None, _) => tracing::debug!("trace export off (no OTEL_EXPORTER_OTLP_ENDPOINT)"),
     }
     TelemetryGuard(provider)
+}
+
+/// The span exporter for `endpoint` over `protocol`; over HTTP the
+/// endpoint is a base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` is, and the
+/// traces path `/v1/traces` is appended.
+fn span_exporter(
+    endpoint: &str,
+    protocol: OtlpProtocol,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    match protocol {
+        OtlpProtocol::Grpc => builder.with_tonic().with_endpoint(endpoint).build(),
+        OtlpProtocol::HttpProtobuf => builder
+            .with_http()
+            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+            .build(),
+    }
 }
 
 /// `RUST_LOG` (default `info`). The NATS client's own lines (an INFO line
@@ -124,7 +138,8 @@ pub fn keeps(target: &str, level: tracing::Level) -> bool {
 }
 
 /// A span for the ingestion of one event, continuing the publisher's trace
-/// when the message carries a W3C `traceparent` header.
+/// when the message carries a W3C `traceparent` header (OpenTelemetry
+/// messaging conventions: a consumer receiving from NATS).
 pub fn ingest_span(
     org: &str,
     seq: u64,
@@ -146,9 +161,65 @@ pub fn ingest_span(
     let traceparent = headers?.get("traceparent")?.as_str();
     let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
         .extract(&Traceparent(traceparent));
-    let span = tracing::info_span!("herald.ingest", org, seq);
+    let span = tracing::info_span!(
+        "herald.ingest",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "receive",
+        messaging.destination.template = DESTINATION_TEMPLATE,
+        herald.org = org,
+        herald.seq = seq,
+    );
     let _ = span.set_parent(parent);
     Some(span)
+}
+
+/// The subjects events are published to, as the messaging conventions name
+/// a destination with variable parts.
+const DESTINATION_TEMPLATE: &str = "herald.events.{org}.{service}.{property}";
+
+/// The OpenTelemetry span context of `span`, when it is exported (an
+/// OpenTelemetry layer is installed and the span is sampled).
+pub fn span_context(span: &tracing::Span) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    let context = span.context();
+    let sc = context.span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// Records, as a span that is a child of `ingest` (the span that ingested
+/// the event), the delivery of one event to one client over `transport`;
+/// only a `sample` share (0 to 1) of the deliveries is recorded, since one
+/// event may reach thousands of clients.
+pub fn delivery_span(
+    ingest: &opentelemetry::trace::SpanContext,
+    org: &str,
+    seq: u64,
+    transport: &'static str,
+    sample: f64,
+) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    if sample <= 0.0 || (sample < 1.0 && rand::random::<f64>() >= sample) {
+        return;
+    }
+    let span = tracing::info_span!(
+        "herald.deliver",
+        otel.kind = "producer",
+        messaging.system = "herald",
+        messaging.operation.type = "send",
+        messaging.destination.template = DESTINATION_TEMPLATE,
+        herald.org = org,
+        herald.seq = seq,
+        herald.transport = transport,
+    );
+    let parent = opentelemetry::Context::new().with_remote_span_context(ingest.clone());
+    let _ = span.set_parent(parent);
+    // Entered and closed at once: the span marks the moment of delivery.
+    drop(span.entered());
 }
 
 #[cfg(test)]

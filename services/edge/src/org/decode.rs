@@ -27,6 +27,9 @@ pub struct StoredEvent {
     /// When JetStream stored it, ms since the Unix epoch (for latency metrics).
     pub stored_ms: i64,
     msgpack: OnceLock<Box<[u8]>>,
+    /// The span that ingested it, when its publisher sent a trace context:
+    /// deliveries are traced as its children.
+    trace: OnceLock<opentelemetry::trace::SpanContext>,
 }
 
 impl StoredEvent {
@@ -72,7 +75,18 @@ impl StoredEvent {
             json,
             stored_ms,
             msgpack: OnceLock::new(),
+            trace: OnceLock::new(),
         })
+    }
+
+    /// Records the span that ingested the event (once; later calls are ignored).
+    pub fn set_trace(&self, ingest: opentelemetry::trace::SpanContext) {
+        let _ = self.trace.set(ingest);
+    }
+
+    /// The span that ingested the event, if it was traced.
+    pub fn trace(&self) -> Option<&opentelemetry::trace::SpanContext> {
+        self.trace.get()
     }
 
     /// Stream sequence.
@@ -163,6 +177,29 @@ pub fn live_meta(headers: Option<&HeaderMap>, stream: &str) -> Option<LiveMeta> 
         seq,
         last_subject_seq,
     })
+}
+
+/// Runs `decode` (of the message with `headers`, sequence `seq`) inside an
+/// ingest span when the message carries a W3C trace context, and records
+/// that span on the decoded event so that its deliveries join the trace.
+/// Live messages and events read from the stream to fill a gap are
+/// ingested alike.
+pub fn ingest_traced(
+    org: &str,
+    seq: u64,
+    headers: Option<&async_nats::HeaderMap>,
+    decode: impl FnOnce() -> Decoded,
+) -> Decoded {
+    let Some(span) = crate::ops::telemetry::ingest_span(org, seq, headers) else {
+        return decode();
+    };
+    let decoded = span.in_scope(decode);
+    if let (Decoded::Event(event), Some(ingest)) =
+        (&decoded, crate::ops::telemetry::span_context(&span))
+    {
+        event.set_trace(ingest);
+    }
+    decoded
 }
 
 /// Decodes a RePublished message whose [`LiveMeta`] is already known.

@@ -171,15 +171,15 @@ async fn handle_live(hub: &OrgHub, feed: &mut Feed, batch: Vec<Live>) {
             }
             LiveAction::Append => {}
         }
-        let span = crate::ops::telemetry::ingest_span(&hub.org, meta.seq, msg.headers.as_ref());
-        let _entered = span.as_ref().map(tracing::Span::enter);
-        let decoded = decode::decode_live(
-            msg,
-            meta,
-            &hub.org,
-            up.max_event_bytes,
-            up.streams.partitions(),
-        );
+        let decoded = decode::ingest_traced(&hub.org, meta.seq, msg.headers.as_ref(), || {
+            decode::decode_live(
+                msg,
+                meta,
+                &hub.org,
+                up.max_event_bytes,
+                up.streams.partitions(),
+            )
+        });
         hub.apply(decoded);
     }
     hub.notify();

@@ -195,11 +195,18 @@ impl OrgHub {
                 .await?;
             read += got.messages.len();
             for msg in &got.messages {
-                self.apply(decode::decode_stored(
-                    msg,
+                self.apply(decode::ingest_traced(
                     &self.org,
-                    self.upstream.max_event_bytes,
-                    self.upstream.streams.partitions(),
+                    msg.sequence,
+                    Some(&msg.headers),
+                    || {
+                        decode::decode_stored(
+                            msg,
+                            &self.org,
+                            self.upstream.max_event_bytes,
+                            self.upstream.streams.partitions(),
+                        )
+                    },
                 ));
             }
             if got.complete_to >= until {

@@ -156,6 +156,7 @@ fn answer(node: &Node, events: &[Arc<StoredEvent>], reader: &Reader) -> Result<R
         now_ms(),
         reader.delivery(),
     );
+    node.trace_deliveries(&reader.lease().org, events, Transport::LongPoll);
     let body: PollResponse<&RawValue> = PollResponse {
         events: events.iter().map(|e| &*e.json).collect(),
         last_seq: reader.cursor(),

@@ -209,6 +209,8 @@ async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseS
                         now_ms(),
                         st.reader.delivery(),
                     );
+                    st.node
+                        .trace_deliveries(&st.principal.org, &events, Transport::Sse);
                     for e in &events {
                         st.pending.push_back(
                             Event::default()

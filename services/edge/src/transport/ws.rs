@@ -52,7 +52,7 @@ use crate::auth::Principal;
 use crate::delivery::reader::{Reader, Step};
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::ops::connections::{Control, Registration};
+use crate::ops::connections::{Control, Registration, Transport};
 use crate::org::decode::{now_ms, StoredEvent};
 use crate::transport::{admission, messages};
 
@@ -210,6 +210,7 @@ impl Connection {
                             now_ms(),
                             self.reader.delivery(),
                         );
+                        node.trace_deliveries(&self.principal.org, &events, Transport::WebSocket);
                         self.backlog.events.extend(events);
                     }
                     Ok(Step::Reset(reason)) => {

@@ -1,0 +1,93 @@
+//! Traces end to end: an event published with a W3C `traceparent` is
+//! ingested and delivered under that trace, and a real OTLP/HTTP receiver
+//! (`herald_testkit::OtlpReceiver`, decoding the official protocol
+//! definitions) gets one connected trace: the publisher's span, the edge's
+//! `herald.ingest` (a consumer receiving from NATS) as its child, and the
+//! `herald.deliver` span of each client as the ingest span's child.
+
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use herald_testkit::{eventually, Herald, OtlpReceiver};
+
+const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
+/// The publisher's span: trace id and span id of a `traceparent`.
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PUBLISHER_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_event_yields_one_trace_from_publisher_to_delivery() {
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.endpoint();
+    let h = Herald::start_with(
+        EDGE,
+        1,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("HERALD_TRACE_DELIVERY_SAMPLE", "1"),
+        ],
+    )
+    .await;
+    let token = h.token("acme");
+    let cursor = h.poll(0, &token, "timeout=0").await.last_seq();
+    let held = h
+        .held_poll(0, &token, &format!("lastSeq={cursor}&timeout=20"))
+        .await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        format!("00-{TRACE}-{PUBLISHER_SPAN}-01").as_str(),
+    );
+    h.nats_client()
+        .publish_with_headers(
+            "herald.events.acme.finance.p1",
+            headers,
+            r#"{"eventType":"traced"}"#.into(),
+        )
+        .await
+        .unwrap();
+    let polled = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .unwrap()
+        .unwrap();
+    let seq = polled.seqs()[0].to_string();
+
+    let (ingest, deliver) = eventually(
+        Duration::from_secs(15),
+        "ingest and delivery spans",
+        || async {
+            let spans = receiver.spans();
+            let find = |name: &str| {
+                spans
+                    .iter()
+                    .find(|s| s.name == name && s.trace_id == TRACE)
+                    .cloned()
+            };
+            match (find("herald.ingest"), find("herald.deliver")) {
+                (Some(i), Some(d)) => Ok((i, d)),
+                _ => Err(format!(
+                    "{spans:#?}\n--- edge log ---\n{}",
+                    h.edges[0].log()
+                )),
+            }
+        },
+    )
+    .await;
+    assert_eq!(ingest.service, "herald-edge");
+    assert_eq!(ingest.parent_span_id, PUBLISHER_SPAN, "{ingest:#?}");
+    assert_eq!(ingest.attributes["messaging.system"], "nats");
+    assert_eq!(ingest.attributes["messaging.operation.type"], "receive");
+    assert_eq!(
+        ingest.attributes["messaging.destination.template"],
+        "herald.events.{org}.{service}.{property}"
+    );
+    assert_eq!(ingest.attributes["herald.seq"], seq);
+    assert_eq!(deliver.parent_span_id, ingest.span_id, "{deliver:#?}");
+    assert_eq!(deliver.attributes["herald.transport"], "longpoll");
+    assert_eq!(deliver.attributes["herald.seq"], seq);
+    assert_eq!(deliver.attributes["messaging.operation.type"], "send");
+}
