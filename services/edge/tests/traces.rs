@@ -91,3 +91,90 @@ async fn a_published_event_yields_one_trace_from_publisher_to_delivery() {
     assert_eq!(deliver.attributes["herald.seq"], seq);
     assert_eq!(deliver.attributes["messaging.operation.type"], "send");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_endpoint_continues_the_callers_trace_to_delivery() {
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.endpoint();
+    let h = Herald::start_with(
+        EDGE,
+        1,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("HERALD_TRACE_DELIVERY_SAMPLE", "1"),
+        ],
+    )
+    .await;
+    let token = h.token("acme");
+    let cursor = h.poll(0, &token, "timeout=0").await.last_seq();
+    let held = h
+        .held_poll(0, &token, &format!("lastSeq={cursor}&timeout=20"))
+        .await;
+    let publisher = h.user("acme").role("publisher").build();
+    let response = herald_testkit::http::client()
+        .post(format!("{}/v2/realtime/publish", h.edges[0].base_url()))
+        .bearer_auth(&publisher)
+        .header("traceparent", format!("00-{TRACE}-{PUBLISHER_SPAN}-01"))
+        .json(&serde_json::json!({"service": "finance", "propertyId": "p1", "eventType": "traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let polled = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(polled.seqs().len(), 1, "{}", polled.body);
+
+    let names = [
+        "POST /v2/realtime/publish",
+        "herald.publish",
+        "herald.ingest",
+        "herald.deliver",
+    ];
+    let spans = eventually(Duration::from_secs(15), "the whole trace", || async {
+        let spans = receiver.spans();
+        let found: Vec<_> = names
+            .iter()
+            .map(|n| {
+                spans
+                    .iter()
+                    .find(|s| {
+                        s.trace_id == TRACE
+                            && s.name == *n
+                            && s.attributes
+                                .get("http.route")
+                                .is_none_or(|r| r == "/v2/realtime/publish")
+                    })
+                    .cloned()
+            })
+            .collect();
+        if found.iter().all(Option::is_some) {
+            Ok(found.into_iter().flatten().collect::<Vec<_>>())
+        } else {
+            let missing: Vec<&&str> = names
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| f.is_none())
+                .map(|(n, _)| n)
+                .collect();
+            Err(format!("missing {missing:?} among {spans:#?}"))
+        }
+    })
+    .await;
+    let [server, publish, ingest, deliver] = &spans[..] else {
+        unreachable!()
+    };
+    assert_eq!(server.parent_span_id, PUBLISHER_SPAN, "{server:#?}");
+    assert_eq!(server.attributes["http.request.method"], "POST");
+    assert_eq!(server.attributes["http.response.status_code"], "200");
+    assert_eq!(publish.parent_span_id, server.span_id, "{publish:#?}");
+    assert_eq!(
+        publish.attributes["messaging.destination.name"],
+        "herald.events.acme.finance.p1"
+    );
+    assert_eq!(ingest.parent_span_id, publish.span_id, "{ingest:#?}");
+    assert_eq!(deliver.parent_span_id, ingest.span_id, "{deliver:#?}");
+}

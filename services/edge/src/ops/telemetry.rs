@@ -145,22 +145,9 @@ pub fn ingest_span(
     seq: u64,
     headers: Option<&async_nats::HeaderMap>,
 ) -> Option<tracing::Span> {
-    use opentelemetry::propagation::TextMapPropagator;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-    struct Traceparent<'a>(&'a str);
-    impl opentelemetry::propagation::Extractor for Traceparent<'_> {
-        fn get(&self, key: &str) -> Option<&str> {
-            (key == "traceparent").then_some(self.0)
-        }
-        fn keys(&self) -> Vec<&str> {
-            vec!["traceparent"]
-        }
-    }
-
-    let traceparent = headers?.get("traceparent")?.as_str();
-    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
-        .extract(&Traceparent(traceparent));
+    let parent = parent_of(headers?.get("traceparent")?.as_str());
     let span = tracing::info_span!(
         "herald.ingest",
         otel.kind = "consumer",
@@ -172,6 +159,73 @@ pub fn ingest_span(
     );
     let _ = span.set_parent(parent);
     Some(span)
+}
+
+/// A server span for one HTTP request (`http.request.method`, `http.route`,
+/// `url.path`; `http.response.status_code` is recorded by the caller),
+/// continuing the caller's trace when the request carries `traceparent`.
+/// The path only: a query may carry a token.
+pub fn http_span(
+    method: &str,
+    route: &str,
+    path: &str,
+    traceparent: Option<&str>,
+) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        url.path = path,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(parent) = traceparent.map(parent_of) {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// A producer span for one event the node publishes to `subject` (the HTTP
+/// publish endpoint), child of the current span.
+pub fn publish_span(subject: &str) -> tracing::Span {
+    tracing::info_span!(
+        "herald.publish",
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.destination.name = subject,
+        messaging.destination.template = DESTINATION_TEMPLATE,
+    )
+}
+
+/// The W3C `traceparent` naming `span`, when it is exported.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let sc = span_context(span)?;
+    Some(format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    ))
+}
+
+/// The context a W3C `traceparent` value names (an empty one when invalid).
+fn parent_of(traceparent: &str) -> opentelemetry::Context {
+    use opentelemetry::propagation::TextMapPropagator;
+
+    struct Traceparent<'a>(&'a str);
+    impl opentelemetry::propagation::Extractor for Traceparent<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent").then_some(self.0)
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
+    }
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Traceparent(traceparent))
 }
 
 /// The subjects events are published to, as the messaging conventions name

@@ -3,17 +3,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::Instrument;
 
 use crate::auth::{check_origin, extract_token, Role};
 use crate::error::ApiError;
 use crate::node::Node;
+use crate::ops::telemetry;
 use crate::transport::{admin, poll, publish, sse, ws};
 
 /// Builds the node's router.
@@ -48,6 +50,9 @@ pub fn router(node: Arc<Node>) -> Router {
             Arc::clone(&node),
             count_responses,
         ));
+    if node.config.otlp_endpoint.is_some() {
+        app = app.layer(middleware::from_fn(trace_requests));
+    }
     if !node.config.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = node
             .config
@@ -65,6 +70,29 @@ pub fn router(node: Arc<Node>) -> Router {
         );
     }
     app.with_state(node)
+}
+
+/// Runs every request in an HTTP server span (exported only: the layer is
+/// added when trace export is on).
+async fn trace_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    let span = telemetry::http_span(
+        request.method().as_str(),
+        &route,
+        request.uri().path(),
+        traceparent,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// Counts every answer by status class (`herald_http_responses_total`): the

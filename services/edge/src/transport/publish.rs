@@ -10,11 +10,13 @@ use herald_proto::publish::{PublishRequest, PublishResponse};
 use herald_proto::{EventBody, EventSubject};
 use herald_publisher::{OutgoingEvent, PublishError};
 use http::HeaderMap;
+use tracing::Instrument;
 
 use crate::auth::{extract_token, Role};
 use crate::delivery::filter;
 use crate::error::ApiError;
 use crate::node::Node;
+use crate::ops::telemetry;
 use crate::transport::body;
 use crate::transport::http::require_json;
 
@@ -56,11 +58,20 @@ pub async fn publish(
         payload: req.payload,
         ..EventBody::default()
     };
+    // The event carries this publish's span when traces are exported, else
+    // the caller's trace context as it came.
+    let span = telemetry::publish_span(&subject.to_subject());
     let mut event = OutgoingEvent::new(subject, body);
-    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+    let traceparent = telemetry::traceparent_of(&span).or_else(|| {
+        headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    if let Some(tp) = traceparent {
         event = event.with_traceparent(tp);
     }
-    match node.publisher.publish(event).await {
+    match node.publisher.publish(event).instrument(span).await {
         Ok(ack) => Ok(Json(PublishResponse {
             seq: ack.seq,
             duplicate: ack.duplicate,
