@@ -14,6 +14,9 @@
 //!   turned into connect options, never logged.
 //! - [`stream`]: the events stream's JetStream config, the one every
 //!   Herald component creates it with.
+//! - `trace`: each publish runs in a `herald.publish` producer span whose
+//!   W3C `traceparent` the message carries (unless the event names its own),
+//!   when the application exports traces with OpenTelemetry.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,6 +43,7 @@ pub mod event;
 pub mod publisher;
 pub mod retry;
 pub mod stream;
+mod trace;
 
 pub use connect::{redact_urls, CredentialsError, NatsAuth, NatsServers};
 pub use error::PublishError;

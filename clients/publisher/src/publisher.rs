@@ -4,10 +4,12 @@
 use async_nats::jetstream;
 use herald_proto::Partitions;
 use rand::Rng;
+use tracing::Instrument;
 
 use crate::error::{classify, Failure, PublishError};
 use crate::event::{OutgoingEvent, PreparedEvent};
 use crate::retry::RetryPolicy;
+use crate::trace;
 
 /// Stream Herald stores events in unless configured otherwise.
 pub const DEFAULT_STREAM: &str = "HERALD_EVENTS";
@@ -103,7 +105,20 @@ impl Publisher {
     /// errors are returned at once. When every attempt met "no responders",
     /// the error is [`PublishError::Rejected`] with `code: None`: no stream
     /// stores the subject.
+    ///
+    /// The publish runs in a `herald.publish` producer span; when that span
+    /// is exported (an OpenTelemetry layer is installed) and the event names
+    /// no `traceparent` of its own, the message carries the span's.
     pub async fn publish(&self, event: OutgoingEvent) -> Result<PublishAck, PublishError> {
+        let span = trace::publish_span(&event.subject.to_subject());
+        let event = match (&event.traceparent, trace::traceparent_of(&span)) {
+            (None, Some(tp)) => event.with_traceparent(tp),
+            _ => event,
+        };
+        self.publish_traced(event).instrument(span).await
+    }
+
+    async fn publish_traced(&self, event: OutgoingEvent) -> Result<PublishAck, PublishError> {
         let stream = self.stream_for(&event.subject.org);
         let prepared = event.prepare(&stream)?;
         let attempts = self.retry.max_attempts();

@@ -188,19 +188,6 @@ pub fn http_span(
     span
 }
 
-/// A producer span for one event the node publishes to `subject` (the HTTP
-/// publish endpoint), child of the current span.
-pub fn publish_span(subject: &str) -> tracing::Span {
-    tracing::info_span!(
-        "herald.publish",
-        otel.kind = "producer",
-        messaging.system = "nats",
-        messaging.operation.type = "send",
-        messaging.destination.name = subject,
-        messaging.destination.template = DESTINATION_TEMPLATE,
-    )
-}
-
 /// The W3C `traceparent` naming `span`, when it is exported.
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     let sc = span_context(span)?;

@@ -10,7 +10,6 @@ use herald_proto::publish::{PublishRequest, PublishResponse};
 use herald_proto::{EventBody, EventSubject};
 use herald_publisher::{OutgoingEvent, PublishError};
 use http::HeaderMap;
-use tracing::Instrument;
 
 use crate::auth::{extract_token, Role};
 use crate::delivery::filter;
@@ -58,20 +57,16 @@ pub async fn publish(
         payload: req.payload,
         ..EventBody::default()
     };
-    // The event carries this publish's span when traces are exported, else
-    // the caller's trace context as it came.
-    let span = telemetry::publish_span(&subject.to_subject());
     let mut event = OutgoingEvent::new(subject, body);
-    let traceparent = telemetry::traceparent_of(&span).or_else(|| {
-        headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
-    if let Some(tp) = traceparent {
-        event = event.with_traceparent(tp);
+    // With trace export on, the publisher's own span (a child of this
+    // request's server span, which continues the caller's trace) names the
+    // event's trace context; without it, the caller's passes through.
+    if telemetry::traceparent_of(&tracing::Span::current()).is_none() {
+        if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+            event = event.with_traceparent(tp);
+        }
     }
-    match node.publisher.publish(event).instrument(span).await {
+    match node.publisher.publish(event).await {
         Ok(ack) => Ok(Json(PublishResponse {
             seq: ack.seq,
             duplicate: ack.duplicate,
