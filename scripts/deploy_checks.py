@@ -5,8 +5,11 @@
     deploy_checks.py files BUILT [MORE]  the config files docker-compose.yml and
                                          k8s/ (BUILT: kustomize build of k8s/;
                                          MORE: other builds) mount are those
-                                         scripts/cluster.sh uses, exist, and
-                                         find their includes; K agrees everywhere
+                                         scripts/cluster.sh uses (plus, for
+                                         compose, the observability stack's,
+                                         checked here and by the tests named in
+                                         OBSERVABILITY), exist, and find their
+                                         includes; K agrees everywhere
     deploy_checks.py mapping NATS_SERVER the partition mapping of
                                          nats/cluster.conf on a real 3-server
                                          cluster, and no mapping in
@@ -16,6 +19,7 @@ Each prints what it checked and exits 1 on the first failure.
 """
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -29,6 +33,21 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# The observability stack's files docker-compose.yml mounts beside the
+# topology's, and what exercises each (scripts/cluster.sh runs no
+# Prometheus, Grafana or collector).
+OBSERVABILITY = {
+    "deploy/prometheus/prometheus.yml": "promtool check config; the dashboard test runs Prometheus with it",
+    "deploy/prometheus/alerts.yml": "promtool check rules and test rules; loaded by the dashboard test",
+    "deploy/prometheus/targets/herald-edges.json": "file_sd shape, names the compose edges (here)",
+    "deploy/prometheus/targets/nats.json": "file_sd shape, names the compose NATS exporters (here)",
+    "deploy/grafana/dashboards/herald.json": "every panel's query returns data in the dashboard test",
+    "deploy/grafana/provisioning/datasources.yml": "names the compose Prometheus (here)",
+    "deploy/grafana/provisioning/dashboards.yml": "reads the folder compose mounts the dashboard into (here)",
+    "deploy/otel/collector.yaml": "its pipeline's parts are defined and export to the compose Jaeger (here)",
+}
 
 
 class CheckFailed(Exception):
@@ -115,12 +134,14 @@ def compose_files(cluster_files):
             targets[target] = rel(REPO / config["file"]) if "file" in config else None
         mounted[sname] = targets
     repo_files = {f for targets in mounted.values() for f in targets.values() if f}
-    check(repo_files == cluster_files,
-          "docker-compose.yml mounts " + ", ".join(sorted(repo_files))
+    topology_files = repo_files - set(OBSERVABILITY)
+    check(topology_files == cluster_files,
+          "docker-compose.yml mounts " + ", ".join(sorted(topology_files))
           + " but scripts/cluster.sh uses " + ", ".join(sorted(cluster_files)))
+    observability(services, mounted)
 
     # Each NATS server loads cluster.conf, and its includes sit beside it.
-    nats_services = [s for s in services if s.startswith("nats")]
+    nats_services = [s for s in services if re.fullmatch(r"nats-\d+", s)]
     check(len(nats_services) == 3, f"docker-compose.yml: expected 3 NATS servers, got {nats_services}")
     names = set()
     for sname in nats_services:
@@ -155,6 +176,54 @@ def compose_files(cluster_files):
                   f"nats/partitions.conf has K={k}")
     print("docker-compose.yml: mounts " + ", ".join(sorted(repo_files))
           + f", the files of scripts/cluster.sh; includes resolve; 3 NATS servers; edges at K={k}")
+
+
+def observability(services, mounted):
+    """The observability stack of docker-compose.yml: every file of
+    OBSERVABILITY mounted, and each pointing at the services that exist."""
+    mounted_files = {f for targets in mounted.values() for f in targets.values() if f}
+    for f in OBSERVABILITY:
+        check(f in mounted_files, f"docker-compose.yml does not mount {f}")
+    # Prometheus targets: file_sd lists naming compose services and ports.
+    for f, prefix in [("deploy/prometheus/targets/herald-edges.json", "edge-"),
+                      ("deploy/prometheus/targets/nats.json", "nats-exporter-")]:
+        groups = json.loads((REPO / f).read_text())
+        check(isinstance(groups, list) and groups, f"{f}: a non-empty list of target groups")
+        for group in groups:
+            for target in group["targets"]:
+                host = target.rsplit(":", 1)[0]
+                check(host.startswith(prefix) and host in services,
+                      f"{f}: {target} is not a docker-compose.yml service")
+    prom = mounted["prometheus"]
+    for name in ["targets/herald-edges.json", "targets/nats.json", "alerts.yml"]:
+        check(f"/etc/prometheus/{name}" in prom, f"docker-compose.yml: prometheus lacks /etc/prometheus/{name}")
+    # Grafana: the data source is the compose Prometheus, the dashboard
+    # folder is where compose mounts the dashboard.
+    ds = yaml.safe_load((REPO / "deploy/grafana/provisioning/datasources.yml").read_text())
+    url = ds["datasources"][0]["url"]
+    check(url == "http://prometheus:9090" and "prometheus" in services,
+          f"deploy/grafana/provisioning/datasources.yml: {url} is not the compose Prometheus")
+    dash = yaml.safe_load((REPO / "deploy/grafana/provisioning/dashboards.yml").read_text())
+    folder = dash["providers"][0]["options"]["path"]
+    graf = mounted["grafana"]
+    check(graf.get(f"{folder}/herald.json") == "deploy/grafana/dashboards/herald.json",
+          f"docker-compose.yml: grafana does not mount the dashboard into {folder}")
+    # Collector: every pipeline part is defined, traces go to the compose Jaeger.
+    otel = yaml.safe_load((REPO / "deploy/otel/collector.yaml").read_text())
+    for name, pipeline in otel["service"]["pipelines"].items():
+        for kind in ["receivers", "processors", "exporters"]:
+            for part in pipeline.get(kind, []):
+                check(part in otel.get(kind, {}),
+                      f"deploy/otel/collector.yaml: pipeline {name} uses undefined {kind[:-1]} {part}")
+    endpoint = otel["exporters"]["otlp/jaeger"]["endpoint"]
+    check(endpoint.split(":")[0] in services,
+          f"deploy/otel/collector.yaml: exports to {endpoint}, not a compose service")
+    edge_env = services["edge-1"].get("environment", {})
+    want = "http://otel-collector:4317"
+    check(edge_env.get("OTEL_EXPORTER_OTLP_ENDPOINT") == want and "otel-collector" in services,
+          f"docker-compose.yml: the edges do not export traces to {want}")
+    print("docker-compose.yml: observability stack mounts " + ", ".join(sorted(OBSERVABILITY))
+          + "; targets, data source, dashboard folder and trace pipeline point at compose services")
 
 
 def k8s_partitions(docs, k):

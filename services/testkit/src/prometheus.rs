@@ -205,7 +205,8 @@ impl Drop for Prometheus {
 }
 
 /// Copies the repository's `prometheus.yml` and `alerts.yml` into `dir`
-/// and writes `targets/herald-edges.json` naming `edges`.
+/// and writes `targets/herald-edges.json` naming `edges` (and an empty
+/// `targets/nats.json`).
 fn write_config(dir: &Path, edges: &[SocketAddr]) {
     let shipped = repo().join("deploy/prometheus");
     for name in ["prometheus.yml", "alerts.yml"] {
@@ -220,4 +221,6 @@ fn write_config(dir: &Path, edges: &[SocketAddr]) {
         serde_json::to_vec_pretty(&file).expect("serialise targets"),
     )
     .expect("write targets/herald-edges.json");
+    // No NATS exporter here: the nats job has nothing to scrape.
+    std::fs::write(dir.join("targets/nats.json"), "[]\n").expect("write targets/nats.json");
 }
