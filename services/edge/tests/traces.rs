@@ -29,6 +29,7 @@ async fn a_published_event_yields_one_trace_from_publisher_to_delivery() {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("HERALD_TRACE_DELIVERY_SAMPLE", "1"),
+            ("HERALD_LOG_JSON", "true"),
         ],
     )
     .await;
@@ -90,6 +91,32 @@ async fn a_published_event_yields_one_trace_from_publisher_to_delivery() {
     assert_eq!(deliver.attributes["herald.transport"], "longpoll");
     assert_eq!(deliver.attributes["herald.seq"], seq);
     assert_eq!(deliver.attributes["messaging.operation.type"], "send");
+
+    // What the node logs while ingesting a traced message names the trace:
+    // a body that is not JSON is rejected, and the JSON log line says so
+    // with the trace id.
+    let other = "0af7651916cd43dd8448eb211c80319c";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        format!("00-{other}-b7ad6b7169203331-01").as_str(),
+    );
+    h.nats_client()
+        .publish_with_headers("herald.events.acme.finance.p1", headers, "not json".into())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "a log line with the trace id",
+        || async {
+            let log = h.edges[0].log();
+            log.lines()
+                .find(|l| l.contains(other) && l.contains("reject"))
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .ok_or(log)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,8 +156,10 @@ pub fn ingest_span(
         messaging.destination.template = DESTINATION_TEMPLATE,
         herald.org = org,
         herald.seq = seq,
+        trace_id = tracing::field::Empty,
     );
     let _ = span.set_parent(parent);
+    record_trace_id(&span);
     Some(span)
 }
 
@@ -181,11 +183,22 @@ pub fn http_span(
         http.route = route,
         url.path = path,
         http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
     if let Some(parent) = traceparent.map(parent_of) {
         let _ = span.set_parent(parent);
     }
+    record_trace_id(&span);
     span
+}
+
+/// Puts the span's trace id into its `trace_id` field, so that log lines
+/// written inside it (JSON logs list the current span's fields) name the
+/// trace to look up.
+fn record_trace_id(span: &tracing::Span) {
+    if let Some(sc) = span_context(span) {
+        span.record("trace_id", sc.trace_id().to_string());
+    }
 }
 
 /// The W3C `traceparent` naming `span`, when it is exported.

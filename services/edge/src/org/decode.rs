@@ -183,15 +183,16 @@ pub fn live_meta(headers: Option<&HeaderMap>, stream: &str) -> Option<LiveMeta> 
 /// ingest span when the message carries a W3C trace context, and records
 /// that span on the decoded event so that its deliveries join the trace.
 /// Live messages and events read from the stream to fill a gap are
-/// ingested alike.
+/// ingested alike. The span is returned too: the caller applies the event
+/// inside it, so that what applying logs names the trace.
 pub fn ingest_traced(
     org: &str,
     seq: u64,
     headers: Option<&async_nats::HeaderMap>,
     decode: impl FnOnce() -> Decoded,
-) -> Decoded {
+) -> (Decoded, Option<tracing::Span>) {
     let Some(span) = crate::ops::telemetry::ingest_span(org, seq, headers) else {
-        return decode();
+        return (decode(), None);
     };
     let decoded = span.in_scope(decode);
     if let (Decoded::Event(event), Some(ingest)) =
@@ -199,7 +200,7 @@ pub fn ingest_traced(
     {
         event.set_trace(ingest);
     }
-    decoded
+    (decoded, Some(span))
 }
 
 /// Decodes a RePublished message whose [`LiveMeta`] is already known.

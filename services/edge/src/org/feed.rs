@@ -171,15 +171,17 @@ async fn handle_live(hub: &OrgHub, feed: &mut Feed, batch: Vec<Live>) {
             }
             LiveAction::Append => {}
         }
-        let decoded = decode::ingest_traced(&hub.org, meta.seq, msg.headers.as_ref(), || {
-            decode::decode_live(
-                msg,
-                meta,
-                &hub.org,
-                up.max_event_bytes,
-                up.streams.partitions(),
-            )
-        });
+        let (decoded, span) =
+            decode::ingest_traced(&hub.org, meta.seq, msg.headers.as_ref(), || {
+                decode::decode_live(
+                    msg,
+                    meta,
+                    &hub.org,
+                    up.max_event_bytes,
+                    up.streams.partitions(),
+                )
+            });
+        let _in_span = span.as_ref().map(tracing::Span::enter);
         hub.apply(decoded);
     }
     hub.notify();

@@ -195,19 +195,17 @@ impl OrgHub {
                 .await?;
             read += got.messages.len();
             for msg in &got.messages {
-                self.apply(decode::ingest_traced(
-                    &self.org,
-                    msg.sequence,
-                    Some(&msg.headers),
-                    || {
+                let (decoded, span) =
+                    decode::ingest_traced(&self.org, msg.sequence, Some(&msg.headers), || {
                         decode::decode_stored(
                             msg,
                             &self.org,
                             self.upstream.max_event_bytes,
                             self.upstream.streams.partitions(),
                         )
-                    },
-                ));
+                    });
+                let _in_span = span.as_ref().map(tracing::Span::enter);
+                self.apply(decoded);
             }
             if got.complete_to >= until {
                 break;
