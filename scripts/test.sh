@@ -99,7 +99,7 @@ e2e_tests() {
     (cd clients/js/e2e && npm ci --no-audit --no-fund) || return 1
     (
         cd clients/js/e2e
-        HERALD_CHROMIUM="$chromium" HERALD_EDGE_BIN="$repo/target/debug/herald-edge" npm test
+        HERALD_CHROMIUM="$chromium" HERALD_EDGE_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/herald-edge" npm test
     )
 }
 if [[ -f clients/js/e2e/package.json ]]; then
