@@ -4,6 +4,7 @@
 //   cursor.ts      the resume point, persisted  connection.ts the leader's loop
 //   tabs.ts        the bus protocol, needs      delivery.ts   handlers, dedup
 //   state.ts       state() and its listeners    stale.ts      onStale
+//   telemetry.ts   sampled reports to the edge
 // This file decides what happens when: roles, page lifecycle, the once-a-
 // second tick, and the two paths of an event:
 //   leader:   server → dedup → cursor → bus 'events' → own handlers
@@ -23,6 +24,7 @@ import { createElector, type Elector, type Role } from './leader.js';
 import { resolveOptions, type ClientConfig } from './options.js';
 import type { TabNeed } from './routing.js';
 import { StaleWatch } from './stale.js';
+import { browserSender, Telemetry, type TelemetrySender } from './telemetry.js';
 import { buildState, isConnected, StateView, summarizeConnection } from './state.js';
 import { HEARTBEAT_MS, TabBus, type LeaderStatus } from './tabs.js';
 import { createLongPollTransport } from './transport/longpoll.js';
@@ -39,6 +41,8 @@ export interface ClientInternals {
   env?: Env;
   factories?: Partial<Record<TransportKind, TransportFactory>>;
   tabId?: string;
+  /** How telemetry is sent; without it (and with an injected env) telemetry sends nothing. */
+  telemetrySender?: TelemetrySender | null;
 }
 
 /** State listeners by client handle (for the React entry), kept off the public interface. */
@@ -85,6 +89,7 @@ class HeraldClient {
   private readonly tabs: TabBus;
   private readonly view: StateView;
   private readonly stale: StaleWatch;
+  private readonly telemetry: Telemetry;
   private propertyId: string | null;
   private visible: boolean;
 
@@ -156,6 +161,14 @@ class HeraldClient {
     );
     // Only the leader calls getToken(); followers get the result.
     this.tokens = new TokenManager(options.getToken, env, (token) => this.tabs.token(token));
+    // Tests that inject an env never reach the network unless they pass a sender.
+    const sender = internals.telemetrySender !== undefined ? internals.telemetrySender : internals.env === undefined ? browserSender() : null;
+    this.telemetry = new Telemetry(this.config.telemetry, {
+      env,
+      token: () => this.tokens.peek(),
+      baseUrl: () => this.connection?.current().url ?? this.config.urls[0] ?? '',
+      sender,
+    });
   }
 
   // ---- lifecycle -------------------------------------------------------
@@ -185,6 +198,7 @@ class HeraldClient {
       env.on('resume', () => this.resume()),
     );
 
+    this.telemetry.start();
     this.elector = createElector(env, this.config.channelName, this.tabId, (role) => this.onRole(role));
     this.tick();
     this.timers.set(() => this.settleRole(), ROLE_SETTLE_MS);
@@ -236,6 +250,8 @@ class HeraldClient {
       this.tabs.bye();
       if (this.role === 'leader') this.cursor.persist(true);
     }
+    // Before the token is disposed: the last reports need it.
+    this.telemetry.stop();
     this.stopped = true;
     this.connection?.dispose();
     this.connection = null;
@@ -323,6 +339,8 @@ class HeraldClient {
 
   private becomeLeader(): void {
     if (this.connection !== null) return;
+    // A follower had seen another leader: that one left or died.
+    this.telemetry.record(this.role === 'follower' ? 'leader_takeover' : 'leader_acquired', 1);
     this.setRole('leader');
     // Resume from the best cursor any tab left behind.
     this.cursor.adoptStored();
@@ -350,10 +368,12 @@ class HeraldClient {
       },
       onReset: (reason, seq, epoch, services) => this.leaderReset(reason, seq, epoch, services),
       onReconnect: () => {
+        this.telemetry.record('reconnect', 1, { transport: this.connection?.current().transport ?? 'unknown' });
         this.health.reconnected(this.tabs.subscription().services);
         this.touch();
       },
       onStatus: (s) => this.leaderConnectionStatus(s),
+      report: this.telemetry.record,
     });
     this.connection.start();
     this.heartbeat();
@@ -372,6 +392,7 @@ class HeraldClient {
   // ---- leader: server traffic -------------------------------------------
 
   private leaderEvents(events: HeraldEvent[], cursor: number | null): void {
+    this.recordLatency(events);
     let maxSeq = cursor ?? -1;
     for (const e of events) if (e.seq > maxSeq) maxSeq = e.seq;
     const fresh = this.freshEvents(events);
@@ -380,6 +401,19 @@ class HeraldClient {
     if (fresh.length > 0) this.tabs.events(fresh, this.cursor.current());
     this.deliver(fresh);
     this.cursor.persist(false);
+  }
+
+  /**
+   * Receipt time minus the newest event's `timestamp` (set by the publisher,
+   * ms): what the user waited, clock offsets included. Only the leader
+   * measures it; followers add the tab bus, which is not the network's.
+   */
+  private recordLatency(events: HeraldEvent[]): void {
+    const last = events[events.length - 1];
+    const ts = last?.timestamp;
+    if (typeof ts === 'number' && Number.isFinite(ts) && ts > 0) {
+      this.telemetry.record('delivery_latency_ms', Math.max(0, this.env.now() - ts));
+    }
   }
 
   private leaderReset(reason: ResetReason, seq: number | null, epoch: string | null, services?: string[]): void {
