@@ -44,6 +44,8 @@ export const FLUSH_MS = 30_000;
 export const MAX_QUEUE = 200;
 /** Events per request (the edge takes at most 100). */
 export const MAX_BATCH = 50;
+/** Longest wait for a report's answer. */
+const POST_TIMEOUT_MS = 10_000;
 /** A delivery latency sample at most this often: a busy stream would flood the queue. */
 export const LATENCY_EVERY_MS = 1_000;
 
@@ -72,7 +74,16 @@ export function browserSender(): TelemetrySender | null {
   return {
     post: (url, body, headers) =>
       hasFetch
-        ? g.fetch(url, { method: 'POST', body, headers, keepalive: true, credentials: 'omit', cache: 'no-store' })
+        ? g.fetch(url, {
+            method: 'POST',
+            body,
+            headers,
+            keepalive: true,
+            credentials: 'omit',
+            cache: 'no-store',
+            // A request that never ends must not hold the next flushes back.
+            ...(typeof AbortSignal !== 'undefined' && typeof AbortSignal.timeout === 'function' ? { signal: AbortSignal.timeout(POST_TIMEOUT_MS) } : {}),
+          })
         : Promise.resolve(null),
     // A JSON Blob, so the edge's JSON-only rule holds (the browser sends a
     // CORS preflight for it when the edge is cross-origin).
