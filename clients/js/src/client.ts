@@ -33,6 +33,12 @@ import type { TransportFactory } from './transport/types.js';
 import { createWebSocketTransport } from './transport/websocket.js';
 import type { HeraldEvent, RealtimeClient, RealtimeOptions, RealtimeState, ResetReason, TransportKind } from './types.js';
 
+/**
+ * Events received this soon after a connection opened are mostly the backlog
+ * of a resume: their age says how long the tab was away, not how fast
+ * delivery is, so they are not reported as delivery latency.
+ */
+const CATCH_UP_MS = 2_000;
 /** A tab whose role is still unknown after this long is a follower (someone else holds the lock). */
 const ROLE_SETTLE_MS = 1_500;
 
@@ -99,6 +105,8 @@ class HeraldClient {
   private offPage: Array<() => void> = [];
 
   private role: RealtimeState['role'] = 'unknown';
+  /** When the leader's connection last opened (client clock). */
+  private openedAt = -Infinity;
   private stopped = false;
   private suspended = false;
   private needPending = false;
@@ -358,6 +366,7 @@ class HeraldClient {
       },
       hidden: () => !this.tabs.anyVisible(),
       onOpen: (info) => {
+        this.openedAt = this.env.now();
         if (info.seq !== null) this.cursor.advance(info.seq, info.epoch);
         this.cursor.persist(false);
       },
@@ -405,10 +414,12 @@ class HeraldClient {
 
   /**
    * Receipt time minus the newest event's `timestamp` (set by the publisher,
-   * ms): what the user waited, clock offsets included. Only the leader
-   * measures it; followers add the tab bus, which is not the network's.
+   * or the storage time, ms): what the user waited, clock offsets included.
+   * Only the leader measures it (followers add the tab bus), and not just
+   * after a connection opened (catch-up, see CATCH_UP_MS).
    */
   private recordLatency(events: HeraldEvent[]): void {
+    if (this.env.now() - this.openedAt < CATCH_UP_MS) return;
     const last = events[events.length - 1];
     const ts = last?.timestamp;
     if (typeof ts === 'number' && Number.isFinite(ts) && ts > 0) {

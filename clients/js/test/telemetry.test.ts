@@ -213,7 +213,10 @@ describe('client telemetry', () => {
     socket.open();
     socket.receive(ack);
     await flush();
-    socket.receive({ type: 'events', service: 'finance', seq: 42, events: [ev(42, 'finance', { timestamp: world.clock.now - 120 })] });
+    // Just after the ack: a resume's backlog, not counted as latency.
+    socket.receive({ type: 'events', service: 'finance', seq: 42, events: [ev(42, 'finance', { timestamp: world.clock.now - 60_000 })] });
+    await world.clock.advance(2_000);
+    socket.receive({ type: 'events', service: 'finance', seq: 43, events: [ev(43, 'finance', { timestamp: world.clock.now - 120 })] });
     socket.serverClose(1006);
     await world.clock.advance(10_000);
     const again = tab.lastSocket();

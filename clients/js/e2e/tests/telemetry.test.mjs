@@ -42,7 +42,9 @@ describe('client telemetry', { timeout: 180_000 }, () => {
       const a = await stack.openTab(ctx, opts);
       await waitSettled([a]);
 
-      // An event: its stored timestamp gives the delivery latency.
+      // An event: its stored timestamp gives the delivery latency (after
+      // the first 2 s of a connection, which the SDK counts as catch-up).
+      await sleep(2_200);
       const run = `tele-${Date.now()}`;
       const pub = await stack.publish({ service: 'finance', payload: { run } });
       await waitFor(async () => (await T.events(a, run)).some((e) => e.seq === pub.seq), { what: 'the event in tab a' });

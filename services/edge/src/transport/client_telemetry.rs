@@ -23,7 +23,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::auth::{find_token, Principal};
+use crate::auth::find_token;
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::ops::metrics::{ClientEvent, ClientSample, ClientTransport};
@@ -67,15 +67,15 @@ pub async fn report(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     // A header or cookie token is checked before the body is read; only a
     // request without one has its (bounded) body read to find it.
-    let header_principal = match find_token(&headers, None)? {
-        Some(token) => Some(admit(&node, token)?),
-        None => None,
-    };
+    let header_token = find_token(&headers, None)?;
+    if let Some(token) = header_token {
+        admit(&node, token)?;
+    }
     require_json(&headers)?;
     let body = body::read_for(&node, body, &headers, MAX_BODY).await?;
     let report: Report = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadParameter(format!("invalid telemetry body: {e}")))?;
-    if header_principal.is_none() {
+    if header_token.is_none() {
         let token = report
             .token
             .as_deref()
@@ -95,8 +95,9 @@ pub async fn report(
     ))
 }
 
-/// Verifies `token` and takes one call from its user's telemetry budget.
-fn admit(node: &Node, token: &str) -> Result<Principal, ApiError> {
+/// Verifies `token` (any user of any org) and takes one call from its
+/// user's telemetry budget.
+fn admit(node: &Node, token: &str) -> Result<(), ApiError> {
     let who = node.verifier.verify(token)?;
     if let Err(wait) = node.telemetry_limiter.check(&who.org, &who.user) {
         node.metrics.guards.rate_limited.fetch_add(1, Relaxed);
@@ -105,7 +106,7 @@ fn admit(node: &Node, token: &str) -> Result<Principal, ApiError> {
             retry_after: wait.as_secs().max(1) as u32,
         });
     }
-    Ok(who)
+    Ok(())
 }
 
 /// Every event checked, in order; the first bad one refuses the batch.
