@@ -15,6 +15,7 @@ interface StartOptions {
   tokenTtls?: number[];
   staleAfterMs?: number;
   channelName?: string;
+  telemetry?: { enabled?: boolean; sampleRate?: number; endpoint?: string };
 }
 
 interface Received {
@@ -80,6 +81,7 @@ const T: any = {
     if (opts.transports) options.transports = opts.transports;
     if (opts.staleAfterMs) options.staleAfterMs = opts.staleAfterMs;
     if (opts.channelName) options.channelName = opts.channelName;
+    if (opts.telemetry) options.telemetry = opts.telemetry;
     T.client = createRealtimeClient(options);
     for (const service of services) {
       T.client.subscribe(service, (ev: any) => {
@@ -123,6 +125,23 @@ const T: any = {
 
   close() {
     T.client.close();
+  },
+
+  /**
+   * Makes the page report itself hidden and fires `visibilitychange`, as a
+   * switch to another browser tab would (headless pages never become hidden).
+   */
+  hide() {
+    Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true });
+    Object.defineProperty(document, 'hidden', { value: true, configurable: true });
+    document.dispatchEvent(new Event('visibilitychange'));
+  },
+
+  /** Undoes hide(). */
+  show() {
+    delete (document as any).visibilityState;
+    delete (document as any).hidden;
+    document.dispatchEvent(new Event('visibilitychange'));
   },
 };
 

@@ -4,6 +4,7 @@
 //   cursor.ts      the resume point, persisted  connection.ts the leader's loop
 //   tabs.ts        the bus protocol, needs      delivery.ts   handlers, dedup
 //   state.ts       state() and its listeners    stale.ts      onStale
+//   telemetry.ts   sampled reports to the edge
 // This file decides what happens when: roles, page lifecycle, the once-a-
 // second tick, and the two paths of an event:
 //   leader:   server → dedup → cursor → bus 'events' → own handlers
@@ -23,6 +24,7 @@ import { createElector, type Elector, type Role } from './leader.js';
 import { resolveOptions, type ClientConfig } from './options.js';
 import type { TabNeed } from './routing.js';
 import { StaleWatch } from './stale.js';
+import { browserSender, Telemetry, type TelemetrySender } from './telemetry.js';
 import { buildState, isConnected, StateView, summarizeConnection } from './state.js';
 import { HEARTBEAT_MS, TabBus, type LeaderStatus } from './tabs.js';
 import { createLongPollTransport } from './transport/longpoll.js';
@@ -31,6 +33,12 @@ import type { TransportFactory } from './transport/types.js';
 import { createWebSocketTransport } from './transport/websocket.js';
 import type { HeraldEvent, RealtimeClient, RealtimeOptions, RealtimeState, ResetReason, TransportKind } from './types.js';
 
+/**
+ * Events received this soon after a connection opened are mostly the backlog
+ * of a resume: their age says how long the tab was away, not how fast
+ * delivery is, so they are not reported as delivery latency.
+ */
+const CATCH_UP_MS = 2_000;
 /** A tab whose role is still unknown after this long is a follower (someone else holds the lock). */
 const ROLE_SETTLE_MS = 1_500;
 
@@ -39,6 +47,8 @@ export interface ClientInternals {
   env?: Env;
   factories?: Partial<Record<TransportKind, TransportFactory>>;
   tabId?: string;
+  /** How telemetry is sent; without it (and with an injected env) telemetry sends nothing. */
+  telemetrySender?: TelemetrySender | null;
 }
 
 /** State listeners by client handle (for the React entry), kept off the public interface. */
@@ -85,6 +95,7 @@ class HeraldClient {
   private readonly tabs: TabBus;
   private readonly view: StateView;
   private readonly stale: StaleWatch;
+  private readonly telemetry: Telemetry;
   private propertyId: string | null;
   private visible: boolean;
 
@@ -94,6 +105,8 @@ class HeraldClient {
   private offPage: Array<() => void> = [];
 
   private role: RealtimeState['role'] = 'unknown';
+  /** When the leader's connection last opened (client clock). */
+  private openedAt = -Infinity;
   private stopped = false;
   private suspended = false;
   private needPending = false;
@@ -156,6 +169,14 @@ class HeraldClient {
     );
     // Only the leader calls getToken(); followers get the result.
     this.tokens = new TokenManager(options.getToken, env, (token) => this.tabs.token(token));
+    // Tests that inject an env never reach the network unless they pass a sender.
+    const sender = internals.telemetrySender !== undefined ? internals.telemetrySender : internals.env === undefined ? browserSender() : null;
+    this.telemetry = new Telemetry(this.config.telemetry, {
+      env,
+      token: () => this.tokens.peek(),
+      baseUrl: () => this.connection?.current().url ?? this.config.urls[0] ?? '',
+      sender,
+    });
   }
 
   // ---- lifecycle -------------------------------------------------------
@@ -185,6 +206,7 @@ class HeraldClient {
       env.on('resume', () => this.resume()),
     );
 
+    this.telemetry.start();
     this.elector = createElector(env, this.config.channelName, this.tabId, (role) => this.onRole(role));
     this.tick();
     this.timers.set(() => this.settleRole(), ROLE_SETTLE_MS);
@@ -236,6 +258,8 @@ class HeraldClient {
       this.tabs.bye();
       if (this.role === 'leader') this.cursor.persist(true);
     }
+    // Before the token is disposed: the last reports need it.
+    this.telemetry.stop();
     this.stopped = true;
     this.connection?.dispose();
     this.connection = null;
@@ -323,6 +347,8 @@ class HeraldClient {
 
   private becomeLeader(): void {
     if (this.connection !== null) return;
+    // A follower had seen another leader: that one left or died.
+    this.telemetry.record(this.role === 'follower' ? 'leader_takeover' : 'leader_acquired', 1);
     this.setRole('leader');
     // Resume from the best cursor any tab left behind.
     this.cursor.adoptStored();
@@ -340,6 +366,7 @@ class HeraldClient {
       },
       hidden: () => !this.tabs.anyVisible(),
       onOpen: (info) => {
+        this.openedAt = this.env.now();
         if (info.seq !== null) this.cursor.advance(info.seq, info.epoch);
         this.cursor.persist(false);
       },
@@ -350,10 +377,12 @@ class HeraldClient {
       },
       onReset: (reason, seq, epoch, services) => this.leaderReset(reason, seq, epoch, services),
       onReconnect: () => {
+        this.telemetry.record('reconnect', 1, { transport: this.connection?.current().transport ?? 'unknown' });
         this.health.reconnected(this.tabs.subscription().services);
         this.touch();
       },
       onStatus: (s) => this.leaderConnectionStatus(s),
+      report: this.telemetry.record,
     });
     this.connection.start();
     this.heartbeat();
@@ -372,6 +401,7 @@ class HeraldClient {
   // ---- leader: server traffic -------------------------------------------
 
   private leaderEvents(events: HeraldEvent[], cursor: number | null): void {
+    this.recordLatency(events);
     let maxSeq = cursor ?? -1;
     for (const e of events) if (e.seq > maxSeq) maxSeq = e.seq;
     const fresh = this.freshEvents(events);
@@ -380,6 +410,21 @@ class HeraldClient {
     if (fresh.length > 0) this.tabs.events(fresh, this.cursor.current());
     this.deliver(fresh);
     this.cursor.persist(false);
+  }
+
+  /**
+   * Receipt time minus the newest event's `timestamp` (set by the publisher,
+   * or the storage time, ms): what the user waited, clock offsets included.
+   * Only the leader measures it (followers add the tab bus), and not just
+   * after a connection opened (catch-up, see CATCH_UP_MS).
+   */
+  private recordLatency(events: HeraldEvent[]): void {
+    if (this.env.now() - this.openedAt < CATCH_UP_MS) return;
+    const last = events[events.length - 1];
+    const ts = last?.timestamp;
+    if (typeof ts === 'number' && Number.isFinite(ts) && ts > 0) {
+      this.telemetry.record('delivery_latency_ms', Math.max(0, this.env.now() - ts));
+    }
   }
 
   private leaderReset(reason: ResetReason, seq: number | null, epoch: string | null, services?: string[]): void {

@@ -15,6 +15,7 @@
 import { Backoff } from './backoff.js';
 import { TimerGroup, type Env, type TimerHandle } from './env.js';
 import { sameSubscription, type Subscription } from './routing.js';
+import type { Report } from './telemetry.js';
 import type { CloseReason, OpenInfo, Transport, TransportFactory, TransportHandlers } from './transport/types.js';
 import type { HeraldEvent, ResetReason, TransportKind } from './types.js';
 
@@ -70,6 +71,8 @@ export interface ConnectionOptions {
   /** A connection was re-established after a loss (per-service reconnect counts). */
   onReconnect(): void;
   onStatus(status: ConnectionStatus): void;
+  /** Client telemetry (absent: not reported). */
+  report?: Report;
 }
 
 export class Connection {
@@ -227,6 +230,7 @@ export class Connection {
         cursor: () => this.o.cursor(),
         getToken: (f) => this.o.getToken(f),
         hidden: () => this.o.hidden(),
+        ...(this.o.report === undefined ? {} : { report: this.o.report }),
       });
       this.transport = transport;
       transport.start();
@@ -283,6 +287,7 @@ export class Connection {
         this.wait(this.backoff.next());
         return;
       case 'forbidden':
+        this.o.report?.('subscribe_error', 1, { transport: kind });
         this.refusedSub = this.o.subscription();
         this.set({ phase: 'refused' });
         console.warn(`herald: the server refused the subscription (${reason.detail}); waiting for it to change`);

@@ -9,5 +9,6 @@ export type {
   RealtimeState,
   ResetReason,
   ServiceHealth,
+  TelemetryOptions,
   TransportKind,
 } from './types.js';

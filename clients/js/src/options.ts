@@ -4,6 +4,7 @@
 // one known transport (unique, in the app's order) and only service names the
 // edge accepts; a bad option throws a TypeError and nothing is opened.
 
+import { DEFAULT_SAMPLE_RATE, type TelemetryConfig } from './telemetry.js';
 import type { RealtimeOptions, TransportKind } from './types.js';
 
 export const DEFAULT_TRANSPORTS: readonly TransportKind[] = ['websocket', 'sse', 'longpoll'];
@@ -23,6 +24,7 @@ export interface ClientConfig {
   staleAfterMs: number;
   /** Services subscribed to from the start. */
   services: string[];
+  telemetry: TelemetryConfig;
 }
 
 /** Throws a TypeError unless `service` is a service name the edge accepts. */
@@ -48,5 +50,20 @@ export function resolveOptions(o: RealtimeOptions): ClientConfig {
     channelName: o.channelName ?? DEFAULT_CHANNEL,
     staleAfterMs: o.staleAfterMs ?? DEFAULT_STALE_AFTER_MS,
     services,
+    telemetry: resolveTelemetry(o.telemetry),
   };
+}
+
+/** The `telemetry` option: off when `enabled: false`, else the rate (0–1) and endpoint checked. */
+function resolveTelemetry(t: RealtimeOptions['telemetry']): TelemetryConfig {
+  if (t === undefined) return { sampleRate: DEFAULT_SAMPLE_RATE, endpoint: null };
+  if (typeof t !== 'object' || t === null) throw new TypeError('herald: `telemetry` must be an object');
+  const rate = t.sampleRate ?? DEFAULT_SAMPLE_RATE;
+  if (typeof rate !== 'number' || !Number.isFinite(rate) || rate < 0 || rate > 1) {
+    throw new TypeError('herald: `telemetry.sampleRate` must be a number from 0 to 1');
+  }
+  if (t.endpoint !== undefined && (typeof t.endpoint !== 'string' || t.endpoint.length === 0)) {
+    throw new TypeError('herald: `telemetry.endpoint` must be a non-empty URL');
+  }
+  return { sampleRate: t.enabled === false ? 0 : rate, endpoint: t.endpoint ?? null };
 }

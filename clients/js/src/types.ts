@@ -45,6 +45,22 @@ export interface RealtimeOptions {
   staleAfterMs?: number;
   /** Injectable clock (ms since the epoch), for tests. Default `Date.now`. */
   now?: () => number;
+  /**
+   * Client telemetry sent to the edge (`POST /v2/telemetry/client`): reconnects,
+   * leader changes, fast-empty polls, delivery latency, refused subscriptions.
+   * Sampled per session: by default 2 % of sessions report.
+   */
+  telemetry?: TelemetryOptions;
+}
+
+/** The `telemetry` option. */
+export interface TelemetryOptions {
+  /** `false` turns telemetry off. Default `true`. */
+  enabled?: boolean;
+  /** Share of sessions (tabs) that report, 0–1; 0 disables. Default 0.02. */
+  sampleRate?: number;
+  /** Absolute URL to report to. Default `<the connected edge>/v2/telemetry/client`. */
+  endpoint?: string;
 }
 
 /** One delivered event (contract §2). */

@@ -121,6 +121,19 @@ describe('LongPollTransport', () => {
     expect(tab.http.requests).toHaveLength(3);
   });
 
+  it('reports a fast empty held poll to telemetry, not the immediate first poll', async () => {
+    const { tab, ctx } = started();
+    const reports: Array<[string, number, unknown]> = [];
+    ctx.report = (name, value, attrs) => reports.push([name, value, attrs]);
+    await flush();
+    tab.http.last().respond(200, { events: [], lastSeq: 41, epoch: 'E', reset: null }); // first poll, timeout=0
+    await flush();
+    expect(reports).toEqual([]);
+    tab.http.last().respond(200, { events: [], lastSeq: 41, epoch: 'E', reset: null }); // held, answered at once
+    await flush();
+    expect(reports).toEqual([['fast_empty', 0, { transport: 'longpoll' }]]);
+  });
+
   it('reports a reset with the new head', async () => {
     const { tab, rec } = started();
     await flush();

@@ -12,6 +12,7 @@ describe('options', () => {
       channelName: 'herald',
       staleAfterMs: 60_000,
       services: [],
+      telemetry: { sampleRate: 0.02, endpoint: null },
     });
     expect(DEFAULT_STALE_AFTER_MS).toBe(60_000);
   });
@@ -27,7 +28,7 @@ describe('options', () => {
       channelName: 'app',
       staleAfterMs: 5_000,
     });
-    expect(c).toEqual({ urls: ['http://a.test', 'http://b.test'], transports: ['sse', 'longpoll'], channelName: 'app', staleAfterMs: 5_000, services: ['finance'] });
+    expect(c).toEqual({ urls: ['http://a.test', 'http://b.test'], transports: ['sse', 'longpoll'], channelName: 'app', staleAfterMs: 5_000, services: ['finance'], telemetry: { sampleRate: 0.02, endpoint: null } });
     urls.push('http://c.test');
     services.push('tasks');
     expect(c.urls).toHaveLength(2);
@@ -56,5 +57,18 @@ describe('options', () => {
     expect(() => checkService('')).toThrow(TypeError);
     expect(() => checkService('no spaces')).toThrow('herald: invalid service name "no spaces" (1–64 of [A-Za-z0-9_-])');
     expect(() => resolveOptions({ ...base, services: ['ok', 'not/ok'] })).toThrow('herald: invalid service name "not/ok"');
+  });
+
+  it('checks the telemetry option: a rate from 0 to 1, `enabled: false` turns it off', () => {
+    expect(resolveOptions({ ...base, telemetry: { sampleRate: 1 } }).telemetry).toEqual({ sampleRate: 1, endpoint: null });
+    expect(resolveOptions({ ...base, telemetry: { sampleRate: 0.5, enabled: false } }).telemetry.sampleRate).toBe(0);
+    expect(resolveOptions({ ...base, telemetry: { endpoint: 'https://t.test/x' } }).telemetry).toEqual({
+      sampleRate: 0.02,
+      endpoint: 'https://t.test/x',
+    });
+    for (const sampleRate of [-0.1, 1.5, Number.NaN, '0.5' as unknown as number]) {
+      expect(() => resolveOptions({ ...base, telemetry: { sampleRate } })).toThrow('herald: `telemetry.sampleRate` must be a number from 0 to 1');
+    }
+    expect(() => resolveOptions({ ...base, telemetry: { endpoint: '' } })).toThrow(TypeError);
   });
 });

@@ -20,7 +20,8 @@
 //!   realtime endpoint), `query` (poll and SSE query strings), `messages`
 //!   (the control messages both streams send), the endpoints `poll`, `sse`,
 //!   `ws` (with `ws/`: writer, codec, backlog, handshake, deadlines),
-//!   `publish` and `admin`, request `body` limits and `ratelimit`.
+//!   `publish`, `admin` and `client_telemetry`, request `body` limits and
+//!   `ratelimit`.
 //! - [`delivery`] holds `reader` (a client's cursor, shared by every transport)
 //!   and `filter`.
 //! - [`org`] holds `registry` (org state created on a first client, evicted

@@ -27,6 +27,13 @@ use crate::org::registry::Registry;
 use crate::org::{OrgLimits, Upstream};
 use crate::transport::ratelimit::RateLimiter;
 
+/// Client telemetry reports a user may send a second, sustained. The SDK
+/// flushes every 30 s per tab, so this leaves room for many tabs.
+const TELEMETRY_RATE: u32 = 1;
+/// Client telemetry reports a user may send at once (page hides of several
+/// tabs, a flush after a burst of reconnects).
+const TELEMETRY_BURST: u32 = 10;
+
 /// Shared state of a running node.
 pub struct Node {
     /// Settings.
@@ -57,6 +64,9 @@ pub struct Node {
     pub switches: Arc<Switches>,
     /// `update-services` calls per (org, user).
     pub control_limiter: RateLimiter,
+    /// Client telemetry reports per (org, user): its own budget, so an SDK
+    /// reporting cannot starve the user's control calls.
+    pub telemetry_limiter: RateLimiter,
 }
 
 impl Node {
@@ -69,6 +79,7 @@ impl Node {
         verifier: Verifier,
     ) -> Arc<Self> {
         let control_limiter = RateLimiter::new(config.control_rate, config.control_burst);
+        let telemetry_limiter = RateLimiter::new(TELEMETRY_RATE, TELEMETRY_BURST);
         let switches = Switches::new(config.disabled, &config.disabled_services)
             .with_known(config.known_services());
         let settings = StreamSettings::new(
@@ -128,6 +139,7 @@ impl Node {
             connections: Arc::new(Connections::default()),
             switches: Arc::new(switches),
             control_limiter,
+            telemetry_limiter,
         })
     }
 

@@ -1,5 +1,6 @@
 //! The HTTP side: the accept loop, the router, request bodies, rate limits
-//! and the endpoints (long-poll, WebSocket, SSE, publish, admin), with what the
+//! and the endpoints (long-poll, WebSocket, SSE, publish, admin, client
+//! telemetry), with what the
 //! realtime endpoints share: `admission` (node state, token, subscription,
 //! connection caps), `query` (poll and SSE query strings) and `messages`
 //! (the control messages both streams send).
@@ -7,6 +8,7 @@
 pub(crate) mod admin;
 pub(crate) mod admission;
 pub(crate) mod body;
+pub(crate) mod client_telemetry;
 pub(crate) mod http;
 pub(crate) mod messages;
 pub(crate) mod poll;

@@ -155,8 +155,13 @@ export class LongPollTransport implements Transport {
     if (nextSeq !== null) h.onCursor(nextSeq, nextEpoch);
     if (this.done) return;
 
+    const elapsedMs = env.now() - started;
+    // Counted where it is acted on: the server could not hold the poll.
+    if (held && events.length === 0 && elapsedMs < FAST_EMPTY_MS) {
+      this.ctx.report?.('fast_empty', elapsedMs, { transport: 'longpoll' });
+    }
     const delay = nextPollDelay(
-      { elapsedMs: env.now() - started, eventCount: events.length, held, hidden: this.ctx.hidden() },
+      { elapsedMs, eventCount: events.length, held, hidden: this.ctx.hidden() },
       () => env.random(),
     );
     if (delay === 0) void this.poll();

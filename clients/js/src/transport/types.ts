@@ -6,6 +6,7 @@
 
 import type { Env } from '../env.js';
 import type { Subscription } from '../routing.js';
+import type { Report } from '../telemetry.js';
 import type { HeraldEvent, ResetReason, TransportKind } from '../types.js';
 
 /** Reported once the server accepted the connection (ack, or the first poll answer). */
@@ -64,6 +65,8 @@ export interface TransportContext {
   getToken(force: boolean): Promise<string | null>;
   /** True when no tab of the profile is visible (long-poll slows down). */
   hidden(): boolean;
+  /** Client telemetry (absent: not reported). */
+  report?: Report;
 }
 
 export interface Transport {

@@ -105,6 +105,108 @@ pub enum Delivery {
     CatchUp,
 }
 
+/// What a browser SDK reports about itself (`POST /v2/telemetry/client`,
+/// protocol §8). A fixed list, so the label set of
+/// `herald_client_events_total` stays bounded whatever clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// A held long-poll was answered empty much faster than its timeout.
+    FastEmpty,
+    /// A tab became its profile's leader with no leader before it.
+    LeaderAcquired,
+    /// A tab became leader after another leader had been seen.
+    LeaderTakeover,
+    /// The SDK's connection was re-established after a loss.
+    Reconnect,
+    /// Time from an event's creation to its receipt by the SDK, in ms.
+    DeliveryLatencyMs,
+    /// The edge refused a subscription (403, or 400 at the handshake).
+    SubscribeError,
+}
+
+impl ClientEvent {
+    /// Every event, in the order of their counters.
+    pub const ALL: [ClientEvent; 6] = [
+        ClientEvent::FastEmpty,
+        ClientEvent::LeaderAcquired,
+        ClientEvent::LeaderTakeover,
+        ClientEvent::Reconnect,
+        ClientEvent::DeliveryLatencyMs,
+        ClientEvent::SubscribeError,
+    ];
+
+    /// The name clients send, and the `name` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientEvent::FastEmpty => "fast_empty",
+            ClientEvent::LeaderAcquired => "leader_acquired",
+            ClientEvent::LeaderTakeover => "leader_takeover",
+            ClientEvent::Reconnect => "reconnect",
+            ClientEvent::DeliveryLatencyMs => "delivery_latency_ms",
+            ClientEvent::SubscribeError => "subscribe_error",
+        }
+    }
+
+    /// The event named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
+/// The transport a client event happened on, as a label: anything a
+/// client sends that is not one of Herald's transports counts as `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientTransport {
+    /// `websocket`.
+    WebSocket,
+    /// `sse`.
+    Sse,
+    /// `longpoll`.
+    LongPoll,
+    /// Absent or unknown.
+    Other,
+}
+
+impl ClientTransport {
+    /// Every label value, in the order of their counters.
+    pub const ALL: [ClientTransport; 4] = [
+        ClientTransport::WebSocket,
+        ClientTransport::Sse,
+        ClientTransport::LongPoll,
+        ClientTransport::Other,
+    ];
+
+    /// The `transport` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientTransport::WebSocket => "websocket",
+            ClientTransport::Sse => "sse",
+            ClientTransport::LongPoll => "longpoll",
+            ClientTransport::Other => "other",
+        }
+    }
+
+    /// The label for what a client sent; never fails, so a label set
+    /// cannot grow with client input.
+    pub fn from_attr(value: Option<&str>) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|t| Some(t.as_str()) == value)
+            .unwrap_or(ClientTransport::Other)
+    }
+}
+
+/// One validated client report, ready to count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientSample {
+    /// What happened.
+    pub event: ClientEvent,
+    /// Its value (ms for `delivery_latency_ms`), finite and not negative.
+    pub value: f64,
+    /// Where it happened (used for `reconnect`).
+    pub transport: ClientTransport,
+}
+
 /// Gauges the metrics read from the rest of the node when rendered.
 #[derive(Debug, Default, Clone)]
 pub struct Gauges {
@@ -204,6 +306,12 @@ pub struct Metrics {
     responses: [AtomicU64; 5],
     /// Reads from a client's cursor, by [`Resume`] outcome.
     resumes: [AtomicU64; 2],
+    /// Client SDK reports, by [`ClientEvent`].
+    client_events: [AtomicU64; ClientEvent::ALL.len()],
+    /// Client SDK reconnects, by [`ClientTransport`].
+    client_reconnects: [AtomicU64; ClientTransport::ALL.len()],
+    /// Delivery latency as client SDKs measured it.
+    client_latency: Mutex<Histogram>,
 }
 
 /// What the request guards and node limits did.
@@ -240,6 +348,32 @@ impl Metrics {
     /// Counts one read from a client's cursor.
     pub fn count_resume(&self, outcome: Resume) {
         self.resumes[outcome as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a batch of client reports, validated beforehand so that a
+    /// refused batch counts nothing.
+    pub fn record_client(&self, samples: &[ClientSample]) {
+        let mut latency = Vec::new();
+        for s in samples {
+            self.client_events[s.event as usize].fetch_add(1, Relaxed);
+            match s.event {
+                ClientEvent::Reconnect => {
+                    self.client_reconnects[s.transport as usize].fetch_add(1, Relaxed);
+                }
+                // Saturating cast: a huge value lands in the +Inf bucket.
+                ClientEvent::DeliveryLatencyMs => latency.push((s.value * 1000.0) as u64),
+                _ => {}
+            }
+        }
+        if !latency.is_empty() {
+            let mut h = self
+                .client_latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for us in latency {
+                h.record(us);
+            }
+        }
     }
 
     /// All rejected events.
@@ -514,7 +648,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 47] = [
+pub static METRICS: [Metric; 50] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -886,6 +1020,47 @@ pub static METRICS: [Metric; 47] = [
         read: Read::Histogram(|m| &m.history_read),
     },
     Metric {
+        prom: "herald_client_events_total",
+        json: &["client", "events"],
+        kind: Kind::Counter,
+        help: "Reports from browser SDKs (POST /v2/telemetry/client), by event name; sampled by the clients (2 % of sessions by default), so compare rates, not totals.",
+        read: Read::Family {
+            label: "name",
+            samples: |m, _| {
+                ClientEvent::ALL
+                    .into_iter()
+                    .zip(&m.client_events)
+                    .map(|(e, n)| (e.as_str(), n.load(Relaxed)))
+                    .collect()
+            },
+            total: None,
+        },
+    },
+    Metric {
+        prom: "herald_client_reconnects_total",
+        json: &["client", "reconnects"],
+        kind: Kind::Counter,
+        help: "Reconnects reported by browser SDKs, by the transport they reconnected on (other: not reported or unknown).",
+        read: Read::Family {
+            label: "transport",
+            samples: |m, _| {
+                ClientTransport::ALL
+                    .into_iter()
+                    .zip(&m.client_reconnects)
+                    .map(|(t, n)| (t.as_str(), n.load(Relaxed)))
+                    .collect()
+            },
+            total: None,
+        },
+    },
+    Metric {
+        prom: "herald_client_delivery_latency_seconds",
+        json: &["client", "deliveryLatencyMs"],
+        kind: Kind::Histogram,
+        help: "Time from an event's creation to its receipt in the browser, as SDKs report it (includes the publisher's and the browser's clock offsets).",
+        read: Read::Histogram(|m| &m.client_latency),
+    },
+    Metric {
         prom: "herald_connect_ack_seconds",
         json: &["connectAckMs"],
         kind: Kind::Histogram,
@@ -1106,6 +1281,46 @@ mod tests {
     }
 
     #[test]
+    fn counts_client_reports_by_name_and_transport() {
+        let m = Metrics::default();
+        let sample = |event, value, transport| ClientSample {
+            event,
+            value,
+            transport,
+        };
+        m.record_client(&[
+            sample(ClientEvent::Reconnect, 1.0, ClientTransport::Sse),
+            sample(ClientEvent::Reconnect, 1.0, ClientTransport::Other),
+            sample(
+                ClientEvent::DeliveryLatencyMs,
+                120.0,
+                ClientTransport::Other,
+            ),
+            sample(ClientEvent::LeaderAcquired, 1.0, ClientTransport::Other),
+        ]);
+        let j = m.to_json("n1", &Gauges::default());
+        assert_eq!(j["client"]["events"]["reconnect"], 2);
+        assert_eq!(j["client"]["events"]["leader_acquired"], 1);
+        assert_eq!(j["client"]["events"]["fast_empty"], 0);
+        assert_eq!(j["client"]["reconnects"]["sse"], 1);
+        assert_eq!(j["client"]["reconnects"]["other"], 1);
+        assert_eq!(j["client"]["deliveryLatencyMs"]["count"], 1);
+        assert_eq!(j["client"]["deliveryLatencyMs"]["p50"], 120.0);
+        let p = m.to_prometheus("n1", &Gauges::default());
+        assert!(p.contains("herald_client_events_total{node=\"n1\",name=\"reconnect\"} 2"));
+        assert!(p.contains("herald_client_delivery_latency_seconds_count{node=\"n1\"} 1"));
+        assert_eq!(
+            ClientEvent::parse("reconnect"),
+            Some(ClientEvent::Reconnect)
+        );
+        assert_eq!(ClientEvent::parse("Reconnect"), None);
+        assert_eq!(
+            ClientTransport::from_attr(Some("ws")),
+            ClientTransport::Other
+        );
+    }
+
+    #[test]
     fn both_renderers_cover_the_same_table() {
         let (m, g) = busy();
         let j = m.to_json("n1", &g);
@@ -1211,6 +1426,10 @@ mod tests {
             "catchUpAgeMs.p50",
             "historyReadMs.count",
             "connectAckMs.p99",
+            "client.events.fast_empty",
+            "client.events.leader_takeover",
+            "client.reconnects.longpoll",
+            "client.deliveryLatencyMs.count",
             "nats.connected",
             "process.cpuSeconds",
             "stream.lastSeq.0",

@@ -16,7 +16,7 @@ use crate::auth::{check_origin, extract_token, Role};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::ops::telemetry;
-use crate::transport::{admin, poll, publish, sse, ws};
+use crate::transport::{admin, client_telemetry, poll, publish, sse, ws};
 
 /// Builds the node's router.
 pub fn router(node: Arc<Node>) -> Router {
@@ -38,6 +38,7 @@ pub fn router(node: Arc<Node>) -> Router {
             get(admin::get_switches).put(admin::put_switches),
         )
         .route("/v2/realtime/publish", post(publish::publish))
+        .route(client_telemetry::PATH, post(client_telemetry::report))
         .route("/v2/realtime/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
         .fallback(|| async { ApiError::NotFound })
