@@ -51,7 +51,7 @@ fn panel_queries() -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_shows_data_from_real_edges() {
     let queries = panel_queries();
-    assert!(queries.len() >= 25, "{} queries", queries.len());
+    assert!(queries.len() >= 30, "{} queries", queries.len());
     // A small buffer, so that clients behind it read history.
     let h = Arc::new(Herald::start_with(EDGE, 2, &[("HERALD_ORG_BUFFER_EVENTS", "20")]).await);
     let addrs: Vec<_> = h.edges.iter().map(EdgeNode::addr).collect();
@@ -121,6 +121,18 @@ async fn every_dashboard_panel_shows_data_from_real_edges() {
                     .await;
                 let _ = tokio::time::timeout(Duration::from_millis(300), ws.frame()).await;
                 ws.close().await;
+                // What sampled browsers report.
+                let report = json!({"events": [
+                    {"name": "delivery_latency_ms", "value": 42},
+                    {"name": "reconnect", "value": 1, "attrs": {"transport": "websocket"}},
+                    {"name": "leader_acquired", "value": 1},
+                ]});
+                let _ = herald_testkit::http::client()
+                    .post(format!("{base}/v2/telemetry/client"))
+                    .bearer_auth(&token)
+                    .json(&report)
+                    .send()
+                    .await;
                 let url = format!("{base}/v2/realtime/sse?services=finance");
                 let (_, sse) = SseClient::connect(&url, Some(&token), None).await;
                 if let Some(mut sse) = sse {
