@@ -86,6 +86,20 @@ pub struct Config {
     #[arg(long, env = "HERALD_TRACE_DELIVERY_SAMPLE", default_value_t = 0.01)]
     pub trace_delivery_sample: f64,
 
+    /// `otlp`: also push the node's counters and gauges over OTLP, to
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (`/metrics` serves them either way).
+    #[arg(
+        long,
+        env = "OTEL_METRICS_EXPORTER",
+        value_enum,
+        default_value = "none"
+    )]
+    pub otel_metrics_exporter: MetricsExporter,
+
+    /// Milliseconds between two OTLP metric exports.
+    #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL", default_value_t = 60_000)]
+    pub otel_metric_export_interval_ms: u64,
+
     /// How traces are sent to `OTEL_EXPORTER_OTLP_ENDPOINT`.
     #[arg(
         long,
@@ -328,6 +342,12 @@ impl Config {
         if self.nats_urls().is_empty() {
             return bad("HERALD_NATS_URL is empty");
         }
+        if self.otel_metrics_exporter == MetricsExporter::Otlp && self.otlp_endpoint.is_none() {
+            return bad("OTEL_METRICS_EXPORTER=otlp needs OTEL_EXPORTER_OTLP_ENDPOINT");
+        }
+        if self.otel_metric_export_interval_ms == 0 {
+            return bad("OTEL_METRIC_EXPORT_INTERVAL must be above zero");
+        }
         if !(0.0..=1.0).contains(&self.trace_delivery_sample) {
             return bad("HERALD_TRACE_DELIVERY_SAMPLE must be between 0 and 1");
         }
@@ -468,6 +488,16 @@ impl Config {
             .unwrap_or_else(|| "edge".to_owned());
         format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
     }
+}
+
+/// Where the node pushes its metrics besides serving `/metrics`
+/// (`OTEL_METRICS_EXPORTER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsExporter {
+    /// Nowhere: Prometheus scrapes `/metrics`.
+    None,
+    /// OTLP, to `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    Otlp,
 }
 
 /// The OTLP transports the node exports traces with (the OpenTelemetry

@@ -5,6 +5,7 @@
 pub(crate) mod connections;
 pub(crate) mod control;
 pub(crate) mod metrics;
+pub(crate) mod metrics_export;
 pub(crate) mod process;
 pub(crate) mod switches;
 pub mod telemetry;

@@ -9,12 +9,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth::{KeyError, Verifier};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, MetricsExporter};
 use crate::nats::connection::{self, NatsError};
 use crate::nats::elections;
 use crate::nats::streams::MappingError;
 use crate::node::Node;
-use crate::ops::{control, switches};
+use crate::ops::{control, metrics_export, switches};
 use crate::transport::{http, serve};
 
 /// Longest pause between looks for idle orgs.
@@ -57,6 +57,7 @@ pub async fn run(
     let node = Node::new(config, node_id, client, losses, verifier);
     let partitions = node.streams.partitions().count();
     tracing::info!(node = %node.node_id, addr = ?listener.local_addr().ok(), stream = %node.config.stream, partitions, "herald-edge starting");
+    let metrics_export = export_metrics(&node);
 
     for heads in node.streams.all() {
         match heads.stream().ensure().await {
@@ -158,6 +159,39 @@ pub async fn run(
     {
         tracing::warn!("NATS not flushed before exit (unreachable)");
     }
+    if let Some(provider) = metrics_export {
+        // Pushes the last figures; bounded by the exporter's own timeout.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
     tracing::info!("herald-edge stopped");
     Ok(())
+}
+
+/// Starts pushing the node's metrics over OTLP when `OTEL_METRICS_EXPORTER`
+/// is `otlp`; the provider is kept until the node stops.
+fn export_metrics(node: &Arc<Node>) -> Option<opentelemetry_sdk::metrics::SdkMeterProvider> {
+    let config = &node.config;
+    if config.otel_metrics_exporter != MetricsExporter::Otlp {
+        return None;
+    }
+    let endpoint = config.otlp_endpoint.as_deref()?;
+    let n = Arc::clone(node);
+    let source: metrics_export::Source = Arc::new(move || n.metrics.samples(&n.gauges()));
+    let interval = Duration::from_millis(config.otel_metric_export_interval_ms);
+    match metrics_export::start(
+        endpoint,
+        config.otlp_protocol,
+        interval,
+        &node.node_id,
+        source,
+    ) {
+        Ok(provider) => {
+            tracing::info!(endpoint, ?interval, "metrics export on (OTLP)");
+            Some(provider)
+        }
+        Err(e) => {
+            tracing::warn!(endpoint, error = %e, "metrics export off: the OTLP exporter could not be built");
+            None
+        }
+    }
 }

@@ -15,7 +15,8 @@
 //! - [`prometheus`]: a real Prometheus scraping edge nodes with the
 //!   repository's `deploy/prometheus` config and rules, queried through its
 //!   HTTP API; and the `promtool` binary.
-//! - [`otlp`]: a real OTLP/HTTP trace receiver that keeps what it is sent.
+//! - [`otlp`]: a real OTLP/HTTP receiver that keeps the spans and metric
+//!   points it is sent.
 //! - [`http`]: JSON requests and loopback ports (also [`stable_port`], for
 //!   a node restarted on the same port).
 //! - [`fixture`]: NATS plus edge nodes, publishing and polling helpers.
@@ -46,7 +47,7 @@ pub use http::{get_json, post_json, refused_port, stable_port, RefusedPort};
 pub use inprocess::{parse_config, InProcessEdge, Shutdown};
 pub use nats_server::{accounts_config, nats_server_binary, NatsCluster, NatsServer, NatsUser};
 pub use nginx::{nginx_binary, Nginx};
-pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use otlp::{OtlpReceiver, ReceivedPoint, ReceivedSpan};
 pub use prometheus::{prometheus_binary, promtool_binary, Prometheus};
 pub use sse::{SseClient, SseMessage};
 pub use token::{hs256_with, unsigned_alg_none, TokenBuilder};

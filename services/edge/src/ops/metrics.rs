@@ -507,6 +507,45 @@ impl Metrics {
         Value::Object(doc)
     }
 
+    /// Every counter and gauge of [`METRICS`] as (metric, labels, value)
+    /// samples, as Prometheus shows them without the `node` label: what the
+    /// OTLP export ([`crate::ops::metrics_export`]) observes. Histograms
+    /// are left out (they are scraped from `/metrics`).
+    pub fn samples(&self, g: &Gauges) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for metric in &METRICS {
+            let mut push = |labels: Vec<(&'static str, String)>, value: f64| {
+                out.push(Sample {
+                    metric,
+                    labels,
+                    value,
+                });
+            };
+            match metric.read {
+                Read::One(read) => push(Vec::new(), read(self, g) as f64),
+                Read::Process(read) => {
+                    if let Some(p) = g.process {
+                        push(Vec::new(), read(&p));
+                    }
+                }
+                Read::Partitions(read) => {
+                    for (k, p) in g.partitions.iter().enumerate() {
+                        if let Some(v) = read(p) {
+                            push(vec![("partition", k.to_string())], v);
+                        }
+                    }
+                }
+                Read::Family { label, samples, .. } => {
+                    for (value, v) in samples(self, g) {
+                        push(vec![(label, value.to_owned())], v as f64);
+                    }
+                }
+                Read::Latency | Read::Histogram(_) => {}
+            }
+        }
+        out
+    }
+
     /// The Prometheus text exposition of `/metrics`: every entry of
     /// [`METRICS`] with its help and type, labelled with the node.
     pub fn to_prometheus(&self, node_id: &str, g: &Gauges) -> String {
@@ -579,6 +618,17 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     }
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_us as f64 / 1e6);
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.total);
+}
+
+/// One value of a counter or gauge, for the OTLP export.
+#[derive(Clone)]
+pub struct Sample {
+    /// The metric it belongs to.
+    pub metric: &'static Metric,
+    /// Its labels besides `node`.
+    pub labels: Vec<(&'static str, String)>,
+    /// Its value.
+    pub value: f64,
 }
 
 /// Prometheus metric type.
