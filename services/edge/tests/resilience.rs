@@ -128,6 +128,9 @@ async fn purged_history_and_a_recreated_stream_give_reset() {
     let resumes = &h.metrics(fresh).await["events"]["resumes"];
     assert_eq!(resumes["reset"], 1, "{resumes}");
     assert_eq!(resumes["continued"], 1, "{resumes}");
+    let events = &h.metrics(fresh).await["events"];
+    assert_eq!(events["resetsByReason"]["history_gone"], 1, "{events}");
+    assert_eq!(events["resets"], 1, "{events}");
 
     // A cursor from another stream incarnation.
     let r = h

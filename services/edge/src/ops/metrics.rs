@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use herald_proto::RejectReason;
+use herald_proto::{RejectReason, ResetReason};
 use serde_json::{json, Map, Value};
 
 use crate::ops::process::ProcessStats;
@@ -292,8 +292,8 @@ pub struct Metrics {
     pub history_reads: AtomicU64,
     /// Polls refused by the waiter cap.
     pub waiter_cap_hits: AtomicU64,
-    /// Resets sent to clients.
-    pub resets: AtomicU64,
+    /// Resets sent to clients, by [`ResetReason`] (history gone, epoch changed).
+    resets: [AtomicU64; 2],
     /// Stream connections closed as slow consumers (4008).
     pub slow_closes: AtomicU64,
     latency: Mutex<BTreeMap<String, Histogram>>,
@@ -343,6 +343,11 @@ impl Metrics {
         {
             class.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts one reset sent to a client.
+    pub fn count_reset(&self, reason: ResetReason) {
+        self.resets[reason as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts one read from a client's cursor.
@@ -620,6 +625,14 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.total);
 }
 
+/// The metrics label of a reset reason (its name in the protocol).
+fn reset_label(reason: ResetReason) -> &'static str {
+    match reason {
+        ResetReason::HistoryGone => "history_gone",
+        ResetReason::EpochChanged => "epoch_changed",
+    }
+}
+
 /// One value of a counter or gauge, for the OTLP export.
 #[derive(Clone)]
 pub struct Sample {
@@ -858,10 +871,19 @@ pub static METRICS: [Metric; 50] = [
     },
     Metric {
         prom: "herald_resets_total",
-        json: &["events", "resets"],
+        json: &["events", "resetsByReason"],
         kind: Kind::Counter,
-        help: "Resets sent to clients.",
-        read: Read::One(|m, _| m.resets.load(Relaxed)),
+        help: "Resets sent to clients, by reason: history_gone (events after the cursor left the stream), epoch_changed (another stream incarnation).",
+        read: Read::Family {
+            label: "reason",
+            samples: |m, _| {
+                [ResetReason::HistoryGone, ResetReason::EpochChanged]
+                    .into_iter()
+                    .map(|r| (reset_label(r), m.resets[r as usize].load(Relaxed)))
+                    .collect()
+            },
+            total: Some(&["events", "resets"]),
+        },
     },
     Metric {
         prom: "herald_waiter_cap_hits_total",
@@ -1269,6 +1291,7 @@ mod tests {
         m.count_resume(Resume::Continued);
         m.count_resume(Resume::Continued);
         m.count_resume(Resume::Reset);
+        m.count_reset(ResetReason::HistoryGone);
         for status in [101, 200, 200, 404, 503, 99, 600] {
             m.count_response(status);
         }
@@ -1531,6 +1554,8 @@ mod tests {
             "herald_http_responses_total{node=\"n1\",code=\"2xx\"} 2",
             "herald_resumes_total{node=\"n1\",outcome=\"continued\"} 2",
             "herald_resumes_total{node=\"n1\",outcome=\"reset\"} 1",
+            "herald_resets_total{node=\"n1\",reason=\"history_gone\"} 1",
+            "herald_resets_total{node=\"n1\",reason=\"epoch_changed\"} 0",
             "herald_http_responses_total{node=\"n1\",code=\"5xx\"} 1",
             "herald_http_responses_total{node=\"n1\",code=\"1xx\"} 1",
             "herald_stream_sample_age_seconds{node=\"n1\",partition=\"0\"} 0.5",

@@ -6,8 +6,6 @@
 //! line), so the two transports cannot drift apart field by field; and
 //! every `reset` built here is counted in the metrics exactly once.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use herald_proto::stream::{Filters, ServerMessage};
 use herald_proto::ResetReason;
 
@@ -35,7 +33,7 @@ pub fn ack(
 
 /// `reset`: the client must refetch; `head` is where delivery goes on.
 pub fn reset(node: &Node, reason: ResetReason, head: u64) -> ServerMessage {
-    node.metrics.resets.fetch_add(1, Relaxed);
+    node.metrics.count_reset(reason);
     ServerMessage::Reset { reason, seq: head }
 }
 

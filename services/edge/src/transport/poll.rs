@@ -167,7 +167,7 @@ fn answer(node: &Node, events: &[Arc<StoredEvent>], reader: &Reader) -> Result<R
 }
 
 fn reset(node: &Node, reason: ResetReason, reader: &Reader) -> Result<Response, ApiError> {
-    node.metrics.resets.fetch_add(1, Relaxed);
+    node.metrics.count_reset(reason);
     let body: PollResponse<&RawValue> = PollResponse {
         events: vec![],
         last_seq: reader.cursor(),
