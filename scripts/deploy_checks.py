@@ -299,6 +299,54 @@ def k8s_files(built, extra, cluster_files):
         "k8s: the Ingress must hash on $arg_org")
     print(f"k8s: ConfigMap {cm_name} holds nats/{', nats/'.join(sorted(data))} verbatim (the files of "
           f"scripts/cluster.sh), the NATS servers load {config_path}; edges at K={k}; Ingress hashes on $arg_org")
+    k8s_observability(by_kind, configmaps)
+
+
+def k8s_observability(by_kind, configmaps):
+    """The observability stack of k8s/: its ConfigMaps hold the repo's files
+    verbatim, and discovery, data source and trace export point at objects
+    the build has."""
+    want = {
+        "prometheus-config": {"prometheus.yml": "deploy/prometheus/kubernetes.yml",
+                              "alerts.yml": "deploy/prometheus/alerts.yml"},
+        "grafana-provisioning": {"datasources.yml": "deploy/grafana/provisioning/datasources.yml",
+                                 "dashboards.yml": "deploy/grafana/provisioning/dashboards.yml"},
+        "grafana-dashboards": {"herald.json": "deploy/grafana/dashboards/herald.json"},
+        "otel-collector-config": {"collector.yaml": "deploy/otel/collector.yaml"},
+    }
+    for cm, keys in want.items():
+        # Generated ConfigMaps carry a hash of their content in the name.
+        found = [d for name, d in configmaps.items() if re.fullmatch(re.escape(cm) + r"(-[a-z0-9]+)?", name)]
+        check(len(found) == 1, f"k8s: no ConfigMap {cm}")
+        for key, f in keys.items():
+            check(found[0]["data"].get(key) == (REPO / f).read_text(),
+                  f"k8s: ConfigMap {cm} key {key} is not {f}")
+    services = {d["metadata"]["name"]: d for d in by_kind.get("Service", [])}
+    # Prometheus finds the pods through SRV records of named Service ports.
+    prom = yaml.safe_load((REPO / "deploy/prometheus/kubernetes.yml").read_text())
+    for job in prom["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            for name in sd["names"]:
+                port, _proto, svc, ns = name.split(".")[:4]
+                service = services.get(svc)
+                check(service is not None and ns == "herald",
+                      f"deploy/prometheus/kubernetes.yml: {name} names no Service of the namespace herald")
+                check(service["spec"].get("clusterIP") == "None",
+                      f"k8s: Service {svc} must be headless (one SRV record per pod)")
+                check(any(p["name"] == port.lstrip("_") for p in service["spec"]["ports"]),
+                      f"k8s: Service {svc} has no port named {port.lstrip('_')}")
+    ds = yaml.safe_load((REPO / "deploy/grafana/provisioning/datasources.yml").read_text())
+    host, port = ds["datasources"][0]["url"].split("//")[1].split(":")
+    check(host in services and any(p["port"] == int(port) for p in services[host]["spec"]["ports"]),
+          f"k8s: Grafana's data source {host}:{port} is no Service of the build")
+    otel = yaml.safe_load((REPO / "deploy/otel/collector.yaml").read_text())
+    host = otel["exporters"]["otlp/jaeger"]["endpoint"].split(":")[0]
+    check(host in services, f"k8s: the collector exports to {host}, no Service of the build")
+    endpoint = configmaps["herald-edge-config"]["data"].get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    host = endpoint.split("//")[-1].split(":")[0]
+    check(host in services, f"k8s: the edges export traces to {endpoint!r}, no Service of the build")
+    print("k8s: the observability stack's ConfigMaps hold deploy/prometheus, deploy/grafana and "
+          "deploy/otel verbatim; scrape discovery, data source and trace export point at its Services")
 
 
 def cluster_sh_k():

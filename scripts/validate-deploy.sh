@@ -133,6 +133,7 @@ step "partition mapping on a real 3-server NATS cluster"
 step "Prometheus config and alert rules: promtool check config, check rules, test rules"
 promtool="$repo/.tools/prometheus/promtool"
 "$promtool" check config deploy/prometheus/prometheus.yml || failed+=("promtool check config")
+"$promtool" check config deploy/prometheus/kubernetes.yml || failed+=("promtool check config (kubernetes)")
 "$promtool" check rules deploy/prometheus/alerts.yml || failed+=("promtool check rules")
 "$promtool" test rules deploy/prometheus/alerts.test.yml || failed+=("promtool test rules")
 
