@@ -17,8 +17,9 @@ const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PUBLISHER_SPAN: &str = "00f067aa0ba902b7";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_published_event_yields_one_trace_from_publisher_to_delivery() {
+/// A receiver, and one edge exporting every span to it at once (JSON logs,
+/// every delivery traced).
+async fn traced_edge() -> (OtlpReceiver, Herald) {
     let receiver = OtlpReceiver::start().await;
     let endpoint = receiver.endpoint();
     let h = Herald::start_with(
@@ -33,11 +34,21 @@ async fn a_published_event_yields_one_trace_from_publisher_to_delivery() {
         ],
     )
     .await;
+    (receiver, h)
+}
+
+/// A poll of org `acme` held at its head on the edge.
+async fn held_poll(h: &Herald) -> tokio::task::JoinHandle<herald_testkit::Polled> {
     let token = h.token("acme");
     let cursor = h.poll(0, &token, "timeout=0").await.last_seq();
-    let held = h
-        .held_poll(0, &token, &format!("lastSeq={cursor}&timeout=20"))
-        .await;
+    h.held_poll(0, &token, &format!("lastSeq={cursor}&timeout=20"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_event_yields_one_trace_from_publisher_to_delivery() {
+    let (receiver, h) = traced_edge().await;
+    let held = held_poll(&h).await;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
         "traceparent",
@@ -121,24 +132,8 @@ async fn a_published_event_yields_one_trace_from_publisher_to_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publish_endpoint_continues_the_callers_trace_to_delivery() {
-    let receiver = OtlpReceiver::start().await;
-    let endpoint = receiver.endpoint();
-    let h = Herald::start_with(
-        EDGE,
-        1,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("HERALD_TRACE_DELIVERY_SAMPLE", "1"),
-        ],
-    )
-    .await;
-    let token = h.token("acme");
-    let cursor = h.poll(0, &token, "timeout=0").await.last_seq();
-    let held = h
-        .held_poll(0, &token, &format!("lastSeq={cursor}&timeout=20"))
-        .await;
+    let (receiver, h) = traced_edge().await;
+    let held = held_poll(&h).await;
     let publisher = h.user("acme").role("publisher").build();
     let response = herald_testkit::http::client()
         .post(format!("{}/v2/realtime/publish", h.edges[0].base_url()))

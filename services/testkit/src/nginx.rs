@@ -190,13 +190,8 @@ impl Nginx {
     /// [`stop`](Self::stop) without a runtime, for `Drop`: the wait blocks
     /// the thread, briefly.
     fn stop_now(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            process::sigterm(child.id());
-            let deadline = std::time::Instant::now() + STOP_TIMEOUT;
-            while process::exited(&mut child).is_none() && std::time::Instant::now() < deadline {
-                std::thread::sleep(PROBE_EVERY);
-            }
-            process::kill_and_reap(&mut child);
+        if let Some(child) = self.child.take() {
+            process::stop_blocking(child, STOP_TIMEOUT);
         }
     }
 }

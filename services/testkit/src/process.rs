@@ -71,3 +71,15 @@ pub(crate) fn read_log(log_path: &Path) -> String {
     std::fs::read_to_string(log_path)
         .unwrap_or_else(|e| format!("<cannot read {}: {e}>", log_path.display()))
 }
+
+/// Stops `child` from a context without a runtime (a `Drop`): SIGTERM, then
+/// SIGKILL when it has not exited within `timeout`; the wait blocks the
+/// thread, briefly.
+pub(crate) fn stop_blocking(mut child: Child, timeout: Duration) {
+    sigterm(child.id());
+    let deadline = std::time::Instant::now() + timeout;
+    while exited(&mut child).is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(POLL_EVERY);
+    }
+    kill_and_reap(&mut child);
+}

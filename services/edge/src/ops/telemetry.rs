@@ -201,17 +201,6 @@ fn record_trace_id(span: &tracing::Span) {
     }
 }
 
-/// The W3C `traceparent` naming `span`, when it is exported.
-pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
-    let sc = span_context(span)?;
-    Some(format!(
-        "00-{}-{}-{:02x}",
-        sc.trace_id(),
-        sc.span_id(),
-        sc.trace_flags().to_u8()
-    ))
-}
-
 /// The context a W3C `traceparent` value names (an empty one when invalid).
 fn parent_of(traceparent: &str) -> opentelemetry::Context {
     use opentelemetry::propagation::TextMapPropagator;

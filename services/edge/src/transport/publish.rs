@@ -61,7 +61,7 @@ pub async fn publish(
     // With trace export on, the publisher's own span (a child of this
     // request's server span, which continues the caller's trace) names the
     // event's trace context; without it, the caller's passes through.
-    if telemetry::traceparent_of(&tracing::Span::current()).is_none() {
+    if telemetry::span_context(&tracing::Span::current()).is_none() {
         if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
             event = event.with_traceparent(tp);
         }
