@@ -376,7 +376,10 @@ async fn catch_up_is_measured_apart_from_live_delivery_latency() {
         )
         .await;
     }
-    // A client that comes late reads what waited for it: catch-up, not latency.
+    // A client that comes once the node holds the events reads what waited
+    // for it: catch-up, not latency.
+    h.wait_metric(0, "/events/ingested", 3, Duration::from_secs(10))
+        .await;
     let (events, cursor) = h.collect(0, &token, "", start, 3).await;
     assert_eq!(events.len(), 3);
     let m = h.metrics(0).await;
