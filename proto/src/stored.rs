@@ -143,7 +143,11 @@ mod tests {
             (wrong.as_str(), "acme", p),
             ("herald.events.acme.finance._", "acme", p),
             (right.as_str(), "acme", Partitions::single()),
-            ("herald.events.globex.finance._", "acme", Partitions::single()),
+            (
+                "herald.events.globex.finance._",
+                "acme",
+                Partitions::single(),
+            ),
         ] {
             let err = message(subject, body)
                 .decode(org, partitions, 1024)

@@ -13,6 +13,10 @@ use crate::claims::Claims;
 /// Clock leeway the edge allows, in seconds (contract section 3).
 pub const LEEWAY_SECS: u64 = 30;
 
+/// Shortest HS256 secret an edge accepts (`HERALD_JWT_SECRET`); a token
+/// signed with a shorter one can never be verified.
+pub const MIN_SECRET_BYTES: usize = 16;
+
 /// A token that could not be signed or did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("token: {0}")]

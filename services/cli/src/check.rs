@@ -244,7 +244,9 @@ async fn check_streams(
         report.record(
             Status::Ok,
             "streams",
-            format!("{names}{of_all}: subjects and RePublish to {LIVE_PREFIX}.> as Herald creates them"),
+            format!(
+                "{names}{of_all}: subjects and RePublish to {LIVE_PREFIX}.> as Herald creates them"
+            ),
         );
     }
 }
@@ -276,7 +278,9 @@ async fn check_mapping(
             Err(ProbeError::NoStream(d)) => format!("no stream stores them ({d}){advice}"),
             Err(ProbeError::Elsewhere(d)) => format!("they do not land in {stream} ({d}){advice}"),
             Err(ProbeError::Unreachable(d)) => {
-                format!("no answer to the probe ({d}); can these credentials publish herald.events.>?")
+                format!(
+                    "no answer to the probe ({d}); can these credentials publish herald.events.>?"
+                )
             }
         };
         failed = true;
@@ -315,11 +319,7 @@ async fn check_permissions(
             .map_err(|_| "flush timed out".to_owned())
             .and_then(|r| r.map_err(|e| e.to_string())),
     ) {
-        report.record(
-            Status::Failed,
-            "permissions",
-            format!("cannot test: {e}"),
-        );
+        report.record(Status::Failed, "permissions", format!("cannot test: {e}"));
         return;
     }
     let mut refusals = Vec::new();

@@ -65,7 +65,14 @@ mod tests {
         };
         assert_eq!(tail.services, ["a", "b"]);
         assert!(Cli::try_parse_from([
-            "herald", "tail", "--org", "a", "--last", "1", "--from-seq", "2"
+            "herald",
+            "tail",
+            "--org",
+            "a",
+            "--last",
+            "1",
+            "--from-seq",
+            "2"
         ])
         .is_err());
         let token = Cli::try_parse_from([

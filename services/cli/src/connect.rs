@@ -118,11 +118,7 @@ impl NatsArgs {
             .name("herald-cli")
             .connection_timeout(CONNECT_TIMEOUT)
             .request_timeout(Some(REQUEST_TIMEOUT));
-        let options = self
-            .auth()?
-            .apply(options)
-            .await
-            .map_err(CliError::usage)?;
+        let options = self.auth()?.apply(options).await.map_err(CliError::usage)?;
         options.connect(servers.addrs).await.map_err(|e| {
             CliError::Unavailable(format!(
                 "cannot connect to NATS at {}: {e}",
@@ -167,6 +163,9 @@ mod tests {
             "{:?}",
             parse(&["--nats", "nats://u:hunter2@a:1", "--token", "t0ken"])
         );
-        assert!(!shown.contains("hunter2") && !shown.contains("t0ken"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("t0ken"),
+            "{shown}"
+        );
     }
 }

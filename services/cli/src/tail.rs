@@ -156,8 +156,8 @@ pub async fn run(args: TailArgs, shutdown: impl Future<Output = ()>) -> Result<(
             continue;
         };
         pending = info.pending;
-        let stored_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000)
-            .unwrap_or_default();
+        let stored_ms =
+            i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
         print_message(&args, partitions, &message, info.stream_sequence, stored_ms)?;
         if args.no_follow && pending == 0 {
             return Ok(());

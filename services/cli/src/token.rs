@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use herald_proto::claims::{Claims, Role};
 use herald_proto::subject::check_token;
+use herald_proto::token::MIN_SECRET_BYTES;
 
 use crate::error::CliError;
 
@@ -76,8 +77,10 @@ impl TokenArgs {
     /// Checks the flags and builds the claims of a token issued at
     /// `now_secs` (seconds since the Unix epoch).
     pub fn claims(&self, now_secs: u64) -> Result<Claims, CliError> {
-        if self.secret.is_empty() {
-            return Err(CliError::Usage("--secret is empty".into()));
+        if self.secret.len() < MIN_SECRET_BYTES {
+            return Err(CliError::Usage(format!(
+                "--secret must be at least {MIN_SECRET_BYTES} bytes, as the edges require of HERALD_JWT_SECRET"
+            )));
         }
         if self.sub.is_empty() {
             return Err(CliError::Usage("--sub is empty".into()));
@@ -85,10 +88,12 @@ impl TokenArgs {
         if self.org != "*" {
             check_token("org", &self.org).map_err(CliError::usage)?;
         }
-        for (what, list) in [("service", &self.services), ("propertyId", &self.properties)] {
+        for (what, list) in [
+            ("service", &self.services),
+            ("propertyId", &self.properties),
+        ] {
             for token in list.iter().flatten() {
-                check_token(what, token)
-                    .map_err(|e| CliError::Usage(format!("{token:?}: {e}")))?;
+                check_token(what, token).map_err(|e| CliError::Usage(format!("{token:?}: {e}")))?;
             }
         }
         if self.ttl < Duration::from_secs(1) {
@@ -133,7 +138,15 @@ mod tests {
     }
 
     fn parse(extra: &[&str]) -> TokenArgs {
-        let base = ["x", "--org", "acme", "--sub", "u1", "--secret", "s"];
+        let base = [
+            "x",
+            "--org",
+            "acme",
+            "--sub",
+            "u1",
+            "--secret",
+            "0123456789abcdef",
+        ];
         Cli::try_parse_from(base.iter().chain(extra.iter()).copied())
             .expect("valid arguments")
             .token
@@ -169,11 +182,12 @@ mod tests {
             &["--properties", "p 1"],
             &["--ttl", "0s"],
             &["--secret", ""],
+            &["--secret", "0123456789abcde"],
         ] {
             let err = parse(bad).claims(0).expect_err("refused");
             assert_eq!(err.exit_code(), 64, "{bad:?}");
         }
-        let shown = format!("{:?}", parse(&["--secret", "hunter2"]));
+        let shown = format!("{:?}", parse(&["--secret", "hunter2hunter2hunter2"]));
         assert!(!shown.contains("hunter2"));
     }
 }
