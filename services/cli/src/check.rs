@@ -8,16 +8,19 @@
 //!   the RePublish to `herald.live.>` that Herald creates them with
 //!   ([`herald_publisher::stream`]).
 //! - An event of each partition lands in its stream: the edge's probe
-//!   ([`herald_publisher::probe`]), which stores nothing.
+//!   ([`herald_publisher::probe`]), which stores nothing; with one
+//!   partition, no stored event carries a partition token (servers that
+//!   partition while the edges do not).
 //! - Permissions: whether these credentials may publish to `herald.live.x`
 //!   (a publisher must not: it could forge live messages).
 //! - Each `--edges` URL answers `GET /readyz` with 200.
 
 use std::time::Duration;
 
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::{Client, ConnectOptions, Event};
 use clap::Args;
-use herald_proto::subject::LIVE_PREFIX;
+use herald_proto::subject::{EVENTS_PREFIX, LIVE_PREFIX};
 use herald_proto::Partitions;
 use herald_publisher::probe::{probe_partition, ProbeError, PROBE_TIMEOUT};
 use herald_publisher::stream::{differences, partition_stream, republishes_live, StreamLimits};
@@ -290,6 +293,9 @@ async fn check_mapping(
             format!("events of partition {k}: {why}"),
         );
     }
+    if !partitions.is_partitioned() {
+        failed |= check_unpartitioned_subjects(js, nats, report).await;
+    }
     if !failed {
         let detail = if partitions.is_partitioned() {
             format!(
@@ -300,6 +306,46 @@ async fn check_mapping(
             format!("events land in {}", nats.stream)
         };
         report.record(Status::Ok, name, detail);
+    }
+}
+
+/// With one partition, events must be stored without a partition token: a
+/// server that maps them to partitions (its `HERALD_PARTITIONS` is another
+/// K) still stores them in `herald.events.>`, the probe lands, and yet the
+/// edges would reject every one. The last stored event with six tokens
+/// gives it away. Returns whether the check failed.
+async fn check_unpartitioned_subjects(
+    js: &async_nats::jetstream::Context,
+    nats: &NatsArgs,
+    report: &mut Report,
+) -> bool {
+    let Ok(stream) = js.get_stream(&nats.stream).await else {
+        // Reported by the stream check.
+        return false;
+    };
+    let six_tokens = format!("{EVENTS_PREFIX}.*.*.*.*");
+    match stream.get_last_raw_message_by_subject(&six_tokens).await {
+        Ok(message) => {
+            report.record(
+                Status::Failed,
+                "routing",
+                format!(
+                    "{} holds {} (seq {}): the NATS servers map events to partitions, but \
+                     HERALD_PARTITIONS is 1; the edges reject such events",
+                    nats.stream, message.subject, message.sequence
+                ),
+            );
+            true
+        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => false,
+        Err(e) => {
+            report.record(
+                Status::Warn,
+                "routing",
+                format!("cannot look for partition tokens in {}: {e}", nats.stream),
+            );
+            false
+        }
     }
 }
 

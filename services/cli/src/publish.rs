@@ -109,9 +109,12 @@ pub async fn run(args: PublishArgs) -> Result<(), CliError> {
     let _ = client.drain().await;
     match result {
         Ok(ack) => {
+            // Written by hand to keep the fields in this order.
             println!(
-                "{}",
-                serde_json::json!({"seq": ack.seq, "stream": ack.stream, "duplicate": ack.duplicate})
+                r#"{{"seq":{},"stream":{},"duplicate":{}}}"#,
+                ack.seq,
+                serde_json::Value::from(ack.stream),
+                ack.duplicate
             );
             Ok(())
         }

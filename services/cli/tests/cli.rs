@@ -576,3 +576,30 @@ async fn check_reports_what_the_credentials_may_do() {
     .await;
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn check_fails_when_the_servers_partition_but_the_deployment_does_not() {
+    let nats = NatsServer::start_partitioned(4).await;
+    create_streams(&nats, 1).await;
+    let out = run(
+        &nats.url(),
+        &[
+            "publish",
+            "--org",
+            "acme",
+            "--service",
+            "finance",
+            "--type",
+            "x",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let out = run(&nats.url(), &["check"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAILED routing: HERALD_EVENTS holds herald.events.acme.finance._."),
+        "{text}"
+    );
+}
