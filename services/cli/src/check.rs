@@ -1,7 +1,8 @@
 //! `herald check`: is this deployment one the edges can serve from? One
 //! line per check, `ok`, `warn` or `FAILED` with the reason; the command
-//! fails when any check failed. Checks that need an earlier one (streams
-//! need JetStream, JetStream needs NATS) are skipped when it failed.
+//! fails when any check failed. Checks that need an earlier one (the
+//! streams need the JetStream API, everything needs NATS) are skipped when
+//! it failed.
 //!
 //! - NATS reachable, JetStream enabled for these credentials.
 //! - The stream, or the K partition streams, exist with the subjects and
@@ -139,23 +140,25 @@ async fn check_nats(nats: &NatsArgs, partitions: Partitions, report: &mut Report
     };
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(PROBE_TIMEOUT);
-    match js.query_account().await {
+    let account = js.query_account().await;
+    let jetstream_api = account.is_ok();
+    match account {
         Ok(account) => report.record(
             Status::Ok,
             "jetstream",
             format!("enabled ({} stream(s) in the account)", account.streams),
         ),
-        Err(e) => {
-            report.record(
-                Status::Failed,
-                "jetstream",
-                format!("not available to these credentials: {e}"),
-            );
-            check_permissions(&client, &mut server_errors, report).await;
-            return;
-        }
+        Err(e) => report.record(
+            Status::Failed,
+            "jetstream",
+            format!("the JetStream API is not available to these credentials: {e}"),
+        ),
     }
-    check_streams(&js, nats, partitions, report).await;
+    if jetstream_api {
+        check_streams(&js, nats, partitions, report).await;
+    }
+    // Publishing needs no JetStream API: a publisher's credentials still
+    // show where its events land.
     check_mapping(&js, nats, partitions, report).await;
     check_permissions(&client, &mut server_errors, report).await;
     let _ = client.drain().await;
