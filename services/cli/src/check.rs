@@ -48,12 +48,12 @@ const DEPLOYMENT_FIELDS: [&str; 3] = ["max_age", "num_replicas", "max_message_si
 /// `herald check`.
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
-    /// NATS connection and stream layout.
-    #[command(flatten)]
-    pub nats: NatsArgs,
     /// Comma-separated edge base URLs whose `GET /readyz` must answer 200.
     #[arg(long, value_delimiter = ',')]
     pub edges: Vec<String>,
+    /// NATS connection and stream layout.
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 /// The verdict of one check.

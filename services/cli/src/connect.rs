@@ -23,9 +23,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where NATS is, how to log in, and how Herald's streams are laid out.
 #[derive(Clone, Args)]
+#[command(next_help_heading = "NATS connection and streams")]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated; may carry `user:password@`.
-    #[arg(long, env = "HERALD_NATS_URL", default_value = DEFAULT_NATS_URL)]
+    // The value stays out of `--help`: it may carry a password.
+    #[arg(long, env = "HERALD_NATS_URL", hide_env_values = true, default_value = DEFAULT_NATS_URL)]
     pub nats: String,
     /// NATS user.
     #[arg(long, env = "HERALD_NATS_USER")]

@@ -18,9 +18,6 @@ const ATTEMPTS: u32 = 3;
 /// `herald publish`.
 #[derive(Debug, Clone, Args)]
 pub struct PublishArgs {
-    /// NATS connection and stream layout.
-    #[command(flatten)]
-    pub nats: NatsArgs,
     /// Organisation.
     #[arg(long)]
     pub org: String,
@@ -46,6 +43,9 @@ pub struct PublishArgs {
     /// Send the body as MessagePack (`Content-Type: application/msgpack`).
     #[arg(long)]
     pub msgpack: bool,
+    /// NATS connection and stream layout.
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 impl PublishArgs {

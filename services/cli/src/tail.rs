@@ -33,9 +33,6 @@ const COUNT_CONSUMER_TTL: Duration = Duration::from_secs(10);
 /// `herald tail`.
 #[derive(Debug, Clone, Args)]
 pub struct TailArgs {
-    /// NATS connection and stream layout.
-    #[command(flatten)]
-    pub nats: NatsArgs,
     /// Organisation.
     #[arg(long)]
     pub org: String,
@@ -59,6 +56,9 @@ pub struct TailArgs {
     /// Largest body the edges deliver (their `HERALD_MAX_EVENT_BYTES`).
     #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
+    /// NATS connection and stream layout.
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 impl TailArgs {
