@@ -2,8 +2,9 @@
 //! `exp`, and optionally `props`, `svcs` and `role`. One definition for the
 //! edge that verifies tokens, the demo that mints them and the tests that
 //! build them. Invariant: any token payload the edge accepts reads as a
-//! [`Claims`], and a [`Claims`] writes as such a payload; signing and
-//! verification stay with their callers (no keys, no I/O here).
+//! [`Claims`], and a [`Claims`] writes as such a payload. Development
+//! tokens are signed and checked in `token` (feature `jwt`); the edge
+//! verifies with its own configured keys.
 
 use std::fmt;
 use std::str::FromStr;

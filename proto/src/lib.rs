@@ -16,6 +16,9 @@
 //! - [`reject`]: why a stored message is skipped, one metrics label each.
 //! - [`partition`]: which of K event streams holds an org (NATS's `partition(K, 1)`).
 //! - [`sse`]: Server-Sent Events frames, encoded and decoded incrementally.
+//! - [`stored`]: a message read back from an events stream, decoded into
+//!   the event an edge delivers (or the reason it is rejected).
+//! - `token` (feature `jwt`): HS256 development tokens with [`Claims`].
 
 pub mod claims;
 pub mod close;
@@ -29,8 +32,11 @@ pub mod poll;
 pub mod publish;
 pub mod reject;
 pub mod sse;
+pub mod stored;
 pub mod stream;
 pub mod subject;
+#[cfg(feature = "jwt")]
+pub mod token;
 
 pub use claims::{Claims, Role};
 pub use close::CloseCode;

@@ -14,6 +14,8 @@
 //!   turned into connect options, never logged.
 //! - [`stream`]: the events stream's JetStream config, the one every
 //!   Herald component creates it with.
+//! - [`probe`]: proving that an org's events land in the expected stream
+//!   (the partition mapping) without storing anything.
 //! - `trace`: each publish runs in a `herald.publish` producer span whose
 //!   W3C `traceparent` the message carries (unless the event names its own),
 //!   when the application exports traces with OpenTelemetry.
@@ -40,6 +42,7 @@
 pub mod connect;
 pub mod error;
 pub mod event;
+pub mod probe;
 pub mod publisher;
 pub mod retry;
 pub mod stream;

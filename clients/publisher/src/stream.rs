@@ -92,6 +92,58 @@ pub fn republishes_live(config: &Config) -> bool {
     })
 }
 
+/// Human-readable differences between the `want`ed and the actual (`have`)
+/// config, one line per field that differs among those Herald sets.
+pub fn differences(want: &Config, have: &Config) -> Vec<String> {
+    let fields = [
+        (
+            "subjects",
+            format!("{:?}", want.subjects),
+            format!("{:?}", have.subjects),
+        ),
+        (
+            "retention",
+            format!("{:?}", want.retention),
+            format!("{:?}", have.retention),
+        ),
+        (
+            "storage",
+            format!("{:?}", want.storage),
+            format!("{:?}", have.storage),
+        ),
+        (
+            "max_age",
+            format!("{:?}", want.max_age),
+            format!("{:?}", have.max_age),
+        ),
+        (
+            "duplicate_window",
+            format!("{:?}", want.duplicate_window),
+            format!("{:?}", have.duplicate_window),
+        ),
+        (
+            "num_replicas",
+            want.num_replicas.to_string(),
+            have.num_replicas.to_string(),
+        ),
+        (
+            "max_message_size",
+            want.max_message_size.to_string(),
+            have.max_message_size.to_string(),
+        ),
+        (
+            "republish",
+            format!("{:?}", want.republish),
+            format!("{:?}", have.republish),
+        ),
+    ];
+    fields
+        .into_iter()
+        .filter(|(_, w, h)| w != h)
+        .map(|(field, w, h)| format!("{field}: wanted {w}, found {h}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +198,18 @@ mod tests {
         let mut other = events_stream("S", StreamLimits::default());
         other.republish.as_mut().expect("republish").destination = "elsewhere.>".into();
         assert!(!republishes_live(&other));
+    }
+
+    #[test]
+    fn lists_each_differing_field() {
+        let want = events_stream("S", StreamLimits::default());
+        assert!(differences(&want, &want).is_empty());
+        let mut have = want.clone();
+        have.max_age = Duration::from_secs(60);
+        have.republish = None;
+        let diffs = differences(&want, &have);
+        assert_eq!(diffs.len(), 2, "{diffs:?}");
+        assert!(diffs[0].starts_with("max_age: wanted 86400s"), "{diffs:?}");
+        assert!(diffs[1].starts_with("republish: wanted Some"), "{diffs:?}");
     }
 }

@@ -1,18 +1,15 @@
 //! Development tokens: HS256 JWTs with Herald's claims (`sub`, `org`, `exp`,
 //! and optionally `props`, `svcs`, `role`), signed with the edge's
-//! `HERALD_JWT_SECRET`.
+//! `HERALD_JWT_SECRET` by [`herald_proto::token`] (which `herald token`
+//! uses too).
 
 use std::fmt;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use crate::error::DemoError;
-
-/// Clock leeway the edge allows; used when verifying here too.
-const LEEWAY_SECS: u64 = 30;
 
 pub use herald_proto::claims::{Claims, Role};
 
@@ -97,29 +94,15 @@ fn role_parser() -> impl TypedValueParser<Value = Role> {
     PossibleValuesParser::new(Role::ALL.map(Role::as_str)).try_map(|s| s.parse::<Role>())
 }
 
-/// Signs `claims` with HS256.
+/// Signs `claims` with HS256 ([`herald_proto::token::mint_hs256`]).
 pub fn mint(secret: &str, claims: &Claims) -> Result<String, DemoError> {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .map_err(|e| DemoError::Token(e.to_string()))
+    herald_proto::token::mint_hs256(secret, claims).map_err(|e| DemoError::Token(e.0))
 }
 
 /// Checks an HS256 token's signature and expiry the way the edge does, and
-/// returns its claims.
+/// returns its claims ([`herald_proto::token::verify_hs256`]).
 pub fn verify(secret: &str, token: &str) -> Result<Claims, DemoError> {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = LEEWAY_SECS;
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    jsonwebtoken::decode::<Claims>(
-        token,
-        &DecodingKey::from_secret(secret.as_bytes()),
-        &validation,
-    )
-    .map(|data| data.claims)
-    .map_err(|e| DemoError::Token(e.to_string()))
+    herald_proto::token::verify_hs256(secret, token).map_err(|e| DemoError::Token(e.0))
 }
 
 #[cfg(test)]

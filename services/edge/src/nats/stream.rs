@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use herald_proto::subject::org_events_filter;
 use herald_proto::Partitions;
-use herald_publisher::stream::{partition_stream, republishes_live, StreamLimits};
+use herald_publisher::stream::{differences, partition_stream, republishes_live, StreamLimits};
 
 /// Where the stream stands: its first and last sequence and its incarnation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -451,56 +451,4 @@ fn head_of(info: &stream::Info) -> StreamHead {
         republishes,
         leader: info.cluster.as_ref().and_then(|c| c.leader.clone()),
     }
-}
-
-/// Human-readable differences between the wanted and the actual config.
-pub fn differences(want: &stream::Config, have: &stream::Config) -> Vec<String> {
-    let fields = [
-        (
-            "subjects",
-            format!("{:?}", want.subjects),
-            format!("{:?}", have.subjects),
-        ),
-        (
-            "retention",
-            format!("{:?}", want.retention),
-            format!("{:?}", have.retention),
-        ),
-        (
-            "storage",
-            format!("{:?}", want.storage),
-            format!("{:?}", have.storage),
-        ),
-        (
-            "max_age",
-            format!("{:?}", want.max_age),
-            format!("{:?}", have.max_age),
-        ),
-        (
-            "duplicate_window",
-            format!("{:?}", want.duplicate_window),
-            format!("{:?}", have.duplicate_window),
-        ),
-        (
-            "num_replicas",
-            want.num_replicas.to_string(),
-            have.num_replicas.to_string(),
-        ),
-        (
-            "max_message_size",
-            want.max_message_size.to_string(),
-            have.max_message_size.to_string(),
-        ),
-        (
-            "republish",
-            format!("{:?}", want.republish),
-            format!("{:?}", have.republish),
-        ),
-    ];
-    let out = fields
-        .into_iter()
-        .filter(|(_, w, h)| w != h)
-        .map(|(field, w, h)| format!("{field}: wanted {w}, found {h}"))
-        .collect();
-    out
 }

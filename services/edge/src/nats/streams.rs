@@ -10,16 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use async_nats::jetstream;
 use herald_proto::Partitions;
+use herald_publisher::probe::{probe_partition, ProbeError, PROBE_TIMEOUT};
 
 use crate::nats::head::Heads;
 use crate::nats::stream::{EventStream, StreamSettings};
-
-/// Longest wait for the answer to one mapping probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Service and property of the probes (never stored: see `verify_mapping`).
-const PROBE_SERVICE: &str = "herald-probe";
 
 /// The streams and their heads, by partition.
 pub struct Streams {
@@ -138,7 +134,7 @@ impl Streams {
 
     /// Proves, for each partition, that an event published to
     /// `herald.events.<org>.…` of an org of that partition lands in that
-    /// partition's stream. Each probe carries `Nats-Expected-Stream` (the
+    /// partition's stream ([`probe_partition`]). Each probe carries `Nats-Expected-Stream` (the
     /// partition's stream) and an `Nats-Expected-Last-Sequence` no stream
     /// can have, so it is never stored: the right stream answers "wrong
     /// last sequence", another stream "expected stream does not match", and
@@ -152,74 +148,33 @@ impl Streams {
         js.set_timeout(PROBE_TIMEOUT);
         for (k, heads) in self.heads.iter().enumerate() {
             let k = k as u32;
-            let org = probe_org(self.partitions, k);
             let stream = heads.stream().name().to_owned();
-            let publish = PublishMessage::build()
-                .expected_stream(&stream)
-                .expected_last_sequence(u64::MAX)
-                .payload("{}".into());
-            let subject = format!("herald.events.{org}.{PROBE_SERVICE}._");
-            let sent = js.send_publish(subject, publish).await;
-            let answer = match sent {
-                Ok(ack) => ack.await.map(|_| ()),
-                Err(e) => {
-                    return Err(MappingError::Unreachable {
-                        k,
-                        detail: e.to_string(),
-                    })
-                }
-            };
-            let mismatch = |detail: String| MappingError::Mismatch {
-                k,
-                stream: stream.clone(),
-                detail,
-                mapping: destination.clone(),
-                count: self.partitions.count(),
-            };
-            match answer {
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {}
-                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+            let count = self.partitions.count();
+            let mapping = destination.clone();
+            match probe_partition(&js, self.partitions, k, &stream).await {
+                Ok(()) => {}
+                Err(ProbeError::NoStream(detail)) => {
                     return Err(MappingError::NoStream {
                         k,
-                        detail: e.to_string(),
-                        mapping: destination.clone(),
-                        count: self.partitions.count(),
+                        detail,
+                        mapping,
+                        count,
                     })
                 }
-                Err(e) if e.kind() == PublishErrorKind::TimedOut => {
-                    return Err(MappingError::Unreachable {
+                Err(ProbeError::Unreachable(detail)) => {
+                    return Err(MappingError::Unreachable { k, detail })
+                }
+                Err(ProbeError::Elsewhere(detail)) => {
+                    return Err(MappingError::Mismatch {
                         k,
-                        detail: e.to_string(),
+                        stream,
+                        detail,
+                        mapping,
+                        count,
                     })
                 }
-                Err(e) => return Err(mismatch(e.to_string())),
-                // Stored: cannot happen with an impossible last sequence.
-                Ok(()) => return Err(mismatch("the probe was stored".to_owned())),
             }
         }
         Ok(())
-    }
-}
-
-/// An org token that falls in partition `k`.
-fn probe_org(partitions: Partitions, k: u32) -> String {
-    (0u64..)
-        .map(|n| format!("herald-probe-{n}"))
-        .find(|org| partitions.of(org) == k)
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn there_is_a_probe_org_for_every_partition() {
-        let p = Partitions::new(16).unwrap();
-        for k in 0..16 {
-            let org = probe_org(p, k);
-            assert_eq!(p.of(&org), k, "{org}");
-            herald_proto::subject::check_token("org", &org).unwrap();
-        }
     }
 }

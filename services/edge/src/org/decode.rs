@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use async_nats::HeaderMap;
-use herald_proto::envelope::{Encoding, EventBody};
 use herald_proto::partition::{self, Partitions};
-use herald_proto::subject::EventSubject;
+use herald_proto::stored::StoredMessage;
 use herald_proto::{DeliveredEvent, RejectReason};
 use serde_json::value::RawValue;
 
@@ -273,7 +272,9 @@ fn partition_rejected(seq: u64, subject: &str) -> Decoded {
 }
 
 /// Decodes one message of `org` given its parts: the common path of
-/// [`decode_live`] and [`decode_stored`] (public so it can be fuzzed without NATS).
+/// [`decode_live`] and [`decode_stored`] (public so it can be fuzzed without
+/// NATS). The decoding itself is [`StoredMessage::decode_base`], shared with
+/// `herald tail`.
 pub fn decode(
     seq: u64,
     subject: &str,
@@ -283,29 +284,22 @@ pub fn decode(
     org: &str,
     max_bytes: usize,
 ) -> Decoded {
-    let reject = |reason: RejectReason, detail: String| Decoded::Rejected {
-        seq,
-        reason,
-        detail,
-    };
-    let subject = match EventSubject::parse(subject) {
-        Ok(s) if s.org == org => s,
-        Ok(_) => {
-            return reject(
-                RejectReason::BadSubject,
-                format!("subject {subject} is not of org {org}"),
-            )
-        }
-        Err(e) => return reject(RejectReason::BadSubject, format!("{subject}: {e}")),
-    };
     let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-    let encoding = Encoding::from_content_type(header("Content-Type"));
-    match EventBody::decode(payload, encoding, &subject, max_bytes) {
-        Ok(body) => {
-            let event = body.into_event(seq, subject, header("Nats-Msg-Id"), stored_ms);
-            Decoded::Event(StoredEvent::new(event, stored_ms))
-        }
-        Err(e) => reject(e.reason(), e.to_string()),
+    let message = StoredMessage {
+        seq,
+        subject,
+        content_type: header("Content-Type"),
+        msg_id: header("Nats-Msg-Id"),
+        payload,
+        stored_ms,
+    };
+    match message.decode_base(subject, org, max_bytes) {
+        Ok(event) => Decoded::Event(StoredEvent::new(event, stored_ms)),
+        Err(rejected) => Decoded::Rejected {
+            seq,
+            reason: rejected.reason,
+            detail: rejected.detail,
+        },
     }
 }
 
