@@ -42,7 +42,7 @@ pub const MAX_PROPERTIES_PER_ORG: usize = 1_000;
 #[derive(Clone, Args)]
 pub struct RunConfig {
     /// NATS server URL(s), comma-separated; may carry `user:password@`.
-    #[arg(long, env = "HERALD_NATS_URL", default_value = DEFAULT_NATS_URL)]
+    #[arg(long, env = "HERALD_NATS_URL", default_value = DEFAULT_NATS_URL, hide_env_values = true)]
     pub nats_url: String,
     /// NATS user (the `publisher` user of the shipped NATS config).
     #[arg(long, env = "HERALD_NATS_USER")]

@@ -23,7 +23,12 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "HERALD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "HERALD_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
 
     /// Node id reported to clients and in metrics (default: host name plus a random suffix).
