@@ -77,7 +77,8 @@ impl ClusterTarget {
             let server = &cluster.servers()[i % SERVERS];
             let mut opts = EdgeOptions::new(server.url(), secret.clone())
                 .with_env("HERALD_METRICS_PUBLIC", "true")
-                .with_env("RUST_LOG", "warn")
+                // The testkit finds the port in the `listening` info line.
+                .with_env("RUST_LOG", "warn,herald_edge=info")
                 .with_env("HERALD_PARTITIONS", partitions.to_string())
                 .with_env("HERALD_STREAM_REPLICAS", SERVERS.to_string())
                 .with_env(
