@@ -134,17 +134,32 @@ pub async fn run(args: AffinityArgs) -> Result<Report, LoadError> {
             &format!("{name}, per-org interest: live subscriptions of each server's own clients (server 0 / 1 / 2)"),
             d(&|s| s.local_per_org, &x.subs_per_org, &x.subs_base),
         );
+        let graph = |a: &[ServerSubs], b: &[ServerSubs]| {
+            natsmon::graph_growth(b, a)
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
         r.figure(
-            &format!("{name}, per-org interest: growth of each server's whole interest graph (/subsz, routed interest included)"),
-            d(&|s| s.graph, &x.subs_per_org, &x.subs_base),
+            &format!("{name}, per-org interest: each server's interest graph (/subsz) grows by"),
+            format!(
+                "{} (all servers' per-org subscriptions together: {}, which routes bring to every server; the rest is JetStream's own)",
+                graph(&x.subs_per_org, &x.subs_base),
+                natsmon::cluster_live_growth(&x.subs_base, &x.subs_per_org, |s| s.local_per_org)
+            ),
         );
         r.figure(
             &format!("{name}, per-partition interest: live subscriptions of each server's own clients"),
             d(&|s| s.local_per_partition, &x.subs_both, &x.subs_per_org),
         );
         r.figure(
-            &format!("{name}, per-partition interest: growth of each server's interest graph (/subsz)"),
-            d(&|s| s.graph, &x.subs_both, &x.subs_per_org),
+            &format!("{name}, per-partition interest: each server's interest graph (/subsz) grows by"),
+            format!(
+                "{} (all servers' per-partition subscriptions together: {})",
+                graph(&x.subs_both, &x.subs_per_org),
+                natsmon::cluster_live_growth(&x.subs_per_org, &x.subs_both, |s| s.local_per_partition)
+            ),
         );
         let c = &x.phase.cpu;
         let delivered: u64 = x.phase.delivered().iter().sum();

@@ -55,6 +55,8 @@ pub struct ServerSubs {
     pub local_per_org: u64,
     /// Per-partition live subscriptions of this server's own clients.
     pub local_per_partition: u64,
+    /// Other subscriptions of this server's own clients (inboxes, control).
+    pub local_other: u64,
     /// Client connections.
     pub connections: u64,
 }
@@ -92,7 +94,7 @@ fn count_connections(conns: &[Value], out: &mut ServerSubs) {
             match interest(s.as_str().unwrap_or("")) {
                 Interest::PerOrg => out.local_per_org += 1,
                 Interest::PerPartition => out.local_per_partition += 1,
-                Interest::Other => {}
+                Interest::Other => out.local_other += 1,
             }
         }
     }
@@ -142,8 +144,53 @@ mod tests {
         let mut s = ServerSubs::default();
         count_connections(conns.as_array().expect("array"), &mut s);
         assert_eq!(
-            (s.connections, s.local_per_org, s.local_per_partition),
-            (3, 2, 1)
+            (s.connections, s.local_per_org, s.local_per_partition, s.local_other),
+            (3, 2, 1, 1)
         );
+    }
+}
+
+/// Growth of each server's whole interest graph (`/subsz`) from `before`
+/// to `after`. Routes propagate every client subscription to every server,
+/// so each server's graph grows by the live subscriptions of *all*
+/// servers' clients (the sum of their `local_*` growth), plus JetStream's
+/// internal subscriptions, which `/connz` does not list.
+pub fn graph_growth(before: &[ServerSubs], after: &[ServerSubs]) -> Vec<i64> {
+    after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a.graph as i64 - b.graph as i64)
+        .collect()
+}
+
+/// Growth of the live subscriptions of one kind (`pick`) of all servers'
+/// own clients together: what routes carry into every server's graph.
+pub fn cluster_live_growth(
+    before: &[ServerSubs],
+    after: &[ServerSubs],
+    pick: impl Fn(&ServerSubs) -> u64,
+) -> i64 {
+    after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| pick(a) as i64 - pick(b) as i64)
+        .sum()
+}
+
+#[cfg(test)]
+mod graph_tests {
+    use super::*;
+
+    #[test]
+    fn growth_of_graphs_and_of_live_subscriptions() {
+        let s = |graph, local_per_org| ServerSubs {
+            graph,
+            local_per_org,
+            ..ServerSubs::default()
+        };
+        let before = [s(100, 0), s(100, 0)];
+        let after = [s(146, 12), s(146, 18)];
+        assert_eq!(graph_growth(&before, &after), vec![46, 46]);
+        assert_eq!(cluster_live_growth(&before, &after, |s| s.local_per_org), 30);
     }
 }

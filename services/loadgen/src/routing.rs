@@ -13,7 +13,10 @@
 pub enum Routing {
     /// Every client of an org on the edge its org hashes to.
     OrgAffine,
-    /// Client i on edge i mod E, whatever its org.
+    /// Clients spread evenly over the edges whatever their org, as
+    /// round-robin spreads clients that arrive in no particular order: a
+    /// hash of the client's number, so an org's users do not land together
+    /// by accident of numbering (client i is in org i mod M).
     RoundRobin,
 }
 
@@ -31,7 +34,7 @@ impl Routing {
         let edges = edges.max(1);
         match self {
             Routing::OrgAffine => crc32(org.as_bytes()) as usize % edges,
-            Routing::RoundRobin => client % edges,
+            Routing::RoundRobin => crc32(&(client as u64).to_le_bytes()) as usize % edges,
         }
     }
 }
@@ -51,6 +54,8 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -74,10 +79,21 @@ mod tests {
             per_edge.iter().all(|&n| (900..=1_100).contains(&n)),
             "{per_edge:?}"
         );
-        let rr: Vec<usize> = (0..6)
-            .map(|i| Routing::RoundRobin.edge(i, "x", 3))
-            .collect();
-        assert_eq!(rr, vec![0, 1, 2, 0, 1, 2]);
+        // Round-robin: 30 orgs × 5 users over 3 edges; numbering (i mod 30
+        // is the org) must not put an org's users together.
+        let mut rr = [0usize; 3];
+        let mut orgs_on_every_edge = 0;
+        for org in 0..30 {
+            let edges: BTreeSet<usize> = (0..5)
+                .map(|u| Routing::RoundRobin.edge(org + 30 * u, "x", 3))
+                .collect();
+            orgs_on_every_edge += usize::from(edges.len() > 1);
+            for u in 0..5 {
+                rr[Routing::RoundRobin.edge(org + 30 * u, "x", 3)] += 1;
+            }
+        }
+        assert!(orgs_on_every_edge >= 25, "{orgs_on_every_edge} of 30 orgs on more than one edge");
+        assert!(rr.iter().all(|&n| (35..=65).contains(&n)), "{rr:?}");
         assert_eq!(Routing::OrgAffine.edge(0, "x", 0), 0);
     }
 }

@@ -150,10 +150,9 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
         .zip(&opening.rss_held)
         .map(|(b, h)| h.unwrap_or(0).saturating_sub(b.unwrap_or(0)) as f64)
         .sum();
-    let graph: Vec<f64> = subs_held
-        .iter()
-        .zip(&subs_base)
-        .map(|(h, b)| h.graph.saturating_sub(b.graph) as f64)
+    let graph: Vec<f64> = natsmon::graph_growth(&subs_base, &subs_held)
+        .into_iter()
+        .map(|n| n as f64)
         .collect();
     let local: Vec<f64> = subs_held
         .iter()
@@ -195,7 +194,7 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
             "events/s × NATS CPU per event",
         ),
         (
-            "subscriptions added to each server's interest graph (mean)",
+            "subscriptions added to each server's interest graph (/subsz, mean)",
             sim.subs_per_server_per_org,
             mean(&graph),
             "active orgs (every edge's org subscriptions reach every server)",
