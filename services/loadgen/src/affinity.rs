@@ -10,8 +10,9 @@
 //!   server holding `herald.live.*.*.*.<k>` for each partition its orgs
 //!   lie in;
 //! - subscriptions per NATS server (`/subsz`, `/connz?subs=1`) for both;
-//! - edge CPU per delivery and per ingested event, solved from the two
-//!   runs (same deliveries, different ingest);
+//! - edge CPU per delivery and per ingested event, and edge memory per
+//!   connection and per org held, solved from the two runs (same
+//!   deliveries and connections, different ingest and orgs per edge);
 //! - deliveries checked: 0 lost, duplicated, reordered.
 
 use std::collections::BTreeSet;
@@ -45,6 +46,7 @@ struct Run {
     standin_counts: Vec<u64>,
     standin_subs: Vec<usize>,
     kib_per_connection: Option<f64>,
+    rss_before: Vec<Option<u64>>,
     rss_held: Vec<Option<u64>>,
     load: (Option<f64>, Option<f64>),
 }
@@ -78,12 +80,7 @@ pub async fn run(args: AffinityArgs) -> Result<Report, LoadError> {
         )
     });
     let mut r = Report::new(title);
-    let list = |v: &[u64]| {
-        v.iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(" / ");
     for x in &runs {
         let name = x.routing.name();
         let stored = x.phase.published.stored.max(1);
@@ -150,15 +147,20 @@ pub async fn run(args: AffinityArgs) -> Result<Report, LoadError> {
             ),
         );
         r.figure(
-            &format!("{name}, per-partition interest: live subscriptions of each server's own clients"),
+            &format!(
+                "{name}, per-partition interest: live subscriptions of each server's own clients"
+            ),
             d(&|s| s.local_per_partition, &x.subs_both, &x.subs_per_org),
         );
         r.figure(
-            &format!("{name}, per-partition interest: each server's interest graph (/subsz) grows by"),
+            &format!(
+                "{name}, per-partition interest: each server's interest graph (/subsz) grows by"
+            ),
             format!(
                 "{} (all servers' per-partition subscriptions together: {})",
                 graph(&x.subs_both, &x.subs_per_org),
-                natsmon::cluster_live_growth(&x.subs_per_org, &x.subs_both, |s| s.local_per_partition)
+                natsmon::cluster_live_growth(&x.subs_per_org, &x.subs_both, |s| s
+                    .local_per_partition)
             ),
         );
         let c = &x.phase.cpu;
@@ -224,7 +226,7 @@ pub async fn run(args: AffinityArgs) -> Result<Report, LoadError> {
     );
     let da: u64 = a.phase.delivered().iter().sum();
     let db: u64 = b.phase.delivered().iter().sum();
-    match capacity::split_cpu(
+    match capacity::solve2(
         (a.edge_cpu_us(), ia as f64, da as f64),
         (b.edge_cpu_us(), ib as f64, db as f64),
     ) {
@@ -237,11 +239,35 @@ pub async fn run(args: AffinityArgs) -> Result<Report, LoadError> {
             "not solvable (same ingest in both runs)",
         ),
     }
+    let kib = |x: &Run| {
+        x.rss_held
+            .iter()
+            .zip(&x.rss_before)
+            .map(|(h, b)| h.unwrap_or(0).saturating_sub(b.unwrap_or(0)) as f64)
+            .sum::<f64>()
+    };
+    let pairs = |x: &Run| x.orgs_per_edge.iter().sum::<usize>() as f64;
+    let n = args.clients as f64;
+    match capacity::solve2((kib(a), pairs(a), n), (kib(b), pairs(b), n)) {
+        Some((per_org, per_connection)) => r.figure(
+            "edge memory solved from both runs: per org held / per connection",
+            format!(
+                "{per_org:.1} KiB / {per_connection:.1} KiB (org-edge pairs {:.0} and {:.0})",
+                pairs(a),
+                pairs(b)
+            ),
+        ),
+        None => r.figure("edge memory solved from both runs", "not solvable"),
+    }
     let exact = runs.iter().all(|x| x.phase.exact());
     r.goal(Goal::new(
         "every event to every client of its org, once, in order (both routings)",
         "0 lost, 0 duplicated, 0 reordered",
-        if exact { "yes".into() } else { "NO (see above)".into() },
+        if exact {
+            "yes".into()
+        } else {
+            "NO (see above)".into()
+        },
         Some(exact),
     ));
     Ok(r)
@@ -273,8 +299,12 @@ async fn one(args: &AffinityArgs, routing: Routing) -> Result<Run, LoadError> {
     .await?;
     let monitors = ct.monitor_urls();
     let subs_base = natsmon::read_all(&monitors).await?;
-    let mut publisher =
-        Publisher::connect(&ct.server_urls().join(","), orgs.clone(), c.services.clone()).await?;
+    let mut publisher = Publisher::connect(
+        &ct.server_urls().join(","),
+        orgs.clone(),
+        c.services.clone(),
+    )
+    .await?;
     eprintln!("herald-loadgen: {}: opening clients", routing.name());
     let (fleet, opening) = ct
         .open_clients(
@@ -342,6 +372,7 @@ async fn one(args: &AffinityArgs, routing: Routing) -> Result<Run, LoadError> {
         standin_counts,
         standin_subs,
         kib_per_connection: opening.kib_per_connection(),
+        rss_before: opening.rss_before,
         rss_held: opening.rss_held,
         load: (load_start, procfs::loadavg()),
     })

@@ -40,6 +40,9 @@ pub struct Inputs {
     pub events_per_org_s: f64,
     /// Edge memory per connection, KiB (measured).
     pub kib_per_connection: f64,
+    /// Edge memory per org it holds (buffer, subscription, feed task), KiB
+    /// (measured).
+    pub kib_per_org: f64,
     /// Edge CPU per delivery, µs (measured).
     pub cpu_us_per_delivery: f64,
     /// Edge CPU per event ingested from NATS, µs (measured).
@@ -47,6 +50,9 @@ pub struct Inputs {
     /// NATS CPU per stored event over the whole cluster (three replicas,
     /// RePublish to the edges), µs (measured).
     pub nats_cpu_us_per_event: f64,
+    /// NATS CPU of the cluster with nothing published (Raft heartbeats of
+    /// the streams, route pings), cores (measured).
+    pub nats_idle_cores: f64,
     /// Events/s one partition stream takes on the cluster (measured).
     pub stream_events_s: f64,
     /// Share of a node's cores and memory the plan may use.
@@ -105,7 +111,9 @@ pub struct Plan {
     pub ingest_per_edge_per_partition: f64,
     /// Connections per edge.
     pub connections_per_edge: f64,
-    /// Edge memory per edge for connections, MiB.
+    /// Edge memory, all edges, for connections and orgs, MiB.
+    pub edge_mib: f64,
+    /// Edge memory per edge for connections and orgs, MiB.
     pub mib_per_edge: f64,
     /// Edge CPU per edge, % of one core.
     pub cpu_pct_per_edge: f64,
@@ -126,14 +134,18 @@ pub fn plan(i: &Inputs) -> Plan {
     let ingest_s = events_s * i.active_org_share;
     let edge_cores = (deliveries_s * i.cpu_us_per_delivery + ingest_s * i.cpu_us_per_ingest) / 1e6;
     let edge_mem_kib = i.edge.mem_gib * 1024.0 * 1024.0 * i.utilisation;
-    let edges_for_memory = (connections * i.kib_per_connection / edge_mem_kib).ceil();
+    // Org-affine: each active org's state lives on one edge.
+    let memory_kib = connections * i.kib_per_connection + active_orgs * i.kib_per_org;
+    let edges_for_memory = (memory_kib / edge_mem_kib).ceil();
     let edges_for_cpu = (edge_cores / (i.edge.cores * i.utilisation)).ceil();
     let edges = edges_for_memory.max(edges_for_cpu).max(i.min_edges);
-    let nats_cores = events_s * i.nats_cpu_us_per_event / 1e6;
+    let nats_cores = i.nats_idle_cores + events_s * i.nats_cpu_us_per_event / 1e6;
     let nats_servers = (nats_cores / (i.nats.cores * i.utilisation))
         .ceil()
         .max(i.min_nats);
-    let partitions = (events_s / (i.stream_events_s * i.utilisation)).ceil().max(1.0);
+    let partitions = (events_s / (i.stream_events_s * i.utilisation))
+        .ceil()
+        .max(1.0);
     let subs_per_server_per_org = active_orgs;
     let local_subs_per_server_per_org = active_orgs / nats_servers;
     let subs_per_server_per_partition = edges * partitions;
@@ -163,7 +175,8 @@ pub fn plan(i: &Inputs) -> Plan {
         ingest_per_edge_per_org: ingest_s / edges,
         ingest_per_edge_per_partition: events_s,
         connections_per_edge: connections / edges,
-        mib_per_edge: connections / edges * i.kib_per_connection / 1024.0,
+        edge_mib: memory_kib / 1024.0,
+        mib_per_edge: memory_kib / edges / 1024.0,
         cpu_pct_per_edge: edge_cores / edges * 100.0,
         cost_per_hour,
         cost_per_million_deliveries,
@@ -177,11 +190,13 @@ pub fn agreement(predicted: f64, measured: f64) -> Option<f64> {
     (predicted > 0.0 && measured > 0.0).then(|| (predicted / measured).max(measured / predicted))
 }
 
-/// Edge CPU per delivery and per ingested event (µs) from two runs with the
-/// same deliveries and different ingest (org-affine and round-robin):
-/// `cpu = ingest × a + deliveries × b` solved for `a` and `b` (both kept ≥ 0).
-/// Each run is (edge CPU µs, events ingested, deliveries).
-pub fn split_cpu(one: (f64, f64, f64), two: (f64, f64, f64)) -> Option<(f64, f64)> {
+/// Two unit costs from two runs that differ in one quantity: each run is
+/// `(total, x, y)` with `total = x × a + y × b`; returns `(a, b)` (both
+/// kept ≥ 0), `None` when the runs do not tell them apart. E.g. edge CPU
+/// per ingested event and per delivery from an org-affine and a
+/// round-robin run (same deliveries, different ingest), or memory per org
+/// and per connection (same connections, different orgs per edge).
+pub fn solve2(one: (f64, f64, f64), two: (f64, f64, f64)) -> Option<(f64, f64)> {
     let (c1, i1, d1) = one;
     let (c2, i2, d2) = two;
     let det = i1 * d2 - i2 * d1;
@@ -209,9 +224,11 @@ mod tests {
             active_org_share: 0.25,
             events_per_org_s: 0.05,
             kib_per_connection: 12.0,
+            kib_per_org: 0.0,
             cpu_us_per_delivery: 20.0,
             cpu_us_per_ingest: 40.0,
             nats_cpu_us_per_event: 100.0,
+            nats_idle_cores: 0.0,
             stream_events_s: 5_000.0,
             utilisation: 0.5,
             edge: NodeSize {
@@ -256,6 +273,15 @@ mod tests {
         assert!((p.cost_per_hour - 1.9).abs() < 1e-9);
         // 1.9 / (37,500 × 3,600) × 1e6
         assert!((p.cost_per_million_deliveries - 0.014_074).abs() < 1e-5);
+        // Per-org memory and idle NATS CPU add to the same plan.
+        let mut i = inputs();
+        i.kib_per_org = 16.0;
+        i.nats_idle_cores = 1.0;
+        let q = plan(&i);
+        // 9,000,000 + 250,000 × 16 = 13,000,000 KiB over 8 GiB usable → 2
+        assert!((q.edge_mib - 13_000_000.0 / 1024.0).abs() < 1e-6);
+        assert_eq!(q.edges_for_memory, 2.0);
+        assert!((q.nats_cores - 6.0).abs() < 1e-9);
     }
 
     #[test]
@@ -270,8 +296,8 @@ mod tests {
         // a = 40 µs per ingest, b = 20 µs per delivery.
         let one = (1_000.0 * 40.0 + 3_000.0 * 20.0, 1_000.0, 3_000.0);
         let two = (3_000.0 * 40.0 + 3_000.0 * 20.0, 3_000.0, 3_000.0);
-        let (a, b) = split_cpu(one, two).expect("solvable");
+        let (a, b) = solve2(one, two).expect("solvable");
         assert!((a - 40.0).abs() < 1e-9 && (b - 20.0).abs() < 1e-9);
-        assert_eq!(split_cpu(one, one), None);
+        assert_eq!(solve2(one, one), None);
     }
 }

@@ -541,6 +541,10 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 12.0)]
     pub kib_per_connection: f64,
 
+    /// Model input: edge memory per org held, KiB (measured by `affinity`).
+    #[arg(long, default_value_t = 15.0)]
+    pub kib_per_org: f64,
+
     /// Model input: edge CPU per delivery, µs (measured by `affinity`).
     #[arg(long, default_value_t = 20.0)]
     pub cpu_us_per_delivery: f64,
@@ -552,6 +556,10 @@ pub struct SimulateArgs {
     /// Model input: NATS CPU per stored event, whole cluster, µs (measured by `partitions`).
     #[arg(long, default_value_t = 300.0)]
     pub nats_cpu_us_per_event: f64,
+
+    /// Model input: NATS CPU of the idle cluster, cores (measured by `partitions`).
+    #[arg(long, default_value_t = 0.1)]
+    pub nats_idle_cores: f64,
 
     /// Model input: events/s one partition stream takes (measured by `partitions`).
     #[arg(long, default_value_t = 5_000.0)]

@@ -16,8 +16,8 @@ use herald_testkit::{EdgeOptions, EdgeProcess, NatsCluster};
 use crate::error::LoadError;
 use crate::fleet::{Fleet, FleetConfig};
 use crate::probe::Probe;
-use crate::routing::Routing;
 use crate::procfs::{self, CpuSnapshot};
+use crate::routing::Routing;
 use crate::session::wait_for_metrics;
 use crate::streaming::{self, Mix, Opening, Placement, StreamTarget};
 use crate::target::Target;
@@ -69,7 +69,9 @@ impl ClusterTarget {
                 "the open-files limit is {fd_limit}; {clients} clients ({per_edge} on the busiest edge) need {need}"
             )));
         }
-        eprintln!("herald-loadgen: starting a {SERVERS}-server JetStream cluster, K = {partitions}");
+        eprintln!(
+            "herald-loadgen: starting a {SERVERS}-server JetStream cluster, K = {partitions}"
+        );
         let cluster = NatsCluster::start_partitioned(SERVERS, partitions).await;
         let secret = format!("loadgen-{:032x}", rand::random::<u128>());
         let mut processes = Vec::with_capacity(edges);

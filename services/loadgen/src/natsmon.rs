@@ -144,7 +144,12 @@ mod tests {
         let mut s = ServerSubs::default();
         count_connections(conns.as_array().expect("array"), &mut s);
         assert_eq!(
-            (s.connections, s.local_per_org, s.local_per_partition, s.local_other),
+            (
+                s.connections,
+                s.local_per_org,
+                s.local_per_partition,
+                s.local_other
+            ),
             (3, 2, 1, 1)
         );
     }
@@ -191,6 +196,9 @@ mod graph_tests {
         let before = [s(100, 0), s(100, 0)];
         let after = [s(146, 12), s(146, 18)];
         assert_eq!(graph_growth(&before, &after), vec![46, 46]);
-        assert_eq!(cluster_live_growth(&before, &after, |s| s.local_per_org), 30);
+        assert_eq!(
+            cluster_live_growth(&before, &after, |s| s.local_per_org),
+            30
+        );
     }
 }

@@ -84,8 +84,10 @@ pub async fn run(args: PartitionsArgs) -> Result<Report, LoadError> {
     r.figure(
         "  NATS CPU per stored event, flat out (3 servers together)",
         row(
-            &|x| x.throughput.cpu.servers / 100.0 * x.throughput.window.as_secs_f64() * 1e6
-                / x.throughput.published.stored.max(1) as f64,
+            &|x| {
+                x.throughput.cpu.servers / 100.0 * x.throughput.window.as_secs_f64() * 1e6
+                    / x.throughput.published.stored.max(1) as f64
+            },
             "µs",
             0,
         ),
@@ -120,17 +122,46 @@ pub async fn run(args: PartitionsArgs) -> Result<Report, LoadError> {
         row(&|x| x.latency.latency.max, "ms", 2),
     );
     r.figure(
-        &format!("  NATS CPU at {} events/s (% of one core, 3 servers)", args.rate),
+        &format!(
+            "  NATS CPU at {} events/s (% of one core, 3 servers)",
+            args.rate
+        ),
         row(&|x| x.latency.cpu.servers, "%", 1),
     );
     r.figure(
         &format!("  NATS CPU per stored event at {} events/s", args.rate),
         row(
-            &|x| x.latency.cpu.servers / 100.0 * x.latency.window.as_secs_f64() * 1e6
-                / x.latency.published.stored.max(1) as f64,
+            &|x| {
+                x.latency.cpu.servers / 100.0 * x.latency.window.as_secs_f64() * 1e6
+                    / x.latency.published.stored.max(1) as f64
+            },
             "µs",
             0,
         ),
+    );
+    r.figure(
+        "  NATS CPU solved from both phases: idle cluster / per stored event",
+        runs.iter()
+            .map(|x| {
+                let one = |p: &Phase| {
+                    let secs = p.window.as_secs_f64().max(1e-3);
+                    (p.cpu.servers / 100.0, p.published.stored as f64 / secs)
+                };
+                let (c1, r1) = one(&x.throughput);
+                let (c2, r2) = one(&x.latency);
+                if (r1 - r2).abs() < 1.0 {
+                    return format!("K={}: not solvable", x.k);
+                }
+                let per_event = ((c1 - c2) / (r1 - r2)).max(0.0);
+                let idle = (c2 - r2 * per_event).max(0.0);
+                format!(
+                    "K={}: {idle:.2} cores + {:.0} µs per event",
+                    x.k,
+                    per_event * 1e6
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" | "),
     );
     r.figure(
         "  edge memory per idle connection",
@@ -160,7 +191,11 @@ pub async fn run(args: PartitionsArgs) -> Result<Report, LoadError> {
     r.goal(Goal::new(
         "every event to every client of its org, once, in order (all K, both phases)",
         "0 lost, 0 duplicated, 0 reordered",
-        if exact { "yes".into() } else { "NO (see above)".into() },
+        if exact {
+            "yes".into()
+        } else {
+            "NO (see above)".into()
+        },
         Some(exact),
     ));
     Ok(r)
@@ -170,18 +205,15 @@ pub async fn run(args: PartitionsArgs) -> Result<Report, LoadError> {
 async fn one(args: &PartitionsArgs, k: u32) -> Result<Run, LoadError> {
     let c = &args.cluster;
     let load_start = procfs::loadavg();
-    let ct = ClusterTarget::start(
-        &c.edge_bin,
-        k,
-        1,
-        args.clients,
-        args.clients,
-        &c.edge_env,
+    let ct =
+        ClusterTarget::start(&c.edge_bin, k, 1, args.clients, args.clients, &c.edge_env).await?;
+    let orgs = org_ids(&c.prefix, args.orgs.min(args.clients));
+    let mut publisher = Publisher::connect(
+        &ct.server_urls().join(","),
+        orgs.clone(),
+        c.services.clone(),
     )
     .await?;
-    let orgs = org_ids(&c.prefix, args.orgs.min(args.clients));
-    let mut publisher =
-        Publisher::connect(&ct.server_urls().join(","), orgs.clone(), c.services.clone()).await?;
     let (fleet, opening) = ct
         .open_clients(
             &c.prefix,

@@ -80,7 +80,11 @@ impl Phase {
             v.complete_pollers,
             v.pollers,
             v.received,
-            if self.caught_up { "" } else { ", NOT all caught up" }
+            if self.caught_up {
+                ""
+            } else {
+                ", NOT all caught up"
+            }
         )
     }
 }

@@ -92,7 +92,10 @@ mod tests {
                 rr[Routing::RoundRobin.edge(org + 30 * u, "x", 3)] += 1;
             }
         }
-        assert!(orgs_on_every_edge >= 25, "{orgs_on_every_edge} of 30 orgs on more than one edge");
+        assert!(
+            orgs_on_every_edge >= 25,
+            "{orgs_on_every_edge} of 30 orgs on more than one edge"
+        );
         assert!(rr.iter().all(|&n| (35..=65).contains(&n)), "{rr:?}");
         assert_eq!(Routing::OrgAffine.edge(0, "x", 0), 0);
     }

@@ -48,9 +48,11 @@ pub fn inputs(args: &SimulateArgs, orgs: f64) -> Result<Inputs, LoadError> {
         active_org_share: args.active_orgs as f64 / sim_orgs,
         events_per_org_s: args.rate / sim_orgs,
         kib_per_connection: args.kib_per_connection,
+        kib_per_org: args.kib_per_org,
         cpu_us_per_delivery: args.cpu_us_per_delivery,
         cpu_us_per_ingest: args.cpu_us_per_ingest,
         nats_cpu_us_per_event: args.nats_cpu_us_per_event,
+        nats_idle_cores: args.nats_idle_cores,
         stream_events_s: args.stream_events_s,
         utilisation: args.utilisation,
         edge: machine(&args.edge_machine, "edge")?,
@@ -102,8 +104,12 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
     .await?;
     let monitors = ct.monitor_urls();
     let subs_base = natsmon::read_all(&monitors).await?;
-    let mut publisher =
-        Publisher::connect(&ct.server_urls().join(","), orgs.clone(), c.services.clone()).await?;
+    let mut publisher = Publisher::connect(
+        &ct.server_urls().join(","),
+        orgs.clone(),
+        c.services.clone(),
+    )
+    .await?;
     let (fleet, opening) = ct
         .open_clients(
             &c.prefix,
@@ -176,10 +182,10 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
             "events/s × active share",
         ),
         (
-            "edge memory for the connections, all edges (MiB)",
-            sim.connections * args.kib_per_connection / 1024.0,
+            "edge memory for the connections and orgs, all edges (MiB)",
+            sim.edge_mib,
             grown_kib / 1024.0,
-            "connections × KiB per connection",
+            "connections × KiB per connection + active orgs × KiB per org",
         ),
         (
             "edge CPU, all edges (cores)",
@@ -189,9 +195,9 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
         ),
         (
             "NATS CPU, all servers (cores)",
-            sim.events_s * args.nats_cpu_us_per_event / 1e6,
+            sim.nats_cores,
             nats_cores,
-            "events/s × NATS CPU per event",
+            "idle cores + events/s × NATS CPU per event",
         ),
         (
             "subscriptions added to each server's interest graph (/subsz, mean)",
@@ -216,10 +222,12 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
     r.figure(
         "model inputs",
         format!(
-            "{:.1} KiB per connection, {:.1} µs edge CPU per delivery, {:.1} µs per ingested event, {:.0} µs NATS CPU per event, {:.0} events/s per stream",
+            "{:.1} KiB per connection, {:.1} KiB per org, {:.1} µs edge CPU per delivery, {:.1} µs per ingested event, NATS {:.2} cores idle + {:.0} µs per event, {:.0} events/s per stream",
             args.kib_per_connection,
+            args.kib_per_org,
             args.cpu_us_per_delivery,
             args.cpu_us_per_ingest,
+            args.nats_idle_cores,
             args.nats_cpu_us_per_event,
             args.stream_events_s
         ),
@@ -233,7 +241,7 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
         r.figure(
             &format!("{what}: predicted / measured"),
             format!(
-                "{predicted:.1} / {measured:.1} (factor {}; model: {how})",
+                "{predicted:.3} / {measured:.3} (factor {}; model: {how})",
                 factor.map_or("n/a".into(), |f| format!("{f:.2}"))
             ),
         );
@@ -264,10 +272,7 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
     );
     r.figure(
         "measured edge memory per idle connection",
-        format!(
-            "{:.1} KiB",
-            grown_kib / args.clients.max(1) as f64
-        ),
+        format!("{:.1} KiB", grown_kib / args.clients.max(1) as f64),
     );
     r.figure(
         "measured edge CPU per delivery, ingest included",

@@ -36,7 +36,8 @@ pub fn subjects(k: u32, partitions: &BTreeSet<u32>) -> Vec<String> {
 
 /// The partitions (of `k`) that `orgs` lie in.
 pub fn partitions_of<'a>(k: u32, orgs: impl IntoIterator<Item = &'a str>) -> BTreeSet<u32> {
-    let p = herald_proto::Partitions::new(k.max(1)).unwrap_or_else(herald_proto::Partitions::single);
+    let p =
+        herald_proto::Partitions::new(k.max(1)).unwrap_or_else(herald_proto::Partitions::single);
     orgs.into_iter().map(|o| p.of(o)).collect()
 }
 
@@ -131,7 +132,14 @@ mod tests {
             vec!["herald.live.*.*.*.0", "herald.live.*.*.*.2"]
         );
         assert_eq!(subjects(1, &parts), vec!["herald.live.>"]);
-        let all = partitions_of(4, (0..100).map(|i| format!("o{i}")).collect::<Vec<_>>().iter().map(String::as_str));
+        let all = partitions_of(
+            4,
+            (0..100)
+                .map(|i| format!("o{i}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        );
         assert_eq!(all.len(), 4, "100 orgs cover all 4 partitions");
         assert_eq!(partitions_of(1, ["a", "b"]).len(), 1);
     }
