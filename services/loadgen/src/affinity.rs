@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::capacity;
 use crate::cli::AffinityArgs;
-use crate::cluster::{ClusterTarget, SERVERS};
+use crate::cluster::{ClusterCpuUse, ClusterTarget, SERVERS};
 use crate::error::LoadError;
 use crate::natsmon::{self, ServerSubs};
 use crate::phase::{self, Phase};
@@ -48,6 +48,8 @@ struct Run {
     kib_per_connection: Option<f64>,
     rss_before: Vec<Option<u64>>,
     rss_held: Vec<Option<u64>>,
+    /// CPU with every client connected and nothing published.
+    idle: ClusterCpuUse,
     load: (Option<f64>, Option<f64>),
 }
 
@@ -55,6 +57,18 @@ impl Run {
     /// Edge CPU over the phase, µs.
     fn edge_cpu_us(&self) -> f64 {
         self.phase.cpu.edges_total() / 100.0 * self.phase.window.as_secs_f64() * 1e6
+    }
+
+    /// Edge CPU over the phase beyond what the edges use idle, µs.
+    fn edge_cpu_us_marginal(&self) -> f64 {
+        (self.phase.cpu.edges_total() - self.idle.edges_total()).max(0.0) / 100.0
+            * self.phase.window.as_secs_f64()
+            * 1e6
+    }
+
+    /// Org-edge pairs: orgs held, summed over the edges.
+    fn pairs(&self) -> f64 {
+        self.orgs_per_edge.iter().sum::<usize>() as f64
     }
 }
 
@@ -259,6 +273,44 @@ pub async fn run(args: AffinityArgs) -> Result<Report, LoadError> {
         ),
         None => r.figure("edge memory solved from both runs", "not solvable"),
     }
+    for x in &runs {
+        r.figure(
+            &format!(
+                "{}: idle CPU with every client connected (% of one core): edges / NATS servers",
+                x.routing.name()
+            ),
+            format!("{:.2} / {:.2}", x.idle.edges_total(), x.idle.servers),
+        );
+    }
+    let idle_us = |x: &Run| x.idle.edges_total() / 100.0 * 1e6;
+    match capacity::solve2((idle_us(a), a.pairs(), n), (idle_us(b), b.pairs(), n)) {
+        Some((per_org, per_connection)) => r.figure(
+            "edge idle CPU solved from both runs: per org held / per connection",
+            format!("{per_org:.2} µs/s / {per_connection:.3} µs/s"),
+        ),
+        None => r.figure("edge idle CPU solved from both runs", "not solvable"),
+    }
+    let nats_us = |x: &Run| x.idle.servers / 100.0 * 1e6;
+    match capacity::solve2((nats_us(a), a.pairs(), 1.0), (nats_us(b), b.pairs(), 1.0)) {
+        Some((per_org, base)) => r.figure(
+            "NATS idle CPU solved from both runs: per org held on an edge / the rest",
+            format!("{per_org:.2} µs/s / {:.3} cores", base / 1e6),
+        ),
+        None => r.figure("NATS idle CPU solved from both runs", "not solvable"),
+    }
+    match capacity::solve2(
+        (a.edge_cpu_us_marginal(), ia as f64, da as f64),
+        (b.edge_cpu_us_marginal(), ib as f64, db as f64),
+    ) {
+        Some((ingest, delivery)) => r.figure(
+            "edge CPU beyond idle, solved from both runs: per ingested event / per delivery",
+            format!("{ingest:.1} µs / {delivery:.1} µs"),
+        ),
+        None => r.figure(
+            "edge CPU beyond idle, solved from both runs",
+            "not solvable",
+        ),
+    }
     let exact = runs.iter().all(|x| x.phase.exact());
     r.goal(Goal::new(
         "every event to every client of its org, once, in order (both routings)",
@@ -330,6 +382,14 @@ async fn one(args: &AffinityArgs, routing: Routing) -> Result<Run, LoadError> {
     let standins = StandIns::start(&node_servers, args.partitions, &partitions).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let subs_both = natsmon::read_all(&monitors).await?;
+    eprintln!(
+        "herald-loadgen: {}: {} s idle, every client connected",
+        routing.name(),
+        args.idle
+    );
+    let idle0 = ct.cpu();
+    tokio::time::sleep(Duration::from_secs(args.idle.max(1))).await;
+    let idle = idle0.until(&ct.cpu());
     let before = standins.counts();
     eprintln!(
         "herald-loadgen: {}: {} events/s for {} s",
@@ -374,6 +434,7 @@ async fn one(args: &AffinityArgs, routing: Routing) -> Result<Run, LoadError> {
         kib_per_connection: opening.kib_per_connection(),
         rss_before: opening.rss_before,
         rss_held: opening.rss_held,
+        idle,
         load: (load_start, procfs::loadavg()),
     })
 }

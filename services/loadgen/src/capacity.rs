@@ -47,6 +47,15 @@ pub struct Inputs {
     pub cpu_us_per_delivery: f64,
     /// Edge CPU per event ingested from NATS, µs (measured).
     pub cpu_us_per_ingest: f64,
+    /// Edge CPU per connection per second with nothing published (pings
+    /// and pongs), µs (measured).
+    pub cpu_us_per_connection_s: f64,
+    /// Edge CPU per org held per second with nothing published (the org's
+    /// audits), µs (measured).
+    pub cpu_us_per_org_s: f64,
+    /// NATS CPU per org held on an edge per second (answering that org's
+    /// audits), µs (measured).
+    pub nats_cpu_us_per_org_s: f64,
     /// NATS CPU per stored event over the whole cluster (three replicas,
     /// RePublish to the edges), µs (measured).
     pub nats_cpu_us_per_event: f64,
@@ -132,14 +141,19 @@ pub fn plan(i: &Inputs) -> Plan {
     // Each event of an active org goes to all of its connected users.
     let deliveries_s = events_s * i.active_org_share * clients_per_active_org;
     let ingest_s = events_s * i.active_org_share;
-    let edge_cores = (deliveries_s * i.cpu_us_per_delivery + ingest_s * i.cpu_us_per_ingest) / 1e6;
+    let edge_cores = (deliveries_s * i.cpu_us_per_delivery
+        + ingest_s * i.cpu_us_per_ingest
+        + connections * i.cpu_us_per_connection_s
+        + active_orgs * i.cpu_us_per_org_s)
+        / 1e6;
     let edge_mem_kib = i.edge.mem_gib * 1024.0 * 1024.0 * i.utilisation;
     // Org-affine: each active org's state lives on one edge.
     let memory_kib = connections * i.kib_per_connection + active_orgs * i.kib_per_org;
     let edges_for_memory = (memory_kib / edge_mem_kib).ceil();
     let edges_for_cpu = (edge_cores / (i.edge.cores * i.utilisation)).ceil();
     let edges = edges_for_memory.max(edges_for_cpu).max(i.min_edges);
-    let nats_cores = i.nats_idle_cores + events_s * i.nats_cpu_us_per_event / 1e6;
+    let nats_cores = i.nats_idle_cores
+        + (events_s * i.nats_cpu_us_per_event + active_orgs * i.nats_cpu_us_per_org_s) / 1e6;
     let nats_servers = (nats_cores / (i.nats.cores * i.utilisation))
         .ceil()
         .max(i.min_nats);
@@ -227,6 +241,9 @@ mod tests {
             kib_per_org: 0.0,
             cpu_us_per_delivery: 20.0,
             cpu_us_per_ingest: 40.0,
+            cpu_us_per_connection_s: 0.0,
+            cpu_us_per_org_s: 0.0,
+            nats_cpu_us_per_org_s: 0.0,
             nats_cpu_us_per_event: 100.0,
             nats_idle_cores: 0.0,
             stream_events_s: 5_000.0,
@@ -277,11 +294,17 @@ mod tests {
         let mut i = inputs();
         i.kib_per_org = 16.0;
         i.nats_idle_cores = 1.0;
+        i.cpu_us_per_connection_s = 1.0;
+        i.cpu_us_per_org_s = 2.0;
+        i.nats_cpu_us_per_org_s = 4.0;
         let q = plan(&i);
+        // 1.25 + (750,000 × 1 + 250,000 × 2) / 1e6
+        assert!((q.edge_cores - 2.5).abs() < 1e-9);
         // 9,000,000 + 250,000 × 16 = 13,000,000 KiB over 8 GiB usable → 2
         assert!((q.edge_mib - 13_000_000.0 / 1024.0).abs() < 1e-6);
         assert_eq!(q.edges_for_memory, 2.0);
-        assert!((q.nats_cores - 6.0).abs() < 1e-9);
+        // 1 + 5 + 250,000 × 4 / 1e6
+        assert!((q.nats_cores - 7.0).abs() < 1e-9);
     }
 
     #[test]

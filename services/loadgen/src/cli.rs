@@ -485,6 +485,11 @@ pub struct AffinityArgs {
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
 
+    /// Seconds with every client connected and nothing published, per
+    /// routing, to measure idle CPU (pings, audits).
+    #[arg(long, default_value_t = 15)]
+    pub idle: u64,
+
     /// Publishes awaiting their ack at most.
     #[arg(long, default_value_t = 1024)]
     pub in_flight: usize,
@@ -556,6 +561,18 @@ pub struct SimulateArgs {
     /// Model input: NATS CPU per stored event, whole cluster, µs (measured by `partitions`).
     #[arg(long, default_value_t = 300.0)]
     pub nats_cpu_us_per_event: f64,
+
+    /// Model input: edge CPU per connection per second, idle, µs (measured by `affinity`).
+    #[arg(long, default_value_t = 0.0)]
+    pub cpu_us_per_connection_s: f64,
+
+    /// Model input: edge CPU per org held per second, idle, µs (measured by `affinity`).
+    #[arg(long, default_value_t = 0.0)]
+    pub cpu_us_per_org_s: f64,
+
+    /// Model input: NATS CPU per org held on an edge per second, µs (measured by `affinity`).
+    #[arg(long, default_value_t = 0.0)]
+    pub nats_cpu_us_per_org_s: f64,
 
     /// Model input: NATS CPU of the idle cluster, cores (measured by `partitions`).
     #[arg(long, default_value_t = 0.1)]

@@ -51,6 +51,9 @@ pub fn inputs(args: &SimulateArgs, orgs: f64) -> Result<Inputs, LoadError> {
         kib_per_org: args.kib_per_org,
         cpu_us_per_delivery: args.cpu_us_per_delivery,
         cpu_us_per_ingest: args.cpu_us_per_ingest,
+        cpu_us_per_connection_s: args.cpu_us_per_connection_s,
+        cpu_us_per_org_s: args.cpu_us_per_org_s,
+        nats_cpu_us_per_org_s: args.nats_cpu_us_per_org_s,
         nats_cpu_us_per_event: args.nats_cpu_us_per_event,
         nats_idle_cores: args.nats_idle_cores,
         stream_events_s: args.stream_events_s,
@@ -191,13 +194,13 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
             "edge CPU, all edges (cores)",
             sim.edge_cores,
             edge_cores,
-            "deliveries/s × CPU per delivery + ingest/s × CPU per ingest",
+            "deliveries/s × CPU per delivery + ingest/s × CPU per ingest + connections and orgs × idle CPU",
         ),
         (
             "NATS CPU, all servers (cores)",
             sim.nats_cores,
             nats_cores,
-            "idle cores + events/s × NATS CPU per event",
+            "idle cluster + events/s × CPU per event + active orgs × audit CPU",
         ),
         (
             "subscriptions added to each server's interest graph (/subsz, mean)",
@@ -222,13 +225,16 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
     r.figure(
         "model inputs",
         format!(
-            "{:.1} KiB per connection, {:.1} KiB per org, {:.1} µs edge CPU per delivery, {:.1} µs per ingested event, NATS {:.2} cores idle + {:.0} µs per event, {:.0} events/s per stream",
+            "{:.1} KiB per connection, {:.1} KiB per org; edge CPU {:.1} µs per delivery, {:.1} µs per ingested event, {:.2} µs/s per connection, {:.1} µs/s per org; NATS {:.2} cores idle + {:.0} µs per event + {:.1} µs/s per org; {:.0} events/s per stream",
             args.kib_per_connection,
             args.kib_per_org,
             args.cpu_us_per_delivery,
             args.cpu_us_per_ingest,
+            args.cpu_us_per_connection_s,
+            args.cpu_us_per_org_s,
             args.nats_idle_cores,
             args.nats_cpu_us_per_event,
+            args.nats_cpu_us_per_org_s,
             args.stream_events_s
         ),
     );
