@@ -61,7 +61,8 @@ pub fn inputs(args: &SimulateArgs, orgs: f64) -> Result<Inputs, LoadError> {
         edge: machine(&args.edge_machine, "edge")?,
         nats: machine(&args.nats_machine, "nats")?,
         min_nats: 3.0,
-        min_edges: 2.0,
+        // Two edges must carry the load when one fails.
+        min_edges: 3.0,
     })
 }
 
