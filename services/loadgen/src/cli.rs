@@ -499,7 +499,8 @@ pub struct AffinityArgs {
     pub output: OutputArgs,
 }
 
-/// `herald-loadgen simulate`.
+/// `herald-loadgen simulate`. The model inputs default to the values
+/// measured on the benchmark machine (docs/capacity.md, "Inputs").
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
     #[command(flatten)]
@@ -543,43 +544,43 @@ pub struct SimulateArgs {
     pub in_flight: usize,
 
     /// Model input: edge memory per connection, KiB (measured by `affinity` or `stream`).
-    #[arg(long, default_value_t = 12.0)]
+    #[arg(long, default_value_t = 15.8)]
     pub kib_per_connection: f64,
 
     /// Model input: edge memory per org held, KiB (measured by `affinity`).
-    #[arg(long, default_value_t = 15.0)]
+    #[arg(long, default_value_t = 16.0)]
     pub kib_per_org: f64,
 
     /// Model input: edge CPU per delivery, µs (measured by `affinity`).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 21.5)]
     pub cpu_us_per_delivery: f64,
 
     /// Model input: edge CPU per ingested event, µs (measured by `affinity`).
-    #[arg(long, default_value_t = 40.0)]
+    #[arg(long, default_value_t = 100.3)]
     pub cpu_us_per_ingest: f64,
 
     /// Model input: NATS CPU per stored event, whole cluster, µs (measured by `partitions`).
-    #[arg(long, default_value_t = 300.0)]
+    #[arg(long, default_value_t = 714.0)]
     pub nats_cpu_us_per_event: f64,
 
     /// Model input: edge CPU per connection per second, idle, µs (measured by `affinity`).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.6)]
     pub cpu_us_per_connection_s: f64,
 
     /// Model input: edge CPU per org held per second, idle, µs (measured by `affinity`).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 4.78)]
     pub cpu_us_per_org_s: f64,
 
     /// Model input: NATS CPU per org held on an edge per second, µs (measured by `affinity`).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.68)]
     pub nats_cpu_us_per_org_s: f64,
 
     /// Model input: NATS CPU of the idle cluster, cores (measured by `partitions`).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.015)]
     pub nats_idle_cores: f64,
 
     /// Model input: events/s one partition stream takes (measured by `partitions`).
-    #[arg(long, default_value_t = 5_000.0)]
+    #[arg(long, default_value_t = 17_042.0)]
     pub stream_events_s: f64,
 
     /// Orgs of the full-size plan printed beside the simulation (the
