@@ -108,6 +108,7 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
     .await?;
     let monitors = ct.monitor_urls();
     let subs_base = natsmon::read_all(&monitors).await?;
+    let nats_rss_base = ct.server_rss();
     let mut publisher = Publisher::connect(
         &ct.server_urls().join(","),
         orgs.clone(),
@@ -292,14 +293,25 @@ pub async fn run(args: SimulateArgs) -> Result<Report, LoadError> {
             nats_cores * secs * 1e6 / phase.published.stored.max(1) as f64
         ),
     );
-    r.figure(
-        "NATS server VmRSS with all connected",
-        nats_rss
-            .iter()
+    let mib = |v: &[Option<u64>]| {
+        v.iter()
             .map(|k| k.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / 1024.0)))
             .collect::<Vec<_>>()
             .join(" + ")
-            + " MiB",
+    };
+    let nats_grown: f64 = nats_rss
+        .iter()
+        .zip(&nats_rss_base)
+        .map(|(h, b)| h.unwrap_or(0).saturating_sub(b.unwrap_or(0)) as f64)
+        .sum();
+    r.figure(
+        "NATS server VmRSS before clients / with all connected",
+        format!(
+            "{} / {} MiB ({:.2} KiB per interest-graph entry added, all servers)",
+            mib(&nats_rss_base),
+            mib(&nats_rss),
+            nats_grown / graph.iter().sum::<f64>().max(1.0)
+        ),
     );
     r.figure(
         "CPU (% of one core): edges / NATS servers / loadgen / rest",
