@@ -544,43 +544,45 @@ pub struct SimulateArgs {
     pub in_flight: usize,
 
     /// Model input: edge memory per connection, KiB (measured by `affinity` or `stream`).
-    #[arg(long, default_value_t = 15.8)]
+    #[arg(long, default_value_t = 15.5)]
     pub kib_per_connection: f64,
 
     /// Model input: edge memory per org held, KiB (measured by `affinity`).
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = 15.6)]
     pub kib_per_org: f64,
 
     /// Model input: edge CPU per delivery, µs (measured by `affinity`).
-    #[arg(long, default_value_t = 21.5)]
+    #[arg(long, default_value_t = 22.5)]
     pub cpu_us_per_delivery: f64,
 
     /// Model input: edge CPU per ingested event, µs (measured by `affinity`).
-    #[arg(long, default_value_t = 100.3)]
+    #[arg(long, default_value_t = 95.2)]
     pub cpu_us_per_ingest: f64,
 
     /// Model input: NATS CPU per stored event, whole cluster, µs (measured by `partitions`).
-    #[arg(long, default_value_t = 714.0)]
+    #[arg(long, default_value_t = 460.0)]
     pub nats_cpu_us_per_event: f64,
 
     /// Model input: edge CPU per connection per second, idle, µs (measured by `affinity`).
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = 1.01)]
     pub cpu_us_per_connection_s: f64,
 
-    /// Model input: edge CPU per org held per second, idle, µs (measured by `affinity`).
-    #[arg(long, default_value_t = 4.78)]
+    /// Model input: edge CPU per org held per second, µs: its audits under
+    /// load (`affinity` with and without `HERALD_AUDIT_INTERVAL=1h`).
+    #[arg(long, default_value_t = 7.2)]
     pub cpu_us_per_org_s: f64,
 
-    /// Model input: NATS CPU per org held on an edge per second, µs (measured by `affinity`).
-    #[arg(long, default_value_t = 0.68)]
+    /// Model input: NATS CPU per org held on an edge per second, µs: the
+    /// org's audits under load (as `--cpu-us-per-org-s`).
+    #[arg(long, default_value_t = 26.0)]
     pub nats_cpu_us_per_org_s: f64,
 
     /// Model input: NATS CPU of the idle cluster, cores (measured by `partitions`).
-    #[arg(long, default_value_t = 0.015)]
+    #[arg(long, default_value_t = 0.014)]
     pub nats_idle_cores: f64,
 
     /// Model input: events/s one partition stream takes (measured by `partitions`).
-    #[arg(long, default_value_t = 17_042.0)]
+    #[arg(long, default_value_t = 28_130.0)]
     pub stream_events_s: f64,
 
     /// Orgs of the full-size plan printed beside the simulation (the

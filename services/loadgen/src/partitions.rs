@@ -140,30 +140,6 @@ pub async fn run(args: PartitionsArgs) -> Result<Report, LoadError> {
         ),
     );
     r.figure(
-        "  NATS CPU solved from both phases: idle cluster / per stored event",
-        runs.iter()
-            .map(|x| {
-                let one = |p: &Phase| {
-                    let secs = p.window.as_secs_f64().max(1e-3);
-                    (p.cpu.servers / 100.0, p.published.stored as f64 / secs)
-                };
-                let (c1, r1) = one(&x.throughput);
-                let (c2, r2) = one(&x.latency);
-                if (r1 - r2).abs() < 1.0 {
-                    return format!("K={}: not solvable", x.k);
-                }
-                let per_event = ((c1 - c2) / (r1 - r2)).max(0.0);
-                let idle = (c2 - r2 * per_event).max(0.0);
-                format!(
-                    "K={}: {idle:.2} cores + {:.0} µs per event",
-                    x.k,
-                    per_event * 1e6
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" | "),
-    );
-    r.figure(
         "  edge memory per idle connection",
         row(&|x| x.kib_per_connection.unwrap_or(0.0), "KiB", 1),
     );
