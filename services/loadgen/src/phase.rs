@@ -126,3 +126,46 @@ pub async fn run(
         disconnects: fleet.disconnects() - d0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(ingested: u64, delivered: u64) -> EdgeMetrics {
+        EdgeMetrics {
+            ingested,
+            delivered,
+            ..EdgeMetrics::default()
+        }
+    }
+
+    #[test]
+    fn per_edge_deltas_rate_and_exactness() {
+        let mut p = Phase {
+            published: Published {
+                stored: 1_000,
+                ack_time: Duration::from_millis(500),
+                ..Published::default()
+            },
+            verdict: Verdict {
+                expected: 3_000,
+                received: 3_000,
+                ..Verdict::default()
+            },
+            latency: Latency::default(),
+            caught_up: true,
+            window: Duration::from_secs(1),
+            cpu: ClusterCpuUse::default(),
+            before: vec![metrics(10, 100), metrics(0, 0)],
+            after: vec![metrics(510, 1_600), metrics(500, 1_500)],
+            disconnects: 0,
+        };
+        assert_eq!(p.ingested(), vec![500, 500]);
+        assert_eq!(p.delivered(), vec![1_500, 1_500]);
+        assert_eq!(p.publish_rate(), 2_000.0);
+        assert!(p.exact());
+        p.caught_up = false;
+        assert!(!p.exact(), "a client that never caught up is not exact");
+        assert!(p.correctness().contains("NOT all caught up"));
+    }
+}
