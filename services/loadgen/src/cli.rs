@@ -1,5 +1,7 @@
-//! The command line: `herald-loadgen longpoll …`, `ingest …`, and the
-//! stream scenarios `stream …`, `fanout …` and `resume …`.
+//! The command line: `herald-loadgen longpoll …`, `ingest …`, the
+//! stream scenarios `stream …`, `fanout …` and `resume …`, and the
+//! scale-out scenarios on a NATS cluster `partitions …`, `affinity …` and
+//! `simulate …`.
 
 use std::path::PathBuf;
 
@@ -39,6 +41,18 @@ pub enum Command {
     /// clients resume on edge B with their last seq; lost and duplicated
     /// events per client and time to recover.
     Resume(ResumeArgs),
+    /// On a 3-server JetStream cluster, K = 1 then K = 4 partition streams
+    /// in the same run: flat-out publish throughput and publish-to-deliver
+    /// latency through an edge, side by side with their ratio.
+    Partitions(PartitionsArgs),
+    /// 3 edges on a 3-server cluster, clients over many orgs placed
+    /// org-affine then round-robin: events ingested per edge, subscriptions
+    /// per NATS server, and a stand-in for per-partition interest.
+    Affinity(AffinityArgs),
+    /// The scaled capacity simulation (many orgs, 3 edges, 3 servers):
+    /// memory per connection, CPU per delivery, subscriptions per server,
+    /// deliveries/s, against what the capacity model predicts.
+    Simulate(SimulateArgs),
 }
 
 /// Which edge and NATS to use.
@@ -370,6 +384,228 @@ pub struct ResumeArgs {
     /// Prefix of the org ids and user ids.
     #[arg(long, default_value = "load")]
     pub prefix: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// What the scale-out scenarios share: the edge binary and the clients.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// The `herald-edge` binary the scenario runs on the cluster it starts
+    /// (build it with `cargo build --release -p herald-edge`).
+    #[arg(long, default_value = "target/release/herald-edge")]
+    pub edge_bin: PathBuf,
+
+    /// Extra `KEY=VALUE` environment for the edges (repeatable).
+    #[arg(long = "edge-env", value_name = "KEY=VALUE")]
+    pub edge_env: Vec<String>,
+
+    /// Services events are published to; every client subscribes to all of them.
+    #[arg(long, value_delimiter = ',', default_value = "finance,tasks,guest")]
+    pub services: Vec<String>,
+
+    /// Clients connecting (up to their ack) at the same time while ramping up.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+
+    /// Prefix of the org ids (`<prefix>-o<i>`) and user ids.
+    #[arg(long, default_value = "load")]
+    pub prefix: String,
+
+    /// Seconds the clients get to receive every event after the last ack.
+    #[arg(long, default_value_t = 60)]
+    pub catch_up_timeout: u64,
+}
+
+/// `herald-loadgen partitions`.
+#[derive(Debug, Clone, Args)]
+pub struct PartitionsArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub cluster: ClusterArgs,
+
+    /// Partition counts to compare, each on a fresh cluster, in this order.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub partitions: Vec<u32>,
+
+    /// WebSocket clients on the one edge.
+    #[arg(long, default_value_t = 300)]
+    pub clients: usize,
+
+    /// Orgs the clients (and events) are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub orgs: usize,
+
+    /// Events of the flat-out throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
+
+    /// Publishes awaiting their ack at most, in the flat-out phase.
+    #[arg(long, default_value_t = 256)]
+    pub in_flight: usize,
+
+    /// Events/s of the latency phase.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `herald-loadgen affinity`.
+#[derive(Debug, Clone, Args)]
+pub struct AffinityArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub cluster: ClusterArgs,
+
+    /// Partition streams.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u32,
+
+    /// Edges (edge i on server i mod 3).
+    #[arg(long, default_value_t = 3)]
+    pub edges: usize,
+
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 3_000)]
+    pub clients: usize,
+
+    /// Orgs the clients are spread over (client i in org i mod M).
+    #[arg(long, default_value_t = 600)]
+    pub orgs: usize,
+
+    /// Events/s published to random orgs.
+    #[arg(long, default_value_t = 300.0)]
+    pub rate: f64,
+
+    /// Seconds of publishing, per routing.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+
+    /// Seconds with every client connected and nothing published, per
+    /// routing, to measure idle CPU (pings, audits).
+    #[arg(long, default_value_t = 15)]
+    pub idle: u64,
+
+    /// Publishes awaiting their ack at most.
+    #[arg(long, default_value_t = 1024)]
+    pub in_flight: usize,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `herald-loadgen simulate`. The model inputs default to the values
+/// measured on the benchmark machine (docs/capacity.md, "Inputs").
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub cluster: ClusterArgs,
+
+    /// Partition streams.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u32,
+
+    /// Edges (edge i on server i mod 3), clients placed org-affine.
+    #[arg(long, default_value_t = 3)]
+    pub edges: usize,
+
+    /// Orgs events are published to.
+    #[arg(long, default_value_t = 20_000)]
+    pub orgs: usize,
+
+    /// Of those, orgs with connected users (the first ones).
+    #[arg(long, default_value_t = 5_000)]
+    pub active_orgs: usize,
+
+    /// WebSocket clients over the active orgs.
+    #[arg(long, default_value_t = 15_000)]
+    pub clients: usize,
+
+    /// Users per org the model assumes (5 properties × 5 users).
+    #[arg(long, default_value_t = 25.0)]
+    pub users_per_org: f64,
+
+    /// Events/s published to random orgs (of all `--orgs`).
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+
+    /// Publishes awaiting their ack at most.
+    #[arg(long, default_value_t = 1024)]
+    pub in_flight: usize,
+
+    /// Model input: edge memory per connection, KiB (measured by `affinity` or `stream`).
+    #[arg(long, default_value_t = 15.5)]
+    pub kib_per_connection: f64,
+
+    /// Model input: edge memory per org held, KiB (measured by `affinity`).
+    #[arg(long, default_value_t = 15.6)]
+    pub kib_per_org: f64,
+
+    /// Model input: edge CPU per delivery, µs (measured by `affinity`).
+    #[arg(long, default_value_t = 22.5)]
+    pub cpu_us_per_delivery: f64,
+
+    /// Model input: edge CPU per ingested event, µs (measured by `affinity`).
+    #[arg(long, default_value_t = 95.2)]
+    pub cpu_us_per_ingest: f64,
+
+    /// Model input: NATS CPU per stored event, whole cluster, µs (measured by `partitions`).
+    #[arg(long, default_value_t = 460.0)]
+    pub nats_cpu_us_per_event: f64,
+
+    /// Model input: edge CPU per connection per second, idle, µs (measured by `affinity`).
+    #[arg(long, default_value_t = 1.01)]
+    pub cpu_us_per_connection_s: f64,
+
+    /// Model input: edge CPU per org held per second, µs: its audits under
+    /// load (`affinity` with and without `HERALD_AUDIT_INTERVAL=1h`).
+    #[arg(long, default_value_t = 7.2)]
+    pub cpu_us_per_org_s: f64,
+
+    /// Model input: NATS CPU per org held on an edge per second, µs: the
+    /// org's audits under load (as `--cpu-us-per-org-s`).
+    #[arg(long, default_value_t = 26.0)]
+    pub nats_cpu_us_per_org_s: f64,
+
+    /// Model input: NATS CPU of the idle cluster, cores (measured by `partitions`).
+    #[arg(long, default_value_t = 0.014)]
+    pub nats_idle_cores: f64,
+
+    /// Model input: events/s one partition stream takes (measured by `partitions`).
+    #[arg(long, default_value_t = 28_130.0)]
+    pub stream_events_s: f64,
+
+    /// Orgs of the full-size plan printed beside the simulation (the
+    /// simulation's ratios scaled up).
+    #[arg(long, default_value_t = 1_000_000.0)]
+    pub model_orgs: f64,
+
+    /// Share of a machine's cores and memory the full-size plan may use.
+    #[arg(long, default_value_t = 0.5)]
+    pub utilisation: f64,
+
+    /// Edge machine of the plan: cores, memory GiB, price per hour.
+    #[arg(long, value_delimiter = ',', default_value = "4,16,0.20")]
+    pub edge_machine: Vec<f64>,
+
+    /// NATS server machine of the plan: cores, memory GiB, price per hour.
+    #[arg(long, value_delimiter = ',', default_value = "8,32,0.50")]
+    pub nats_machine: Vec<f64>,
 
     #[command(flatten)]
     #[allow(missing_docs)]

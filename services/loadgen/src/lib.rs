@@ -24,21 +24,36 @@
 //! - [`stream`], [`fanout`], [`resume`]: the three stream scenarios.
 //! - [`outcome`]: the figures and goals both scenarios report alike.
 //! - [`report`]: the printed summary and the Markdown results section.
+//! - Scale-out on a 3-server JetStream cluster: [`cluster`] (the cluster
+//!   and its edges), [`natsmon`] (subscriptions per server), [`routing`]
+//!   (org-affine or round-robin placement), [`standin`] (per-partition
+//!   interest, measured by a stand-in), [`phase`] (one checked publishing
+//!   phase), [`capacity`] (the capacity model's arithmetic), and the
+//!   scenarios [`partitions`], [`affinity`], [`simulate`].
 
+pub mod affinity;
+pub mod capacity;
 pub mod cli;
+pub mod cluster;
 pub mod error;
 pub mod fanout;
 pub mod fleet;
 pub mod ingest;
 pub mod longpoll;
+pub mod natsmon;
 pub mod outcome;
+pub mod partitions;
+pub mod phase;
 pub mod poller;
 pub mod probe;
 pub mod procfs;
 pub mod publish;
 pub mod report;
 pub mod resume;
+pub mod routing;
 pub mod session;
+pub mod simulate;
+pub mod standin;
 pub mod stream;
 pub mod streaming;
 pub mod target;
@@ -70,6 +85,18 @@ pub async fn run(cli: cli::Cli) -> Result<(), LoadError> {
         cli::Command::Resume(args) => {
             let markdown = args.output.markdown.clone();
             (resume::run(args).await?, markdown)
+        }
+        cli::Command::Partitions(args) => {
+            let markdown = args.output.markdown.clone();
+            (partitions::run(args).await?, markdown)
+        }
+        cli::Command::Affinity(args) => {
+            let markdown = args.output.markdown.clone();
+            (affinity::run(args).await?, markdown)
+        }
+        cli::Command::Simulate(args) => {
+            let markdown = args.output.markdown.clone();
+            (simulate::run(args).await?, markdown)
         }
     };
     let report = report.with_command(command_line);

@@ -117,6 +117,33 @@ impl Target {
         })
     }
 
+    /// The target of edges spawned elsewhere, e.g. on a NATS cluster the
+    /// caller keeps (and stops after these edges): publishing goes to
+    /// `nats_url`; the edges are killed when the target is dropped.
+    pub fn from_processes(edges: Vec<EdgeProcess>, nats_url: String, jwt_secret: String) -> Self {
+        let edges: Vec<EdgeNode> = edges
+            .into_iter()
+            .map(|edge| EdgeNode {
+                url: edge.base_url(),
+                addr: edge.addr(),
+                pid: Some(edge.pid()),
+                process: Some(edge),
+            })
+            .collect();
+        Self {
+            edge_url: edges.first().map(|e| e.url.clone()).unwrap_or_default(),
+            edge_addr: edges
+                .first()
+                .map_or_else(|| ([127, 0, 0, 1], 0).into(), |e| e.addr),
+            nats_url,
+            jwt_secret,
+            edge_pid: edges.first().and_then(|e| e.pid),
+            nats_pid: None,
+            edges,
+            _nats: None,
+        }
+    }
+
     /// Copies the logs of spawned edges and nats-server into `dir` (as
     /// `edge.log`, `edge-1.log`, … and `nats-server.log`); they are deleted
     /// with the processes.

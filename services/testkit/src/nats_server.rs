@@ -4,7 +4,9 @@
 //!
 //! Client ports are the kernel's choice (`-p -1`), read back from the
 //! server's ports file (`--ports_file_dir`), so no other process can take
-//! them between choice and bind. A cluster's route ports must be known
+//! them between choice and bind. So is each server's HTTP monitoring port
+//! (`-m -1`: `/varz`, `/subsz`, `/connz`, …), which benchmarks read
+//! subscription counts from. A cluster's route ports must be known
 //! before its servers start (each names the others'); they are picked free
 //! and the cluster is started again on new ones (3 times at most) when one
 //! was taken meanwhile. A restart reuses the ports the server had.
@@ -130,6 +132,8 @@ pub struct NatsServer {
     name: String,
     /// The client port; 0 until the first start has reported it.
     port: u16,
+    /// The HTTP monitoring port of the running process; 0 until reported.
+    monitor_port: u16,
     /// Holds the store, the log and (in a cluster) the config file.
     dir: TempDir,
     /// Command-line arguments, reused verbatim on restart (the client port
@@ -211,6 +215,7 @@ impl NatsServer {
         NatsServer {
             name,
             port: 0,
+            monitor_port: 0,
             dir,
             args,
             env: if accounts { accounts_env() } else { Vec::new() },
@@ -230,6 +235,13 @@ impl NatsServer {
             "nats://{}:{}@127.0.0.1:{}",
             user.name, user.password, self.port
         )
+    }
+
+    /// The HTTP monitoring base URL, `http://127.0.0.1:<port>` (`/varz`,
+    /// `/subsz`, `/connz?subs=1`, …). The port is the kernel's choice at
+    /// every start, so read it again after a restart.
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
     }
 
     /// Whether the shipped accounts config is loaded.
@@ -354,7 +366,7 @@ impl NatsServer {
             .args(&self.args)
             .arg("--ports_file_dir")
             .arg(&ports_dir)
-            .args(["-p", &port]);
+            .args(["-p", &port, "-m", "-1"]);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(process::spawn_logged(&mut command, &self.log_path()));
     }
@@ -378,11 +390,12 @@ impl NatsServer {
                 .flatten()
                 .flatten()
                 .find(|e| e.file_name().to_string_lossy().ends_with(&suffix));
-            if let Some(port) = found.and_then(|e| client_port(&e.path())) {
+            if let Some((port, monitor)) = found.and_then(|e| listening_ports(&e.path())) {
                 if self.port != 0 && port != self.port {
                     return Err(format!("listens on {port}, not on {}", self.port));
                 }
                 self.port = port;
+                self.monitor_port = monitor;
                 return Ok(());
             }
             if !self.is_running() {
@@ -425,12 +438,15 @@ impl NatsServer {
     }
 }
 
-/// The client port in a nats-server ports file,
-/// `{"nats":["nats://127.0.0.1:PORT"],…}`; `None` while it is not (fully) written.
-fn client_port(path: &Path) -> Option<u16> {
+/// The client and monitoring ports in a nats-server ports file,
+/// `{"nats":["nats://127.0.0.1:PORT"],"monitoring":["http://127.0.0.1:PORT"]}`;
+/// `None` while it is not (fully) written.
+fn listening_ports(path: &Path) -> Option<(u16, u16)> {
     let text = std::fs::read_to_string(path).ok()?;
     let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
-    ports["nats"][0].as_str()?.rsplit(':').next()?.parse().ok()
+    let port =
+        |key: &str| -> Option<u16> { ports[key][0].as_str()?.rsplit(':').next()?.parse().ok() };
+    Some((port("nats")?, port("monitoring")?))
 }
 
 impl Drop for NatsServer {
@@ -685,4 +701,23 @@ fn temp_dir() -> TempDir {
         .prefix("herald-nats-")
         .tempdir()
         .expect("create temp dir for nats-server")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_ports_from_the_ports_file() {
+        let dir = temp_dir();
+        let path = dir.path().join("nats-server_1.ports");
+        std::fs::write(&path, r#"{"nats":["nats://127.0.0.1:4222"]"#).expect("write");
+        assert_eq!(listening_ports(&path), None, "half written");
+        std::fs::write(
+            &path,
+            r#"{"nats":["nats://127.0.0.1:4222"],"monitoring":["http://127.0.0.1:8222"]}"#,
+        )
+        .expect("write");
+        assert_eq!(listening_ports(&path), Some((4222, 8222)));
+    }
 }

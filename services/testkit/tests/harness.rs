@@ -1,7 +1,7 @@
 //! Checks the harness against real nats-server processes: JetStream round
 //! trip, restart on the same port with the store kept, and a 3-node cluster
-//! that places an R3 stream and survives a member restart; with the shipped
-//! users (`nats/herald.conf`) too.
+//! that places an R3 stream, answers on its monitoring ports and survives a
+//! member restart; with the shipped users (`nats/herald.conf`) too.
 
 // Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
@@ -93,6 +93,17 @@ async fn cluster_places_r3_stream_and_survives_member_restart() {
     assert!(placement.leader.is_some());
     assert_eq!(placement.replicas.len(), 2, "{placement:?}");
     assert_eq!(publish(&js, r#"{"eventType":"a"}"#).await, 1);
+
+    // Every server answers on its monitoring port, with its own name.
+    for server in cluster.servers() {
+        let varz: serde_json::Value = reqwest::get(format!("{}/varz", server.monitor_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(varz["server_name"], server.name());
+    }
 
     cluster.stop(2);
     assert!(!cluster.server(2).is_running());
