@@ -186,6 +186,7 @@ impl ClusterTarget {
             edges: addrs,
             services: services.to_vec(),
             connect_concurrency,
+            orgs: orgs.to_vec(),
         };
         streaming::open(&self.st, config, plans, orgs.len()).await
     }
