@@ -22,6 +22,19 @@ pub struct Goal {
 }
 
 impl Goal {
+    /// The exactness goal of a scenario whose runs report their own
+    /// figures above: met when `exact` (every run 0 lost, duplicated,
+    /// reordered).
+    pub fn exact(what: &str, exact: bool) -> Self {
+        let measured = if exact { "yes" } else { "NO (see above)" };
+        Self::new(
+            what,
+            "0 lost, 0 duplicated, 0 reordered",
+            measured.into(),
+            Some(exact),
+        )
+    }
+
     /// A goal row.
     pub fn new(what: &str, goal: &str, measured: String, met: Option<bool>) -> Self {
         Self {
