@@ -68,6 +68,12 @@ export function jwtOrg(token: string): string | null {
   return typeof org === 'string' && ORG_ID.test(org) ? org : null;
 }
 
+/** The `sub` claim (user id) of a JWT, or null. Rooms show a user's own unsent messages under it. */
+export function jwtSub(token: string): string | null {
+  const sub = jwtClaims(token)?.sub;
+  return typeof sub === 'string' && sub.length > 0 ? sub : null;
+}
+
 /**
  * The tab's token. `get()` answers the cached token while it is usable and
  * not about to expire, else calls `getToken()` once for all concurrent

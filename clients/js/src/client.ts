@@ -5,6 +5,7 @@
 //   tabs.ts        the bus protocol, needs      delivery.ts   handlers, dedup
 //   state.ts       state() and its listeners    stale.ts      onStale
 //   telemetry.ts   sampled reports to the edge
+//   rooms.ts       chat rooms: handles, state, the leader's hub
 // This file decides what happens when: roles, page lifecycle, the once-a-
 // second tick, and the two paths of an event:
 //   leader:   server → dedup → cursor → bus 'events' → own handlers
@@ -14,7 +15,7 @@
 // listener, socket or lock. Logout travels on `auth-control` and stops every
 // tab at once.
 
-import { openAuthControl, TokenManager, type AuthControl } from './auth.js';
+import { jwtSub, openAuthControl, TokenManager, type AuthControl } from './auth.js';
 import { Connection, type ConnectionStatus } from './connection.js';
 import { CursorStore } from './cursor.js';
 import { Delivery } from './delivery.js';
@@ -22,6 +23,7 @@ import { browserEnv, randomId, TimerGroup, type Env } from './env.js';
 import { HealthTracker } from './health.js';
 import { createElector, type Elector, type Role } from './leader.js';
 import { resolveOptions, type ClientConfig } from './options.js';
+import { Rooms } from './rooms.js';
 import type { TabNeed } from './routing.js';
 import { StaleWatch } from './stale.js';
 import { browserSender, Telemetry, type TelemetrySender } from './telemetry.js';
@@ -31,7 +33,7 @@ import { createLongPollTransport } from './transport/longpoll.js';
 import { createSseTransport } from './transport/sse.js';
 import type { TransportFactory } from './transport/types.js';
 import { createWebSocketTransport } from './transport/websocket.js';
-import type { HeraldEvent, RealtimeClient, RealtimeOptions, RealtimeState, ResetReason, TransportKind } from './types.js';
+import type { HeraldEvent, RealtimeClient, RealtimeOptions, RealtimeState, ResetReason, Room, TransportKind } from './types.js';
 
 /**
  * Events received this soon after a connection opened are mostly the backlog
@@ -75,6 +77,7 @@ export function createClientInternal(options: RealtimeOptions, internals: Client
     logout: () => client.logout(),
     close: () => client.close(),
     state: () => client.state(),
+    room: (id) => client.room(id),
   };
   watchers.set(handle, client);
   client.start(handle);
@@ -96,6 +99,7 @@ class HeraldClient {
   private readonly view: StateView;
   private readonly stale: StaleWatch;
   private readonly telemetry: Telemetry;
+  private readonly rooms: Rooms;
   private propertyId: string | null;
   private visible: boolean;
 
@@ -159,6 +163,7 @@ class HeraldClient {
         needsChanged: (newlyVisible) => {
           this.connection?.subscriptionChanged();
           if (newlyVisible) this.connection?.nudge();
+          this.rooms.visibility(this.tabs.anyVisible());
         },
         cursorSeen: (lastSeq, epoch) => this.cursor.merge(lastSeq, epoch),
         events: (events) => this.followerEvents(events),
@@ -171,6 +176,18 @@ class HeraldClient {
     this.tokens = new TokenManager(options.getToken, env, (token) => this.tabs.token(token));
     // Tests that inject an env never reach the network unless they pass a sender.
     const sender = internals.telemetrySender !== undefined ? internals.telemetrySender : internals.env === undefined ? browserSender() : null;
+    this.rooms = new Rooms({
+      env,
+      tabId: this.tabId,
+      channelName: this.config.channelName,
+      userId: () => {
+        const t = this.tokens.peek();
+        return t === null ? null : jwtSub(t);
+      },
+      // Only the leader calls getToken(); a follower uses the token it was given.
+      token: () => (this.role === 'leader' ? this.tokens.get(false) : Promise.resolve(this.tokens.peek())),
+      baseUrl: () => this.connection?.current().url ?? this.tabs.mirroredLeader()?.url ?? this.config.urls[0] ?? '',
+    });
     this.telemetry = new Telemetry(this.config.telemetry, {
       env,
       token: () => this.tokens.peek(),
@@ -185,6 +202,7 @@ class HeraldClient {
     const env = this.env;
     this.cursor.load();
     this.tabs.open();
+    this.rooms.open();
     this.auth = openAuthControl(env, () => this.shutdown('logout'));
     this.tabs.announceNeed(this.ownNeed());
 
@@ -226,6 +244,7 @@ class HeraldClient {
     if (this.stopped || this.suspended) return;
     this.suspended = true;
     this.tabs.bye();
+    this.rooms.suspend();
     this.elector?.stop(); // reports 'follower' → resignLeader()
     this.setRole('unknown');
   }
@@ -234,6 +253,7 @@ class HeraldClient {
     if (this.stopped || !this.suspended) return;
     this.suspended = false;
     this.tabs.announceNeed(this.ownNeed());
+    this.rooms.resume();
     this.timers.set(() => this.settleRole(), ROLE_SETTLE_MS);
     this.elector?.start();
   }
@@ -261,6 +281,7 @@ class HeraldClient {
     // Before the token is disposed: the last reports need it.
     this.telemetry.stop();
     this.stopped = true;
+    this.rooms.close();
     this.connection?.dispose();
     this.connection = null;
     this.elector?.stop();
@@ -300,6 +321,10 @@ class HeraldClient {
     return this.view.get();
   }
 
+  room(id: string): Room {
+    return this.rooms.room(id);
+  }
+
   watch(cb: (s: RealtimeState) => void): () => void {
     return this.view.watch(cb);
   }
@@ -320,6 +345,7 @@ class HeraldClient {
       if (this.stopped) return;
       this.tabs.announceNeed(this.ownNeed());
       this.connection?.subscriptionChanged();
+      this.rooms.visibility(this.tabs.anyVisible());
     });
   }
 
@@ -353,6 +379,9 @@ class HeraldClient {
     // Resume from the best cursor any tab left behind.
     this.cursor.adoptStored();
     this.tabs.announceLeader();
+    // Rooms ride on this connection; the hub exists before it opens.
+    this.rooms.lead((frame) => this.connection?.send(frame) ?? false);
+    this.rooms.visibility(this.tabs.anyVisible());
     this.connection = new Connection({
       env: this.env,
       urls: this.config.urls,
@@ -382,6 +411,7 @@ class HeraldClient {
         this.touch();
       },
       onStatus: (s) => this.leaderConnectionStatus(s),
+      onRoom: (frame) => this.rooms.edgeFrame(frame),
       report: this.telemetry.record,
     });
     this.connection.start();
@@ -393,6 +423,7 @@ class HeraldClient {
     if (c === null) return;
     this.connection = null;
     c.dispose();
+    this.rooms.resign();
     this.cursor.persist(true);
     this.tabs.forgetLeader();
     this.setRole(this.suspended || this.stopped ? 'unknown' : 'follower');
@@ -440,6 +471,7 @@ class HeraldClient {
   private leaderConnectionStatus(s: ConnectionStatus): void {
     if (this.connection === null) return; // the loop being disposed on resign
     this.touch();
+    this.rooms.connection(s.phase === 'open' && s.transport === 'websocket' ? (s.connectionId ?? 'open') : null);
     if (s.phase === 'open' || s.phase === 'idle') this.stale.healthy();
     // Followers learn of a change at once, not at the next heartbeat.
     this.heartbeat();
@@ -502,6 +534,7 @@ class HeraldClient {
       this.cursor.refresh();
     }
     this.tabs.tick(leader);
+    this.rooms.tick();
     if (!this.suspended) this.stale.check(this.connected());
     this.timers.set(() => this.tick(), HEARTBEAT_MS);
   }

@@ -10,7 +10,8 @@
 //   403/4003 stop until the subscription changes.
 // - Offline pauses everything; online reconnects at once.
 // The cursor and subscription are read from the client at every attempt, so
-// they carry across transports and URLs.
+// they carry across transports and URLs. Room frames (contract §6) pass
+// through both ways on an open WebSocket; rooms.ts decides what they mean.
 
 import { Backoff } from './backoff.js';
 import { TimerGroup, type Env, type TimerHandle } from './env.js';
@@ -71,6 +72,8 @@ export interface ConnectionOptions {
   /** A connection was re-established after a loss (per-service reconnect counts). */
   onReconnect(): void;
   onStatus(status: ConnectionStatus): void;
+  /** A room frame from the server (WebSocket only). */
+  onRoom?(frame: Record<string, unknown>): void;
   /** Client telemetry (absent: not reported). */
   report?: Report;
 }
@@ -162,6 +165,12 @@ export class Connection {
       return;
     }
     this.transport?.update();
+  }
+
+  /** Sends a room frame on the open WebSocket; false when none is open. */
+  send(frame: Record<string, unknown>): boolean {
+    if (this.status.phase !== 'open') return false;
+    return this.transport?.send?.(frame) ?? false;
   }
 
   /** Skip a pending backoff wait (the page became visible, the network came back). */
@@ -262,6 +271,9 @@ export class Connection {
       onCursor: (seq, epoch) => current() && this.o.onCursor(seq, epoch),
       onReset: (reason, seq, epoch, services) => current() && this.o.onReset(reason, seq, epoch, services),
       onUpdated: () => {},
+      onRoom: (frame) => {
+        if (current()) this.o.onRoom?.(frame);
+      },
       onClose: (reason, opened) => {
         if (!current()) return;
         this.transport = null;

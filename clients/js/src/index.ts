@@ -2,12 +2,18 @@
 // Everything else under src/ is internal and may change without notice.
 
 export { createRealtimeClient } from './client.js';
+export { RoomRequestError } from './types.js';
 export type {
+  ChatMessage,
   HeraldEvent,
+  PresenceState,
   RealtimeClient,
   RealtimeOptions,
   RealtimeState,
   ResetReason,
+  Room,
+  RoomError,
+  RoomMessage,
   ServiceHealth,
   TelemetryOptions,
   TransportKind,

@@ -115,4 +115,110 @@ export interface RealtimeClient {
   close(): void;
   /** The current state; the same object until something changes. */
   state(): RealtimeState;
+  /**
+   * Joins a chat room (contract §6) through the leader tab's WebSocket and
+   * returns a handle; the tab holds the room until every handle of it left.
+   * Throws on a room id that is not 1–64 characters of `[A-Za-z0-9_-]`.
+   */
+  room(id: string): Room;
+}
+
+// ---- rooms (contract §6) ----------------------------------------------------
+
+/** A stored chat message of a room, as every member sees it. */
+export interface RoomMessage {
+  room: string;
+  /** The message's stream sequence: increasing within a room, not contiguous. */
+  seq: number;
+  userId: string;
+  text: string;
+  /** When the edge stored it, ms since the epoch. */
+  ts: number;
+  /** The sender's id for it (every message sent through the SDK has one). */
+  clientMsgId?: string;
+}
+
+/**
+ * A message in a room's list: a stored one (`status: 'sent'`), or one of this
+ * user's own `say()` calls not confirmed yet (`'pending'`, `seq` null) or
+ * given up on (`'failed'`, with `error`).
+ */
+export interface ChatMessage {
+  room: string;
+  seq: number | null;
+  userId: string;
+  text: string;
+  ts: number;
+  clientMsgId?: string;
+  status: 'sent' | 'pending' | 'failed';
+  error?: RoomError;
+}
+
+/** A member's presence in a room. */
+export type PresenceState = 'online' | 'away' | 'offline';
+
+/**
+ * Why a room request failed: the server's codes (`forbidden`, `not_joined`,
+ * `rate_limited`, `too_large`, `bad_request`, `unavailable`), or the SDK's own
+ * `timeout` (no edge confirmed a message in time) and `left` (the room was
+ * left while the request waited).
+ */
+export interface RoomError {
+  code: string;
+  message: string;
+}
+
+/** The error a rejected room promise carries. */
+export class RoomRequestError extends Error implements RoomError {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly room: string,
+  ) {
+    super(`herald room ${room}: ${code}: ${message}`);
+    this.name = 'RoomRequestError';
+  }
+}
+
+/** One room, as this tab sees it. Every getter returns the same object until that part changes. */
+export interface Room {
+  readonly id: string;
+  /**
+   * Sends a message. It shows at once as `pending` in `messages()`; it is
+   * retried across reconnects and leader changes with the same `clientMsgId`,
+   * so the edge stores it once. Resolves with the stored message; rejects with
+   * a {@link RoomRequestError} on an error frame or after 100 s without a
+   * confirmation (`timeout`).
+   */
+  say(text: string): Promise<RoomMessage>;
+  /** The user is typing: call it on every keystroke, at most one frame per 2 s is sent. */
+  typing(): void;
+  /** Marks the room read up to `seq` (receipts only move forward; lower values are ignored). */
+  read(seq: number): void;
+  /** Lets go of this handle; the connection leaves the room when no handle of any tab holds it. */
+  leave(): Promise<void>;
+  /** Up to `limit` (default 50, at most 100) messages older than `before` (absent: the newest), oldest first. */
+  history(before?: number, limit?: number): Promise<RoomMessage[]>;
+  /** Stored messages in `seq` order, then this user's pending and failed ones. */
+  messages(): readonly ChatMessage[];
+  /** Presence by user id: online or away while in the room, offline after leaving. */
+  members(): Readonly<Record<string, PresenceState>>;
+  /** Users typing now (other than this user): until 5 s after their last typing frame. */
+  typingUsers(): readonly string[];
+  /** The last seq each user has read, by user id. */
+  receipts(): Readonly<Record<string, number>>;
+  /** True once the edge answered `joined` (and until the connection drops). */
+  joined(): boolean;
+  /** The last room-level error (a refused join, a refused typing or read), or null. */
+  lastError(): RoomError | null;
+  /** Calls `cb` after `messages()` changed. Returns the unsubscribe function. */
+  onMessages(cb: () => void): () => void;
+  /** Calls `cb` after `typingUsers()` changed (also when an entry expires). */
+  onTyping(cb: () => void): () => void;
+  /** Calls `cb` after `members()` or `joined()` changed. */
+  onPresence(cb: () => void): () => void;
+  /** Calls `cb` after `receipts()` changed. */
+  onReceipts(cb: () => void): () => void;
+  /** Calls `cb` with each room-level error. */
+  onError(cb: (e: RoomError) => void): () => void;
 }

@@ -47,6 +47,8 @@ export interface TransportHandlers {
   onReset(reason: ResetReason, seq: number | null, epoch: string | null, services?: string[]): void;
   /** The server confirmed an in-place update. */
   onUpdated(sub: { services: string[]; propertyId: string | null }): void;
+  /** A room frame (contract §6; WebSocket only), unparsed. */
+  onRoom?(frame: Record<string, unknown>): void;
   onClose(reason: CloseReason, opened: boolean): void;
 }
 
@@ -76,6 +78,11 @@ export interface Transport {
   update(): void;
   /** Stops without reporting: no handler is called afterwards. */
   close(): void;
+  /**
+   * Sends a room frame (WebSocket only, once accepted). False when it could
+   * not be sent; the caller sends it again on the next connection.
+   */
+  send?(frame: Record<string, unknown>): boolean;
 }
 
 export type TransportFactory = (ctx: TransportContext) => Transport;

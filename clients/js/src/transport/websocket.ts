@@ -4,12 +4,14 @@
 // rides in `hello` (the upgrade carries none; its URL carries only the
 // token's org, `?org=`, for the load balancer). Sends `hello` with the token,
 // subscription and cursor, answers `ping` with `pong` and `refresh` with `auth`, changes the
-// subscription in place with `update`, and maps close codes to what the
-// connection loop should do next.
+// subscription in place with `update`, carries the room frames of contract §6
+// both ways (rooms.ts), and maps close codes to what the connection loop
+// should do next.
 
 import { jwtOrg } from '../auth.js';
 import { TimerGroup, type SocketLike } from '../env.js';
 import { sameSubscription, type Subscription } from '../routing.js';
+import { ROOM_FRAME_TYPES } from '../rooms/wire.js';
 import type { ResetReason } from '../types.js';
 import { asEvent, endpoint, type CloseReason, type Transport, type TransportContext } from './types.js';
 
@@ -87,13 +89,20 @@ export class WebSocketTransport implements Transport {
     socket.onclose = (ev) => this.finish(closeReasonForCode(ev.code, ev.reason, this.acked));
   }
 
-  private send(frame: Record<string, unknown>): void {
-    if (this.done || this.socket === null) return;
+  private write(frame: Record<string, unknown>): boolean {
+    if (this.done || this.socket === null) return false;
     try {
       this.socket.send(JSON.stringify(frame));
+      return true;
     } catch {
       // The socket is closing; its close event reports the loss.
+      return false;
     }
+  }
+
+  /** A room frame; only after `ack` (the server reads nothing but `hello` before). */
+  send(frame: Record<string, unknown>): boolean {
+    return this.acked && this.write(frame);
   }
 
   private hello(): void {
@@ -104,7 +113,7 @@ export class WebSocketTransport implements Transport {
     if (lastSeq !== null) frame.lastSeq = lastSeq;
     if (epoch !== null) frame.epoch = epoch;
     this.sent = sub;
-    this.send(frame);
+    this.write(frame);
   }
 
   /** Frames are JSON text; anything else is ignored. */
@@ -163,7 +172,7 @@ export class WebSocketTransport implements Transport {
         return;
       }
       case 'ping': {
-        this.send({ type: 'pong' });
+        this.write({ type: 'pong' });
         const seq = num(frame.seq);
         if (seq !== null) h.onCursor(seq, null);
         return;
@@ -171,7 +180,7 @@ export class WebSocketTransport implements Transport {
       case 'refresh': {
         // The server closes with 4001 at `exp` unless a new token arrives first.
         void this.ctx.getToken(true).then((token) => {
-          if (token !== null) this.send({ type: 'auth', token });
+          if (token !== null) this.write({ type: 'auth', token });
         });
         return;
       }
@@ -182,6 +191,7 @@ export class WebSocketTransport implements Transport {
         return;
       }
       default:
+        if (typeof frame.type === 'string' && ROOM_FRAME_TYPES.has(frame.type)) h.onRoom?.(frame);
         return; // unknown frames are ignored (forward compatibility)
     }
   }
@@ -192,7 +202,7 @@ export class WebSocketTransport implements Transport {
     const sub = this.ctx.subscription();
     if (sameSubscription(sub, this.sent)) return;
     this.sent = sub;
-    this.send({ type: 'update', services: sub.services, filters: { propertyId: sub.propertyId } });
+    this.write({ type: 'update', services: sub.services, filters: { propertyId: sub.propertyId } });
   }
 
   /** Any frame proves the socket alive; silence for too long means it is not. */
