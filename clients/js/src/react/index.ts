@@ -1,5 +1,5 @@
 // React bindings (`@herald/client/react`): a provider for the client, hooks
-// for events and status, and a TanStack Query cache patcher. A thin layer: all
+// for events, status and rooms, and a TanStack Query cache patcher. A thin layer: all
 // behaviour lives in the core; React is an optional peer dependency and
 // TanStack Query is typed structurally, not imported.
 
@@ -11,12 +11,13 @@ import {
   useEffect,
   useLayoutEffect,
   useRef,
+  useState,
   useSyncExternalStore,
   type ReactElement,
   type ReactNode,
 } from 'react';
 import { watchState } from '../client.js';
-import type { HeraldEvent, RealtimeClient, RealtimeState } from '../types.js';
+import type { ChatMessage, HeraldEvent, PresenceState, RealtimeClient, RealtimeState, Room } from '../types.js';
 
 const RealtimeContext = createContext<RealtimeClient | null>(null);
 
@@ -61,6 +62,64 @@ export function useRealtimeStatus(): RealtimeState {
   // state() returns the same object until something changes, as useSyncExternalStore requires.
   const get = useCallback(() => client.state(), [client]);
   return useSyncExternalStore(subscribe, get, get);
+}
+
+// ---- rooms ------------------------------------------------------------------
+
+/**
+ * Holds room `id` while the component is mounted (`null`: none) and returns
+ * its handle, or null until the effect ran. Components using the same room
+ * share its state; the tab leaves it once the last one unmounts.
+ */
+export function useRoom(id: string | null): Room | null {
+  const client = useRealtimeClient();
+  const [room, setRoom] = useState<Room | null>(null);
+  useEffect(() => {
+    if (id === null) {
+      setRoom(null);
+      return undefined;
+    }
+    const r = client.room(id);
+    setRoom(r);
+    return () => {
+      void r.leave();
+    };
+  }, [client, id]);
+  return room !== null && room.id === id ? room : null;
+}
+
+const NO_MESSAGES: readonly ChatMessage[] = Object.freeze([]);
+const NO_MEMBERS: Readonly<Record<string, PresenceState>> = Object.freeze({});
+const NO_USERS: readonly string[] = Object.freeze([]);
+const noop = () => () => {};
+
+/** One aspect of a room (or a fixed empty value without a room) as React state. */
+function useRoomAspect<T>(room: Room | null | undefined, on: (r: Room) => (cb: () => void) => () => void, get: (r: Room) => T, empty: T): T {
+  const subscribe = useCallback((cb: () => void) => (room == null ? noop() : on(room)(cb)), [room, on]);
+  const snapshot = useCallback(() => (room == null ? empty : get(room)), [room, get, empty]);
+  return useSyncExternalStore(subscribe, snapshot, snapshot);
+}
+
+const onMessages = (r: Room) => r.onMessages;
+const getMessages = (r: Room) => r.messages();
+const onPresence = (r: Room) => r.onPresence;
+const getMembers = (r: Room) => r.members();
+const onTyping = (r: Room) => r.onTyping;
+const getTyping = (r: Room) => r.typingUsers();
+
+/** The room's messages (stored ones in seq order, then this user's pending and failed ones). */
+export function useRoomMessages(room: Room | null | undefined): readonly ChatMessage[] {
+  return useRoomAspect(room, onMessages, getMessages, NO_MESSAGES);
+}
+
+/** The room's members by user id: online, away or offline. */
+export function usePresence(room: Room | null | undefined): Readonly<Record<string, PresenceState>> {
+  return useRoomAspect(room, onPresence, getMembers, NO_MEMBERS);
+}
+
+/** Other users typing in the room now (each until 5 s after their last typing frame). */
+export function useTyping(room: Room | null | undefined): readonly string[] {
+  return useRoomAspect(room, onTyping, getTyping, NO_USERS);
 }
 
 // ---- TanStack Query cache patching ---------------------------------------
