@@ -359,6 +359,7 @@ export class Rooms {
     if (this.stopped) return;
     if (this.host.env.now() - this.lastHold >= HOLD_REFRESH_MS) this.announceHold();
     this.hub?.prune(this.host.tabId);
+    this.hub?.tick();
   }
 
   private announceHold(): void {

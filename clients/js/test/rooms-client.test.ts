@@ -168,6 +168,43 @@ describe('rooms: the leader tab', () => {
     expect(c.state().status).toBe('live');
   });
 
+  it('keeps one message per room in flight, so an error frame answers the right one', async () => {
+    const world = new World();
+    const { c, socket } = await liveLeader(world);
+    const room = c.room('r1');
+    await flush();
+    socket().receive(joined('r1'));
+    const first = room.say('one');
+    const second = room.say('two');
+    const third = room.say('three');
+    expect(socket().sentOfType('say').map((f) => f.text)).toEqual(['one']);
+    const id1 = socket().sentOfType('say')[0]?.clientMsgId;
+    socket().receive(message(20, 'one', { userId: ME, clientMsgId: id1 }));
+    expect(socket().sentOfType('say').map((f) => f.text)).toEqual(['one', 'two']);
+    socket().receive({ type: 'error', room: 'r1', code: 'rate_limited', message: 'slow down' });
+    await expect(second).rejects.toMatchObject({ code: 'rate_limited' });
+    expect(socket().sentOfType('say').map((f) => f.text)).toEqual(['one', 'two', 'three']);
+    const id3 = socket().sentOfType('say')[2]?.clientMsgId;
+    socket().receive(message(22, 'three', { userId: ME, clientMsgId: id3 }));
+    await expect(first).resolves.toMatchObject({ seq: 20 });
+    await expect(third).resolves.toMatchObject({ seq: 22 });
+    expect(room.messages().map((m) => `${m.text}:${m.status}`)).toEqual(['one:sent', 'three:sent', 'two:failed']);
+  });
+
+  it('a message unanswered for 5 s lets the next one of its room go', async () => {
+    const world = new World();
+    const { c, socket } = await liveLeader(world);
+    const room = c.room('r1');
+    await flush();
+    socket().receive(joined('r1'));
+    void room.say('slow');
+    void room.say('next');
+    await world.clock.advance(4_000);
+    expect(socket().sentOfType('say')).toHaveLength(1);
+    await world.clock.advance(2_000);
+    expect(socket().sentOfType('say').map((f) => f.text)).toEqual(['slow', 'next']);
+  });
+
   it('rejects what the edge would refuse without sending it', async () => {
     const world = new World();
     const { c, socket } = await liveLeader(world);

@@ -9,11 +9,14 @@
 //   its clientMsgId), refused it (an error frame) or OUTBOX_MAX_AGE_MS passed;
 //   it is (re)sent with the same clientMsgId on every connection once its room
 //   is joined there, so the edge's 2-minute dedup stores it once.
-// - The edge answers a connection's room requests in order and error frames
-//   carry no request id: an error of room R belongs to the oldest request of
-//   R still awaiting an answer that can fail that way. `typing` and `read` have
-//   no answer when they succeed, so they stop waiting at the next answer in
-//   their room or after QUIET_OK_MS.
+// - Error frames carry no request id, and a refusal can overtake the stored
+//   copy of an earlier message (storing takes a round trip to JetStream). So
+//   a room has at most one message in flight: the next is sent once the
+//   previous was answered (or after SAY_STALL_MS without an answer), which
+//   also keeps a room's messages in the order they were said. An error of
+//   room R belongs to the oldest request of R still awaiting an answer that
+//   can fail that way. `typing` and `read` have no answer when they succeed,
+//   so they stop waiting at the next answer in their room or after QUIET_OK_MS.
 // - At most one typing frame per room per TYPING_INTERVAL_MS, and a read only
 //   when it is above every read sent for the room.
 
@@ -28,6 +31,8 @@ export const HOLD_MAX_AGE_MS = 35_000;
 export const OUTBOX_MAX_AGE_MS = 110_000;
 /** A typing or read not refused within this long succeeded. */
 const QUIET_OK_MS = 5_000;
+/** A message unanswered this long no longer holds back the next one of its room. */
+export const SAY_STALL_MS = 5_000;
 
 type Kind = 'join' | 'leave' | 'say' | 'typing' | 'read';
 
@@ -35,6 +40,7 @@ type Kind = 'join' | 'leave' | 'say' | 'typing' | 'read';
 const CAN_FAIL: Record<string, readonly Kind[]> = {
   too_large: ['say'],
   rate_limited: ['say'],
+  unavailable: ['say', 'join', 'read'],
   forbidden: ['join', 'say', 'typing', 'read'],
 };
 
@@ -76,6 +82,8 @@ export class RoomHub {
   /** Rooms of the current connection, with the history their pending join asked for. */
   private readonly rooms = new Map<string, { joined: boolean; asked: number }>();
   private readonly outbox = new Map<string, Outgoing>();
+  /** The message of each room sent and not answered yet, and when it was sent. */
+  private readonly inflight = new Map<string, { clientMsgId: string; at: number }>();
   private readonly waiting: Waiting[] = [];
   private readonly typingThrottles = new Map<string, Throttle>();
   private readonly readSent = new Map<string, number>();
@@ -162,6 +170,7 @@ export class RoomHub {
     const wasUp = this.conn !== null;
     this.conn = connectionId;
     this.rooms.clear();
+    this.inflight.clear();
     this.waiting.length = 0;
     this.awaySent = false;
     if (wasUp) this.host.down();
@@ -194,7 +203,7 @@ export class RoomHub {
         if (this.outbox.has(req.clientMsgId)) return; // a repeat (leader change, resend): already queued
         const o: Outgoing = { from, id, room: req.room, text: req.text, clientMsgId: req.clientMsgId, at: this.host.now(), sentOn: null };
         this.outbox.set(req.clientMsgId, o);
-        if (this.rooms.get(req.room)?.joined === true) this.sendSay(o);
+        this.pump(req.room);
         return;
       }
       case 'typing': {
@@ -219,12 +228,27 @@ export class RoomHub {
     }
   }
 
-  private sendSay(o: Outgoing): void {
-    if (this.conn === null || o.sentOn === this.conn) return;
-    if (this.host.send({ type: 'say', room: o.room, text: o.text, clientMsgId: o.clientMsgId })) {
-      o.sentOn = this.conn;
-      this.expect({ room: o.room, kind: 'say', from: o.from, id: o.id, clientMsgId: o.clientMsgId });
+  /** Sends the room's next message unless one is in flight (see the invariants). */
+  private pump(room: string): void {
+    if (this.conn === null || this.rooms.get(room)?.joined !== true) return;
+    const now = this.host.now();
+    const busy = this.inflight.get(room);
+    if (busy !== undefined && this.outbox.has(busy.clientMsgId) && now - busy.at < SAY_STALL_MS) return;
+    for (const o of this.outbox.values()) {
+      if (o.room !== room || o.sentOn === this.conn) continue;
+      if (this.host.send({ type: 'say', room: o.room, text: o.text, clientMsgId: o.clientMsgId })) {
+        o.sentOn = this.conn;
+        this.inflight.set(room, { clientMsgId: o.clientMsgId, at: now });
+        this.expect({ room: o.room, kind: 'say', from: o.from, id: o.id, clientMsgId: o.clientMsgId });
+      }
+      return;
     }
+    this.inflight.delete(room);
+  }
+
+  /** Once a second: a stalled message lets the next one of its room go. */
+  tick(): void {
+    for (const room of [...this.inflight.keys()]) this.pump(room);
   }
 
   private flushRead(room: string): void {
@@ -252,7 +276,7 @@ export class RoomHub {
         // A message the history holds was stored before the connection dropped.
         for (const m of frame.history) if (m.clientMsgId !== undefined && this.outbox.get(m.clientMsgId)?.room === frame.room) this.outbox.delete(m.clientMsgId);
         this.host.fanout(frame, asked);
-        for (const o of this.outbox.values()) if (o.room === frame.room) this.sendSay(o);
+        this.pump(frame.room);
         this.flushRead(frame.room);
         // `status` applies to the rooms the connection is in: repeat it for this one.
         if (this.away) {
@@ -274,6 +298,7 @@ export class RoomHub {
           }
         }
         this.host.fanout(frame, 0);
+        this.pump(frame.room);
         return;
       case 'error':
         this.error(frame);
@@ -306,7 +331,10 @@ export class RoomHub {
       this.host.fanout(frame, 0);
       return;
     }
-    if (w.kind === 'say' && w.clientMsgId !== undefined) this.outbox.delete(w.clientMsgId);
+    if (w.kind === 'say' && w.clientMsgId !== undefined) {
+      this.outbox.delete(w.clientMsgId);
+      this.pump(room);
+    }
     if (w.kind === 'read') this.readSent.delete(room);
     if (w.from !== undefined && w.id !== undefined) this.host.fail(w.from, w.id, room, error);
   }
