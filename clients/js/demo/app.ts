@@ -5,9 +5,12 @@
 //   ?transports=longpoll,sse   restrict the transports, in order of preference
 //   ?services=finance,tasks    subscribe to fewer services
 //   ?property=lisbon           start with a property filter
-//   ?sub=alice                 the user id of the minted token
+//   ?sub=alice                 the user id of the minted token (default: a
+//                              guest name kept per browser profile, so tabs
+//                              share a user and other browsers are others)
+//   ?rooms=0                   no chat panels
 import { createRealtimeClient } from '../src/index';
-import type { HeraldEvent, TransportKind as Transport } from '../src/index';
+import type { ChatMessage, HeraldEvent, RealtimeClient, Room, TransportKind as Transport } from '../src/index';
 
 interface DemoConfig {
   edges: string[];
@@ -51,14 +54,121 @@ function el(tag: string, cls?: string, text?: string): HTMLElement {
   return e;
 }
 
+/** The demo's user: ?sub=, else a guest name remembered by this browser profile. */
+function demoUser(): string {
+  const fromUrl = params.get('sub');
+  if (fromUrl) return fromUrl;
+  try {
+    let name = localStorage.getItem('herald-demo-sub');
+    if (!name) {
+      name = `guest-${Math.random().toString(36).slice(2, 6)}`;
+      localStorage.setItem('herald-demo-sub', name);
+    }
+    return name;
+  } catch {
+    return 'demo-user';
+  }
+}
+
+/**
+ * A chat panel for one room: members with presence dots, the messages with
+ * read marks (who has read up to each), a typing line and an input. The room
+ * is marked read while the tab is visible.
+ */
+function chatPanel(client: RealtimeClient, roomId: string, me: string): HTMLElement {
+  const room: Room = client.room(roomId);
+  const card = el('section', 'card chat');
+  card.dataset.room = roomId;
+  const h = el('h2', undefined, `room ${roomId}`);
+  const joined = el('span', 'count', 'joining…');
+  h.append(joined);
+  const members = el('div', 'members');
+  const list = document.createElement('ol');
+  list.className = 'messages';
+  const typing = el('div', 'typing muted', '\u00a0');
+  const form = document.createElement('form');
+  const input = document.createElement('input');
+  input.placeholder = `message as ${me}`;
+  input.maxLength = 1000;
+  const send = el('button', undefined, 'Send') as HTMLButtonElement;
+  form.append(input, send);
+  card.append(h, members, list, typing, form);
+
+  const renderMembers = () => {
+    joined.textContent = room.joined() ? 'joined' : 'not joined';
+    members.replaceChildren(
+      ...Object.entries(room.members())
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([user, state]) => {
+          const m = el('span', `member ${state}`, user === me ? `${user} (you)` : user);
+          m.title = state;
+          return m;
+        }),
+    );
+  };
+  const renderMessages = () => {
+    const receipts = room.receipts();
+    const msgs = room.messages();
+    const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 20;
+    list.replaceChildren(
+      ...msgs.map((m: ChatMessage) => {
+        const li = el('li', `msg ${m.status}${m.userId === me ? ' own' : ''}`);
+        if (m.seq !== null) li.dataset.seq = String(m.seq);
+        li.append(el('span', 'who', m.userId || me), el('span', 'text', m.text));
+        const meta = m.status === 'sent' ? `seq ${m.seq}` : m.status === 'pending' ? 'sending…' : `failed: ${m.error?.code ?? ''}`;
+        li.append(el('div', 'meta', meta));
+        // Read marks: each other user at the last message they have read.
+        if (m.seq !== null) {
+          const next = msgs.find((x) => x.seq !== null && x.seq > (m.seq as number));
+          const readers = Object.entries(receipts)
+            .filter(([u, seq]) => u !== me && seq >= (m.seq as number) && (next === undefined || seq < (next.seq as number)))
+            .map(([u]) => u);
+          if (readers.length) li.append(el('div', 'reads', `✓ read by ${readers.join(', ')}`));
+        }
+        return li;
+      }),
+    );
+    if (atBottom) list.scrollTop = list.scrollHeight;
+    markRead();
+  };
+  const renderTyping = () => {
+    const users = room.typingUsers();
+    typing.textContent = users.length === 0 ? '\u00a0' : `${users.join(', ')} ${users.length === 1 ? 'is' : 'are'} typing…`;
+  };
+  const markRead = () => {
+    if (document.visibilityState === 'hidden') return;
+    let last = 0;
+    for (const m of room.messages()) if (m.seq !== null && m.seq > last) last = m.seq;
+    if (last > 0) room.read(last);
+  };
+
+  room.onPresence(renderMembers);
+  room.onMessages(renderMessages);
+  room.onReceipts(renderMessages);
+  room.onTyping(renderTyping);
+  room.onError((e) => log(`room ${roomId}: ${e.code}: ${e.message}`));
+  document.addEventListener('visibilitychange', markRead);
+  input.addEventListener('input', () => room.typing());
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    input.value = '';
+    room.say(text).catch((err: Error) => log(`room ${roomId}: not sent: ${err.message}`));
+  });
+  renderMembers();
+  renderMessages();
+  return card;
+}
+
 async function main() {
   const config: DemoConfig = await (await fetch('/api/config')).json();
-  const sub = params.get('sub') || 'demo-user';
+  const sub = demoUser();
   const services = list(params.get('services')).length ? list(params.get('services')) : config.services;
   const transports = list(params.get('transports')) as Transport[];
   const initialProperty = params.get('property') || null;
 
-  $('org').textContent = `org ${config.org} · edges ${config.edges.join(', ')}`;
+  $('org').textContent = `org ${config.org} · user ${sub} · edges ${config.edges.join(', ')}`;
 
   // --- selectors ---------------------------------------------------------
   const propSel = $<HTMLSelectElement>('property');
@@ -149,6 +259,13 @@ async function main() {
 
   for (const s of services) {
     client.subscribe(s, (ev: HeraldEvent) => showEvent(s, ev));
+  }
+
+  // --- chat: one room per property -------------------------------------------
+  if (params.get('rooms') !== '0') {
+    for (const p of config.properties) $('chats').append(chatPanel(client, p, sub));
+  } else {
+    $('chats').remove();
   }
 
   propSel.addEventListener('change', () => {
