@@ -23,6 +23,8 @@
 //! - [`wait`]: bounded waits on conditions: [`eventually`] (and
 //!   [`eventually_mut`]), [`wait_metric`], [`held_poll`].
 //! - [`ws`], [`sse`]: WebSocket and SSE clients for the stream endpoints.
+//! - [`room`]: a room member over the stream (join, say, typing, read,
+//!   status) that waits for room frames by what they are.
 //!
 //! Every wait has a timeout and panics, with what it waited for and the last
 //! value or process log it saw, when it expires.
@@ -36,6 +38,7 @@ pub mod nginx;
 pub mod otlp;
 mod process;
 pub mod prometheus;
+pub mod room;
 pub mod sse;
 pub mod token;
 pub mod wait;
@@ -49,6 +52,7 @@ pub use nats_server::{accounts_config, nats_server_binary, NatsCluster, NatsServ
 pub use nginx::{nginx_binary, Nginx};
 pub use otlp::{OtlpReceiver, ReceivedPoint, ReceivedSpan};
 pub use prometheus::{prometheus_binary, promtool_binary, Prometheus};
+pub use room::RoomClient;
 pub use sse::{SseClient, SseMessage};
 pub use token::{hs256_with, unsigned_alg_none, TokenBuilder};
 pub use wait::{

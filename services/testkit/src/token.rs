@@ -1,5 +1,6 @@
 //! JWTs for tests: HS256 tokens with Herald's claims ([`Claims`]: `sub`,
-//! `org`, `exp`, `props`, `svcs`, `role`; contract section 3), tokens with arbitrary
+//! `org`, `exp`, `props`, `svcs`, `role`; contract section 3; `rooms`,
+//! section 6), tokens with arbitrary
 //! claims, and unsigned `alg: none` tokens that an edge node must reject.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,6 +61,11 @@ impl TokenBuilder {
     /// Limits the token to these services.
     pub fn svcs(self, svcs: &[&str]) -> TokenBuilder {
         self.claim("svcs", json!(svcs))
+    }
+
+    /// Limits the rooms the token may join (contract section 6).
+    pub fn rooms(self, rooms: &[&str]) -> TokenBuilder {
+        self.claim("rooms", json!(rooms))
     }
 
     /// Sets the role (`publisher`, `admin`).
@@ -148,6 +154,7 @@ mod tests {
             .props(&["p1", "p2"])
             .svcs(&["finance"])
             .role("admin")
+            .rooms(&["r1"])
             .without("org")
             .build();
         let claims = verify(&token, b"s3cret");
@@ -155,6 +162,7 @@ mod tests {
         assert_eq!(claims["props"], json!(["p1", "p2"]));
         assert_eq!(claims["svcs"], json!(["finance"]));
         assert_eq!(claims["role"], "admin");
+        assert_eq!(claims["rooms"], json!(["r1"]));
         assert!(claims.get("org").is_none());
         let exp = claims["exp"].as_u64().expect("numeric exp");
         assert!(exp > now_secs() + 3500 && exp <= now_secs() + 3600);

@@ -35,6 +35,8 @@ pub struct WsClient {
     pub protocol: Option<String>,
     /// Payload size of the last text or binary frame received, in bytes.
     pub last_frame_bytes: usize,
+    /// Whether the last text or binary frame received was binary (MessagePack).
+    pub last_frame_binary: bool,
 }
 
 impl WsClient {
@@ -84,6 +86,7 @@ impl WsClient {
             ws,
             protocol,
             last_frame_bytes: 0,
+            last_frame_binary: false,
         })
     }
 
@@ -118,6 +121,7 @@ impl WsClient {
             ws,
             protocol,
             last_frame_bytes: 0,
+            last_frame_binary: false,
         }
     }
 
@@ -175,10 +179,12 @@ impl WsClient {
                 None | Some(Err(_)) => Received::Ended,
                 Some(Ok(Message::Text(t))) => {
                     self.last_frame_bytes = t.len();
+                    self.last_frame_binary = false;
                     Received::Frame(serde_json::from_str(t.as_str()).expect("json frame"))
                 }
                 Some(Ok(Message::Binary(b))) => {
                     self.last_frame_bytes = b.len();
+                    self.last_frame_binary = true;
                     Received::Frame(rmp_serde::from_slice(&b).expect("msgpack frame"))
                 }
                 Some(Ok(Message::Close(c))) => match c {
