@@ -1,7 +1,8 @@
 // The e2e test page's script: served by the demo server as /e2e.js (bundled
 // by esbuild from the SDK's sources), with a bare page at /e2e.html. The tests
-// drive it through window.T.
+// drive it through window.T (rooms through T.room*, see the rooms section).
 import { createRealtimeClient } from '../src/index';
+import type { Room } from '../src/index';
 
 type Transport = 'websocket' | 'sse' | 'longpoll';
 
@@ -125,6 +126,69 @@ const T: any = {
 
   close() {
     T.client.close();
+  },
+
+  // ---- rooms ----------------------------------------------------------
+
+  rooms: new Map<string, Room>(),
+  /** Per room: every change of the typing users and of the members, with its time. */
+  roomLog: {} as Record<string, { typing: Array<{ t: number; users: string[] }>; presence: Array<{ t: number; members: Record<string, string> }>; errors: Array<{ t: number; code: string }> }>,
+
+  roomJoin(id: string) {
+    if (T.rooms.has(id)) return true;
+    const room: Room = T.client.room(id);
+    T.rooms.set(id, room);
+    const log: any = (T.roomLog[id] = { typing: [], presence: [], errors: [] });
+    room.onTyping(() => log.typing.push({ t: Date.now(), users: [...room.typingUsers()] }));
+    room.onPresence(() => log.presence.push({ t: Date.now(), members: { ...room.members() } }));
+    room.onError((e) => log.errors.push({ t: Date.now(), code: e.code }));
+    return true;
+  },
+
+  /** Resolves with {ok, seq, clientMsgId} or {ok: false, code}. */
+  async roomSay(id: string, text: string) {
+    try {
+      const m = await T.rooms.get(id).say(text);
+      return { ok: true, seq: m.seq, clientMsgId: m.clientMsgId, t: Date.now() };
+    } catch (e: any) {
+      return { ok: false, code: e?.code ?? String(e), t: Date.now() };
+    }
+  },
+
+  roomTyping(id: string) {
+    T.rooms.get(id).typing();
+    return Date.now();
+  },
+
+  roomRead(id: string, seq: number) {
+    T.rooms.get(id).read(seq);
+  },
+
+  async roomLeave(id: string) {
+    const r = T.rooms.get(id);
+    T.rooms.delete(id);
+    await r?.leave();
+  },
+
+  async roomHistory(id: string, before?: number, limit?: number) {
+    try {
+      return (await T.rooms.get(id).history(before, limit)).map((m: any) => m.seq);
+    } catch (e: any) {
+      return { code: e?.code ?? String(e) };
+    }
+  },
+
+  roomState(id: string) {
+    const r: Room | undefined = T.rooms.get(id);
+    if (!r) return null;
+    return {
+      joined: r.joined(),
+      messages: r.messages().map((m) => ({ seq: m.seq, text: m.text, userId: m.userId, status: m.status, clientMsgId: m.clientMsgId ?? null })),
+      members: { ...r.members() },
+      typing: [...r.typingUsers()],
+      receipts: { ...r.receipts() },
+      lastError: r.lastError(),
+    };
   },
 
   /**
