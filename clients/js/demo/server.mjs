@@ -6,7 +6,7 @@
 //                         straight from ../src/index.ts (no SDK dist needed),
 //                         rebuilt incrementally on every request
 //   GET /api/config       {"edges":[…],"org":"…","services":[…],"properties":[…]}
-//   GET /api/token?role=user|publisher&sub=…[&ttl=seconds][&props=a,b][&svcs=a,b]
+//   GET /api/token?role=user|publisher&sub=…[&ttl=seconds][&props=a,b][&svcs=a,b][&rooms=a,b]
 //                         an HS256 JWT signed with HERALD_JWT_SECRET
 //
 // DEVELOPMENT ONLY. /api/token hands a signed token, publisher tokens
@@ -197,7 +197,7 @@ export async function startDemoServer(opts = {}) {
         }
         const claims = { sub, org };
         if (role === 'publisher') claims.role = 'publisher';
-        for (const key of ['props', 'svcs']) {
+        for (const key of ['props', 'svcs', 'rooms']) {
           if (u.searchParams.has(key)) {
             const list = splitList(u.searchParams.get(key));
             if (!list.every((x) => TOKEN_RE.test(x))) {

@@ -12,6 +12,8 @@ interface StartOptions {
   propertyId?: string | null;
   transports?: Transport[];
   sub?: string;
+  /** The token's `rooms` claim (absent: every room). */
+  rooms?: string[];
   /** Lifetimes in seconds of the tokens getToken hands out, call by call (the last one repeats). */
   tokenTtls?: number[];
   staleAfterMs?: number;
@@ -47,7 +49,8 @@ const T: any = {
     const sub = opts.sub ?? 'e2e-user';
     const getToken = async (): Promise<string> => {
       const ttl = ttls[Math.min(T.tokenCalls.length, ttls.length - 1)];
-      const r = await fetch(`/api/token?role=user&sub=${encodeURIComponent(sub)}&ttl=${ttl}`);
+      const rooms = opts.rooms ? `&rooms=${encodeURIComponent(opts.rooms.join(','))}` : '';
+      const r = await fetch(`/api/token?role=user&sub=${encodeURIComponent(sub)}&ttl=${ttl}${rooms}`);
       if (!r.ok) throw new Error(`token endpoint: ${r.status}`);
       const body = await r.json();
       T.tokenCalls.push({ t: Date.now(), ttl, exp: body.exp });

@@ -102,9 +102,15 @@ describe('rooms in Chromium', { concurrency: false }, () => {
       assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y), 'messages in seq order');
       assert.equal(s.messages.filter((m) => m.status !== 'sent').length, 0, 'nothing left pending');
     }
-    // HTTP history agrees.
+    // history() answers from the joined history here; the edge's GET /v2/rooms/<room>/messages agrees.
     const hist = await a1.evaluate(([id]) => window.T.roomHistory(id, undefined, 10), [ROOM]);
     assert.ok(Array.isArray(hist) && hist.includes(fromA.seq) && hist.includes(fromB.seq), `history ${JSON.stringify(hist)}`);
+    const r = await fetch(`${stack.edgeUrls[1]}/v2/rooms/${ROOM}/messages?limit=10`, {
+      headers: { Authorization: `Bearer ${stack.token({ sub: 'alice' })}` },
+    });
+    const body = await r.text();
+    assert.equal(r.status, 200, `GET /v2/rooms/${ROOM}/messages: ${r.status} ${body}`);
+    assert.deepEqual(JSON.parse(body).messages.map((m) => m.seq), hist, 'the edge\'s history is the SDK\'s');
   });
 
   it('3. typing shows in the other user\'s tabs and expires about 5 s after the last frame', { timeout: 30_000 }, async () => {
@@ -197,6 +203,32 @@ describe('rooms in Chromium', { concurrency: false }, () => {
     assert.equal(after.ok, true, `a message after the burst is stored: ${JSON.stringify(after)}`);
     const stored = posts.flatMap((st, i) => (st === 200 ? [`posted ${i}`] : []));
     await waitMessages([a1, a2, b1], [...stored, 'after the burst'], 'the posted messages and the one after the burst in every tab');
+  });
+
+  it('6b. a join outside the token\'s rooms claim is refused by an error frame; its say is rejected; the connection stays', { timeout: 30_000 }, async () => {
+    const ctxC = await stack.newContext();
+    try {
+      const c1 = await stack.openTab(ctxC, { sub: 'carol', rooms: ['elsewhere'] });
+      await waitSettled([c1]);
+      const conn = (await T.state(c1)).connectionId;
+      const said = c1.evaluate(([id]) => (window.T.roomJoin(id), window.T.roomSay(id, 'not allowed')), [ROOM]);
+      const res = await said;
+      assert.deepEqual({ ok: res.ok, code: res.code }, { ok: false, code: 'forbidden' });
+      const s = await c1.evaluate((id) => window.T.roomState(id), ROOM);
+      assert.equal(s.joined, false);
+      assert.equal(s.lastError?.code, 'forbidden');
+      assert.equal(s.messages.find((m) => m.text === 'not allowed')?.status, 'failed');
+      const state = await T.state(c1);
+      assert.equal(state.connectionId, conn, 'same connection');
+      assert.equal(state.status, 'live');
+      // Nobody in the room saw carol or her message.
+      await sleep(300);
+      const a = await room(a1);
+      assert.equal(a.members.carol, undefined);
+      assert.equal(a.messages.some((m) => m.text === 'not allowed'), false);
+    } finally {
+      await stack.closeContext(ctxC);
+    }
   });
 
   it('7. after a reconnect the leader re-joins and every tab merges what it missed, once', { timeout: 60_000 }, async () => {
