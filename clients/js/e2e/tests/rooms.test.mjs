@@ -270,4 +270,44 @@ describe('rooms in Chromium', { concurrency: false }, () => {
     assert.deepEqual(errs, [], 'no page errors');
     assert.deepEqual(stack.violations, [], 'no bad Authorization or token anywhere');
   });
+
+  it('9. the demo page: two users chat in a property room with presence dots, typing line and read marks', { timeout: 60_000 }, async () => {
+    const ctxAnn = await stack.newContext();
+    const ctxBen = await stack.newContext();
+    try {
+      const ann = await ctxAnn.newPage();
+      const ben = await ctxBen.newPage();
+      await ann.goto(`${stack.origin}/?sub=ann`);
+      await ben.goto(`${stack.origin}/?sub=ben`);
+      const panel = (page) => page.locator('section.chat[data-room="lisbon"]');
+      for (const [page, other] of [
+        [ann, 'ben'],
+        [ben, 'ann'],
+      ]) {
+        await waitFor(async () => (await panel(page).locator('.count').textContent()) === 'joined', { timeout: 20_000, what: 'demo room joined' });
+        await waitFor(async () => (await panel(page).locator('.member.online').allTextContents()).some((t) => t.startsWith(other)), {
+          timeout: 10_000,
+          what: `${other} online in the demo panel`,
+        });
+      }
+      await panel(ann).locator('input').pressSequentially('hello ben', { delay: 20 });
+      await waitFor(async () => /ann is typing/.test((await panel(ben).locator('.typing').textContent()) ?? ''), { timeout: 5_000, what: 'typing line' });
+      await panel(ann).locator('input').press('Enter');
+      await waitFor(async () => (await panel(ben).locator('.msg.sent .text').allTextContents()).includes('hello ben'), { timeout: 10_000, what: 'message in ben\'s panel' });
+      // Ben's visible page marks it read; ann sees the read mark.
+      await waitFor(async () => (await panel(ann).locator('.msg.own .reads').allTextContents()).some((t) => t.includes('ben')), {
+        timeout: 10_000,
+        what: 'read mark by ben in ann\'s panel',
+      });
+      await ben.evaluate(() => {
+        Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true });
+        document.dispatchEvent(new Event('visibilitychange'));
+      });
+      await waitFor(async () => (await panel(ann).locator('.member.away').allTextContents()).some((t) => t.startsWith('ben')), { timeout: 5_000, what: 'ben away' });
+      await ann.screenshot({ path: new URL('../artifacts/rooms-demo.png', import.meta.url).pathname });
+    } finally {
+      await stack.closeContext(ctxAnn);
+      await stack.closeContext(ctxBen);
+    }
+  });
 });
