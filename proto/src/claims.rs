@@ -1,5 +1,5 @@
 //! The claims of a Herald client token (contract section 3): `sub`, `org`,
-//! `exp`, and optionally `props`, `svcs` and `role`. One definition for the
+//! `exp`, and optionally `props`, `svcs`, `role` and `rooms` (section 6). One definition for the
 //! edge that verifies tokens, the demo that mints them and the tests that
 //! build them. Invariant: any token payload the edge accepts reads as a
 //! [`Claims`], and a [`Claims`] writes as such a payload. Development
@@ -79,6 +79,9 @@ pub struct Claims {
     /// Extra role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// Rooms the user may join; absent means every room of the org.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
 }
 
 impl Claims {
@@ -92,6 +95,7 @@ impl Claims {
             props: None,
             svcs: None,
             role: None,
+            rooms: None,
         }
     }
 }

@@ -14,6 +14,8 @@
 //! - [`error`]: the JSON error body every endpoint answers with.
 //! - [`claims`]: the claims of a client token.
 //! - [`reject`]: why a stored message is skipped, one metrics label each.
+//! - [`room`]: rooms: ids, chat messages, presence, receipts, limits and
+//!   the `/v2/rooms` bodies.
 //! - [`partition`]: which of K event streams holds an org (NATS's `partition(K, 1)`).
 //! - [`sse`]: Server-Sent Events frames, encoded and decoded incrementally.
 //! - [`stored`]: a message read back from an events stream, decoded into
@@ -31,6 +33,7 @@ pub mod partition;
 pub mod poll;
 pub mod publish;
 pub mod reject;
+pub mod room;
 pub mod sse;
 pub mod stored;
 pub mod stream;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cursor::{Epoch, ResetReason};
 use crate::event::DeliveredEvent;
+use crate::room::{Member, PresenceState, Receipts, RoomErrorCode, RoomMessage, Status};
 
 /// Subprotocol for JSON text frames.
 pub const SUBPROTOCOL_JSON: &str = "herald.v1.json";
@@ -61,6 +62,53 @@ pub enum ClientMessage {
         #[serde(default)]
         filters: Option<Filters>,
     },
+    /// Join a room, with the last `history` messages (default 50, at most 100).
+    Join {
+        /// The room.
+        room: String,
+        /// How many past messages to get.
+        #[serde(default)]
+        history: Option<u64>,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room.
+        room: String,
+    },
+    /// Send a message to a room.
+    #[serde(rename_all = "camelCase")]
+    Say {
+        /// The room.
+        room: String,
+        /// The text, 1–4096 bytes.
+        text: String,
+        /// The sender's id for it: a repeat within 2 min is stored once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<String>,
+    },
+    /// The user is typing in a room.
+    Typing {
+        /// The room.
+        room: String,
+    },
+    /// The user read a room up to `seq`.
+    Read {
+        /// The room.
+        room: String,
+        /// The last seq read.
+        seq: u64,
+    },
+    /// The user's tabs are all hidden (`away`) or one is visible (`online`).
+    Status {
+        /// The new state.
+        state: Status,
+    },
+}
+
+impl ClientMessage {
+    /// The `type` values of the room requests: a malformed one is answered
+    /// with an error frame, never a close.
+    pub const ROOM_TYPES: [&'static str; 6] = ["join", "leave", "say", "typing", "read", "status"];
 }
 
 /// What the server sends.
@@ -128,6 +176,62 @@ pub enum ServerMessage {
         /// Filters now applied.
         filters: Filters,
     },
+    /// In the room: who is there, the last messages, the receipts.
+    Joined {
+        /// The room.
+        room: String,
+        /// Users present (the joiner too).
+        members: Vec<Member>,
+        /// The last messages, oldest first.
+        history: Vec<RoomMessage>,
+        /// The stored receipts.
+        receipts: Receipts,
+    },
+    /// Out of the room.
+    Left {
+        /// The room.
+        room: String,
+    },
+    /// A message of a room.
+    Message(RoomMessage),
+    /// Another user is typing.
+    #[serde(rename_all = "camelCase")]
+    Typing {
+        /// The room.
+        room: String,
+        /// The user typing.
+        user_id: String,
+    },
+    /// A user's read receipt moved forward.
+    #[serde(rename_all = "camelCase")]
+    Receipt {
+        /// The room.
+        room: String,
+        /// The reader.
+        user_id: String,
+        /// The last seq read.
+        seq: u64,
+    },
+    /// A user's presence in a room changed.
+    #[serde(rename_all = "camelCase")]
+    Presence {
+        /// The room.
+        room: String,
+        /// The user.
+        user_id: String,
+        /// The new state.
+        state: PresenceState,
+    },
+    /// A room request was refused; the connection stays open.
+    Error {
+        /// The room, when the request named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// Why.
+        code: RoomErrorCode,
+        /// Why, for people.
+        message: String,
+    },
 }
 
 #[cfg(test)]
@@ -185,6 +289,19 @@ mod tests {
                 from_seq: 5,
                 to_seq: 9,
             },
+            ServerMessage::Message(RoomMessage {
+                room: "r1".into(),
+                seq: 4,
+                user_id: "u1".into(),
+                text: "hi".into(),
+                ts: 7,
+                client_msg_id: Some("c-1".into()),
+            }),
+            ServerMessage::Error {
+                room: None,
+                code: RoomErrorCode::BadRequest,
+                message: "m".into(),
+            },
         ];
         for m in msgs {
             let j = serde_json::to_string(&m).unwrap();
@@ -195,6 +312,15 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&ServerMessage::Ping { seq: 3 }).unwrap(),
             r#"{"type":"ping","seq":3}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::Presence {
+                room: "r1".into(),
+                user_id: "u1".into(),
+                state: PresenceState::Away,
+            })
+            .unwrap(),
+            r#"{"type":"presence","room":"r1","userId":"u1","state":"away"}"#
         );
         assert_eq!(
             serde_json::to_string(&ServerMessage::Dropped {

@@ -85,6 +85,7 @@ impl TokenArgs {
             props: self.props.clone(),
             svcs: self.svcs.clone(),
             role: self.role,
+            rooms: None,
         })
     }
 }

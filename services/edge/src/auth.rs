@@ -32,6 +32,8 @@ pub struct Principal {
     pub svcs: Option<HashSet<String>>,
     /// Optional role.
     pub role: Option<Role>,
+    /// Rooms the user may join; `None` means every room of the org.
+    pub rooms: Option<HashSet<String>>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: i64,
 }
@@ -40,6 +42,11 @@ impl Principal {
     /// May this user see `service`?
     pub fn may_see_service(&self, service: &str) -> bool {
         self.svcs.as_ref().is_none_or(|s| s.contains(service))
+    }
+
+    /// May this user join `room` (contract section 6, the `rooms` claim)?
+    pub fn may_join_room(&self, room: &str) -> bool {
+        self.rooms.as_ref().is_none_or(|r| r.contains(room))
     }
 
     /// May this user see `property` (`None` = org-wide events, visible to all)?
@@ -214,6 +221,7 @@ impl Verifier {
             props: c.props.map(|v| v.into_iter().collect()),
             svcs: c.svcs.map(|v| v.into_iter().collect()),
             role: c.role,
+            rooms: c.rooms.map(|v| v.into_iter().collect()),
             exp: c.exp,
         })
     }
@@ -436,6 +444,7 @@ mod tests {
             props: Some(["p1".to_owned()].into()),
             svcs: Some(["finance".to_owned()].into()),
             role: Some(Role::Publisher),
+            rooms: None,
             exp: 0,
         };
         assert!(p.may_publish("finance", Some("p1")).is_ok());
@@ -458,6 +467,7 @@ mod tests {
             props: Some(["p1".to_owned()].into()),
             svcs: None,
             role: None,
+            rooms: None,
             exp: 0,
         };
         assert!(p.may_see_service("anything"));

@@ -53,6 +53,18 @@ pub struct Config {
     #[arg(long, env = "HERALD_STREAM_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
     pub stream_max_age: Duration,
 
+    /// JetStream stream holding room messages (contract section 6).
+    #[arg(long, env = "HERALD_ROOMS_STREAM", default_value = "HERALD_ROOMS")]
+    pub rooms_stream: String,
+
+    /// Retention of room messages when this node creates their stream.
+    #[arg(long, env = "HERALD_ROOM_MAX_AGE", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub room_max_age: Duration,
+
+    /// Messages kept per room when this node creates their stream.
+    #[arg(long, env = "HERALD_ROOM_HISTORY", default_value_t = 10_000)]
+    pub room_history: i64,
+
     /// HS256 secret for client tokens.
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,

@@ -208,6 +208,13 @@ impl From<crate::ops::connections::LimitError> for ApiError {
     }
 }
 
+impl From<crate::nats::rooms::RoomStoreError> for ApiError {
+    fn from(e: crate::nats::rooms::RoomStoreError) -> Self {
+        tracing::warn!(error = %e, "room request failed in NATS");
+        Self::Unavailable("rooms are unavailable right now; try again".into())
+    }
+}
+
 impl From<crate::org::registry::StreamNotReached> for ApiError {
     fn from(e: crate::org::registry::StreamNotReached) -> Self {
         Self::Unavailable(e.to_string())

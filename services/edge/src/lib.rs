@@ -49,6 +49,7 @@ pub(crate) mod nats;
 pub(crate) mod node;
 pub mod ops;
 pub mod org;
+pub mod room;
 pub mod server;
 pub mod transport;
 

@@ -5,5 +5,6 @@
 pub mod connection;
 pub mod elections;
 pub mod head;
+pub mod rooms;
 pub mod stream;
 pub mod streams;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::nats::connection;
+use crate::nats::rooms::{RoomSettings, RoomStore};
 use crate::nats::stream::StreamSettings;
 use crate::nats::streams::Streams;
 use crate::ops::connections::Connections;
@@ -25,6 +26,7 @@ use crate::org::decode::StoredEvent;
 use crate::org::live::QueueLimits;
 use crate::org::registry::Registry;
 use crate::org::{OrgLimits, Upstream};
+use crate::room::registry::Rooms;
 use crate::transport::ratelimit::RateLimiter;
 
 /// Client telemetry reports a user may send a second, sustained. The SDK
@@ -67,6 +69,10 @@ pub struct Node {
     /// Client telemetry reports per (org, user): its own budget, so an SDK
     /// reporting cannot starve the user's control calls.
     pub telemetry_limiter: RateLimiter,
+    /// Rooms with members on this node.
+    pub rooms: Arc<Rooms>,
+    /// Room messages per (org, user), over WebSocket and HTTP.
+    pub room_limiter: RateLimiter,
 }
 
 impl Node {
@@ -124,6 +130,24 @@ impl Node {
             },
             max_read_bytes: config.max_read_bytes,
         };
+        let draining = CancellationToken::new();
+        let room_store = RoomStore::new(
+            client.clone(),
+            RoomSettings {
+                stream: config.rooms_stream.clone(),
+                replicas: config.stream_replicas,
+                max_age: config.room_max_age,
+                per_room: config.room_history,
+            },
+        );
+        let rooms = Rooms::new(
+            room_store,
+            client.clone(),
+            node_id.clone(),
+            Arc::clone(&metrics),
+            draining.clone(),
+        );
+        let rate = herald_proto::room::MESSAGES_PER_SECOND;
         Arc::new(Self {
             config,
             node_id,
@@ -134,12 +158,14 @@ impl Node {
             metrics,
             buffer_budget,
             orgs: Registry::new(upstream, limits),
-            draining: CancellationToken::new(),
+            draining,
             polls: AtomicU64::new(0),
             connections: Arc::new(Connections::default()),
             switches: Arc::new(switches),
             control_limiter,
             telemetry_limiter,
+            rooms,
+            room_limiter: RateLimiter::new(rate, rate),
         })
     }
 
@@ -167,6 +193,7 @@ impl Node {
     pub fn gauges(&self) -> Gauges {
         let o = self.orgs.stats();
         let (websocket, sse) = self.connections.counts();
+        let rooms = self.rooms.gauges();
         Gauges {
             websocket,
             sse,
@@ -193,6 +220,9 @@ impl Node {
                 }
             },
             process: process::read(),
+            room_orgs: rooms.orgs,
+            rooms: rooms.rooms,
+            room_members: rooms.members,
             partitions: self
                 .streams
                 .all()

@@ -67,6 +67,9 @@ pub async fn run(
             }
         }
     }
+    if let Err(e) = node.rooms.store().await {
+        tracing::warn!(stream = %node.config.rooms_stream, error = %e, "rooms stream not reachable yet; room requests retry it");
+    }
     // A node whose partitions disagree with the servers' mapping would read
     // orgs' events from the wrong streams: it refuses to start, and waits
     // (not ready, not serving) while NATS cannot say.

@@ -1,6 +1,6 @@
 //! The HTTP side: the accept loop, the router, request bodies, rate limits
 //! and the endpoints (long-poll, WebSocket, SSE, publish, admin, client
-//! telemetry), with what the
+//! telemetry, rooms), with what the
 //! realtime endpoints share: `admission` (node state, token, subscription,
 //! connection caps), `query` (poll and SSE query strings) and `messages`
 //! (the control messages both streams send).
@@ -15,6 +15,7 @@ pub(crate) mod poll;
 pub(crate) mod publish;
 pub mod query;
 pub(crate) mod ratelimit;
+pub(crate) mod rooms;
 pub(crate) mod serve;
 pub(crate) mod sse;
 pub(crate) mod ws;

@@ -195,6 +195,7 @@ mod tests {
             props: props.map(|p| p.iter().map(|s| s.to_string()).collect()),
             svcs: svcs.map(|p| p.iter().map(|s| s.to_string()).collect()),
             role: None,
+            rooms: None,
             exp: 0,
         }
     }

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use herald_proto::room::RoomErrorCode;
 use herald_proto::{RejectReason, ResetReason};
 use serde_json::{json, Map, Value};
 
@@ -244,6 +245,12 @@ pub struct Gauges {
     pub process: Option<ProcessStats>,
     /// Each partition's stream as last sampled, by partition.
     pub partitions: Vec<PartitionGauges>,
+    /// Orgs with rooms running on this node.
+    pub room_orgs: u64,
+    /// Rooms with a member on this node.
+    pub rooms: u64,
+    /// Room memberships of connections on this node.
+    pub room_members: u64,
 }
 
 /// One partition's stream as this node last sampled it.
@@ -312,6 +319,28 @@ pub struct Metrics {
     client_reconnects: [AtomicU64; ClientTransport::ALL.len()],
     /// Delivery latency as client SDKs measured it.
     client_latency: Mutex<Histogram>,
+    /// Rooms joined (each `joined` sent).
+    pub room_joins: AtomicU64,
+    /// Room messages stored (over WebSocket or HTTP).
+    pub room_messages_stored: AtomicU64,
+    /// Room messages not stored again: a repeated `clientMsgId`.
+    pub room_messages_duplicate: AtomicU64,
+    /// Room messages sent to member connections (one per connection).
+    pub room_messages_delivered: AtomicU64,
+    /// Typing notices published.
+    pub room_typing_sent: AtomicU64,
+    /// Typing notices dropped by the 2 s throttle.
+    pub room_typing_dropped: AtomicU64,
+    /// Typing notices sent to member connections.
+    pub room_typing_delivered: AtomicU64,
+    /// Read receipts that moved forward.
+    pub room_receipts: AtomicU64,
+    /// Changes of a user's merged presence seen by this node.
+    pub room_presence_changes: AtomicU64,
+    /// Refused room requests, by [`RoomErrorCode`].
+    room_errors: [AtomicU64; RoomErrorCode::ALL.len()],
+    /// How long a join's history read took.
+    room_history: Mutex<Histogram>,
 }
 
 /// What the request guards and node limits did.
@@ -415,6 +444,18 @@ impl Metrics {
         for _ in 0..samples {
             h.record(us);
         }
+    }
+
+    /// Counts one refused room request.
+    pub fn count_room_error(&self, code: RoomErrorCode) {
+        if let Some(i) = RoomErrorCode::ALL.iter().position(|c| *c == code) {
+            self.room_errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records how long one read of a room's history took.
+    pub fn record_room_history(&self, took: std::time::Duration) {
+        record(&self.room_history, took);
     }
 
     /// Records how long one read of history from the stream took.
@@ -711,7 +752,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 50] = [
+pub static METRICS: [Metric; 62] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -1090,6 +1131,118 @@ pub static METRICS: [Metric; 50] = [
         kind: Kind::Histogram,
         help: "Time one read of history from the stream took (clients behind the buffer).",
         read: Read::Histogram(|m| &m.history_read),
+    },
+    Metric {
+        prom: "herald_room_orgs",
+        json: &["rooms", "orgs"],
+        kind: Kind::Gauge,
+        help: "Orgs whose rooms run on this node (a member here, or one left less than 30 s ago).",
+        read: Read::One(|_, g| g.room_orgs),
+    },
+    Metric {
+        prom: "herald_rooms_active",
+        json: &["rooms", "active"],
+        kind: Kind::Gauge,
+        help: "Rooms with a member connected to this node.",
+        read: Read::One(|_, g| g.rooms),
+    },
+    Metric {
+        prom: "herald_room_members",
+        json: &["rooms", "members"],
+        kind: Kind::Gauge,
+        help: "Room memberships of connections on this node (a connection in three rooms counts three).",
+        read: Read::One(|_, g| g.room_members),
+    },
+    Metric {
+        prom: "herald_room_joins_total",
+        json: &["rooms", "joins"],
+        kind: Kind::Counter,
+        help: "Rooms joined (joined frames sent).",
+        read: Read::One(|m, _| m.room_joins.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_room_messages_total",
+        json: &["rooms", "messages"],
+        kind: Kind::Counter,
+        help: "Room messages sent through this node, by outcome: stored, or duplicate (a repeated clientMsgId, not stored again).",
+        read: Read::Family {
+            label: "outcome",
+            samples: |m, _| {
+                vec![
+                    ("stored", m.room_messages_stored.load(Relaxed)),
+                    ("duplicate", m.room_messages_duplicate.load(Relaxed)),
+                ]
+            },
+            total: None,
+        },
+    },
+    Metric {
+        prom: "herald_room_deliveries_total",
+        json: &["rooms", "deliveries"],
+        kind: Kind::Counter,
+        help: "Room messages sent to member connections on this node (one per connection).",
+        read: Read::One(|m, _| m.room_messages_delivered.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_room_typing_total",
+        json: &["rooms", "typing"],
+        kind: Kind::Counter,
+        help: "Typing notices from this node's connections, by outcome: sent, or dropped (more than one per user and room every 2 s).",
+        read: Read::Family {
+            label: "outcome",
+            samples: |m, _| {
+                vec![
+                    ("sent", m.room_typing_sent.load(Relaxed)),
+                    ("dropped", m.room_typing_dropped.load(Relaxed)),
+                ]
+            },
+            total: None,
+        },
+    },
+    Metric {
+        prom: "herald_room_typing_deliveries_total",
+        json: &["rooms", "typingDeliveries"],
+        kind: Kind::Counter,
+        help: "Typing notices sent to member connections on this node.",
+        read: Read::One(|m, _| m.room_typing_delivered.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_room_receipts_total",
+        json: &["rooms", "receipts"],
+        kind: Kind::Counter,
+        help: "Read receipts from this node's users that moved forward.",
+        read: Read::One(|m, _| m.room_receipts.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_room_presence_changes_total",
+        json: &["rooms", "presenceChanges"],
+        kind: Kind::Counter,
+        help: "Changes of a user's presence in a room seen by this node (online, away, offline).",
+        read: Read::One(|m, _| m.room_presence_changes.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_room_errors_total",
+        json: &["rooms", "errors"],
+        kind: Kind::Counter,
+        help: "Room requests refused with an error frame or HTTP error, by code.",
+        read: Read::Family {
+            label: "code",
+            samples: |m, _| {
+                RoomErrorCode::ALL
+                    .into_iter()
+                    .zip(&m.room_errors)
+                    .map(|(c, n)| (c.as_str(), n.load(Relaxed)))
+                    .collect()
+            },
+            total: None,
+        },
+    },
+    Metric {
+        prom: "herald_room_history_read_duration_seconds",
+        json: &["rooms", "historyReadMs"],
+        kind: Kind::Histogram,
+        help: "Time one read of a room's history took (a join's history, or a page of GET /v2/rooms/<room>/messages).",
+        read: Read::Histogram(|m| &m.room_history),
     },
     Metric {
         prom: "herald_client_events_total",

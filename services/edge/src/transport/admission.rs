@@ -167,6 +167,7 @@ mod tests {
             props: None,
             svcs: None,
             role: None,
+            rooms: None,
             exp: 0,
         }
     }

@@ -16,7 +16,7 @@ use crate::auth::{check_origin, extract_token, Role};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::ops::telemetry;
-use crate::transport::{admin, client_telemetry, poll, publish, sse, ws};
+use crate::transport::{admin, client_telemetry, poll, publish, rooms, sse, ws};
 
 /// Builds the node's router.
 pub fn router(node: Arc<Node>) -> Router {
@@ -39,6 +39,12 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/v2/realtime/publish", post(publish::publish))
         .route(client_telemetry::PATH, post(client_telemetry::report))
+        .route(
+            "/v2/rooms/{room}/messages",
+            get(rooms::messages).post(rooms::post),
+        )
+        .route("/v2/rooms/{room}/presence", get(rooms::presence))
+        .route("/v2/rooms/{room}/stats", get(rooms::stats))
         .route("/v2/realtime/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
         .fallback(|| async { ApiError::NotFound })

@@ -61,6 +61,7 @@ mod tests {
             props: None,
             svcs: Some(HashSet::from(["tasks".to_owned(), "finance".to_owned()])),
             role: None,
+            rooms: None,
             exp: 0,
         }
     }

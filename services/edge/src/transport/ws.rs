@@ -26,6 +26,7 @@ mod backlog;
 mod codec;
 mod deadlines;
 mod handshake;
+pub(crate) mod rooms;
 mod writer;
 
 use std::collections::HashSet;
@@ -47,6 +48,7 @@ use self::backlog::{Backlog, Dropped};
 use self::codec::{decode, Codec, Incoming};
 use self::deadlines::{Deadlines, Due};
 use self::handshake::{Admission, Handshake};
+use self::rooms::ConnRooms;
 use self::writer::{Closing, Outbound};
 use crate::auth::Principal;
 use crate::delivery::reader::{Reader, Step};
@@ -54,6 +56,7 @@ use crate::error::ApiError;
 use crate::node::Node;
 use crate::ops::connections::{Control, Registration, Transport};
 use crate::org::decode::{now_ms, StoredEvent};
+use crate::room::outbox::RoomFrame;
 use crate::transport::{admission, messages};
 
 /// Path of the stream endpoint.
@@ -128,6 +131,8 @@ struct Connection {
     /// Fell behind the buffer and has not caught up since.
     behind: bool,
     low_tier: Arc<HashSet<String>>,
+    /// The rooms the connection is in.
+    rooms: ConnRooms,
 }
 
 impl Connection {
@@ -165,6 +170,7 @@ impl Connection {
             token_left(&principal),
         );
         let low_tier = Arc::new(node.config.low_tier_services.iter().cloned().collect());
+        let rooms = ConnRooms::new(&node);
         let mut conn = Connection {
             node,
             principal,
@@ -175,8 +181,10 @@ impl Connection {
             deadlines,
             behind: false,
             low_tier,
+            rooms,
         };
         let closing = conn.serve(&mut incoming).await;
+        conn.rooms.close(&conn.node, &conn.principal.org);
         if conn.deadlines.quarantined() {
             conn.node.connections.quarantined.fetch_sub(1, Relaxed);
         }
@@ -250,6 +258,7 @@ impl Connection {
             self.deadlines.writing(self.out.writing_since());
             let next_deadline = self.deadlines.next();
             let busy = self.out.busy();
+            let room_frames = self.out.idle();
             tokio::select! {
                 biased;
                 _ = node.draining.cancelled() => return Some(ApiError::Draining.into()),
@@ -274,6 +283,11 @@ impl Connection {
                         if let Err(c) = self.on_due(due) {
                             return Some(c);
                         }
+                    }
+                }
+                frame = self.rooms.recv(), if room_frames => {
+                    if let Err(c) = self.on_room_frame(frame) {
+                        return Some(c);
                     }
                 }
                 // Writes and new events come last: under load they are always
@@ -314,9 +328,48 @@ impl Connection {
                 CloseCode::BadMessage,
                 "hello sent twice",
             ))),
+            Incoming::Message(
+                m @ (ClientMessage::Join { .. }
+                | ClientMessage::Leave { .. }
+                | ClientMessage::Say { .. }
+                | ClientMessage::Typing { .. }
+                | ClientMessage::Read { .. }
+                | ClientMessage::Status { .. }),
+            ) => {
+                if let Some(answer) = self.rooms.handle(&self.node, &self.principal, m) {
+                    self.out.push(&answer)?;
+                }
+                Ok(())
+            }
+            Incoming::BadRoom { room, why } => {
+                let refusal =
+                    rooms::Refusal::new(herald_proto::room::RoomErrorCode::BadRequest, why);
+                Ok(self.out.push(&refusal.frame(&self.node, room.as_deref()))?)
+            }
             Incoming::Close => Err(None),
             Incoming::Bad(why) => Err(Some(Closing::new(CloseCode::BadMessage, why))),
         }
+    }
+
+    /// Sends a frame the rooms handed over (only called when the writer is
+    /// idle, so it goes out alone, like an events frame).
+    fn on_room_frame(&mut self, frame: Option<RoomFrame>) -> Result<(), Closing> {
+        let msg = match frame {
+            Some(RoomFrame::Send(msg)) if self.rooms.still_wanted(&msg) => msg,
+            Some(RoomFrame::Send(_)) | None => return Ok(()),
+            Some(RoomFrame::JoinFailed { room, error }) => {
+                self.rooms.join_failed(&room);
+                error
+            }
+            Some(RoomFrame::Overflow) => return Err(slow_consumer()),
+        };
+        let frame = self
+            .out
+            .codec()
+            .encode(&msg)
+            .map_err(|e| Closing::from(ApiError::internal("encoding a room frame", &e)))?;
+        self.out.send_now(frame);
+        Ok(())
     }
 
     /// Handles a deadline that came due.

@@ -152,26 +152,57 @@ pub(super) enum Incoming {
     Close,
     /// A WebSocket ping or pong: nothing to do.
     Ignore,
+    /// A room request that does not read as one (bad fields): answered
+    /// with an error frame, not a close. The room, when it could be read.
+    BadRoom {
+        /// The room it names, if a string.
+        room: Option<String>,
+        /// Why.
+        why: String,
+    },
     /// Not a client message: why.
     Bad(String),
+}
+
+/// Enough of a client frame to tell a room request.
+#[derive(serde::Deserialize)]
+struct Probe {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    room: Option<serde_json::Value>,
 }
 
 /// Decodes a client frame; text frames are JSON, binary frames MessagePack,
 /// whatever the subprotocol.
 pub(super) fn decode(msg: Message) -> Incoming {
-    let parsed = match msg {
-        Message::Text(t) => {
-            serde_json::from_str::<ClientMessage>(t.as_str()).map_err(|e| e.to_string())
-        }
-        Message::Binary(b) => {
-            herald_proto::msgpack::from_slice::<ClientMessage>(&b).map_err(|e| e.to_string())
-        }
+    let (parsed, probe) = match msg {
+        Message::Text(t) => match serde_json::from_str::<ClientMessage>(t.as_str()) {
+            Ok(m) => (Ok(m), None),
+            Err(e) => (
+                Err(e.to_string()),
+                serde_json::from_str::<Probe>(t.as_str()).ok(),
+            ),
+        },
+        Message::Binary(b) => match herald_proto::msgpack::from_slice::<ClientMessage>(&b) {
+            Ok(m) => (Ok(m), None),
+            Err(e) => (
+                Err(e.to_string()),
+                herald_proto::msgpack::from_slice::<Probe>(&b).ok(),
+            ),
+        },
         Message::Close(_) => return Incoming::Close,
         Message::Ping(_) | Message::Pong(_) => return Incoming::Ignore,
     };
-    match parsed {
-        Ok(m) => Incoming::Message(m),
-        Err(e) => Incoming::Bad(format!("invalid message: {e}")),
+    match (parsed, probe) {
+        (Ok(m), _) => Incoming::Message(m),
+        (Err(e), Some(p)) if ClientMessage::ROOM_TYPES.contains(&p.kind.as_str()) => {
+            Incoming::BadRoom {
+                room: p.room.and_then(|r| r.as_str().map(str::to_owned)),
+                why: format!("invalid {} request: {e}", p.kind),
+            }
+        }
+        (Err(e), _) => Incoming::Bad(format!("invalid message: {e}")),
     }
 }
 
@@ -267,5 +298,29 @@ pub(super) mod tests {
             Incoming::Ignore
         ));
         assert!(matches!(decode(Message::Close(None)), Incoming::Close));
+    }
+
+    #[test]
+    fn a_malformed_room_request_is_told_apart_from_a_bad_frame() {
+        let bad_join = Message::Text(r#"{"type":"join","room":"r1","history":"x"}"#.into());
+        assert!(matches!(
+            decode(bad_join),
+            Incoming::BadRoom { room: Some(r), .. } if r == "r1"
+        ));
+        let no_room = Message::Text(r#"{"type":"say","room":7,"text":"t"}"#.into());
+        assert!(matches!(
+            decode(no_room),
+            Incoming::BadRoom { room: None, .. }
+        ));
+        let packed =
+            rmp_serde::to_vec_named(&serde_json::json!({"type": "read", "room": "r"})).unwrap();
+        assert!(matches!(
+            decode(Message::Binary(packed.into())),
+            Incoming::BadRoom { .. }
+        ));
+        assert!(matches!(
+            decode(Message::Text(r#"{"type":"nope"}"#.into())),
+            Incoming::Bad(_)
+        ));
     }
 }

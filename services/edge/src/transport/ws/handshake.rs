@@ -136,7 +136,7 @@ fn first(frame: Incoming) -> First {
         }),
         Incoming::Ignore => First::Skip,
         Incoming::Close => First::Left,
-        Incoming::Message(_) => First::Refused(Closing::new(
+        Incoming::Message(_) | Incoming::BadRoom { .. } => First::Refused(Closing::new(
             CloseCode::BadMessage,
             "the first message must be hello",
         )),
