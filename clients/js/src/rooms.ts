@@ -81,6 +81,8 @@ export class Rooms {
   close(): void {
     if (this.stopped) return;
     this.stopped = true;
+    // The connection goes with a leader: the other tabs' rooms are not joined until the next leader's.
+    if (this.hub !== null) this.post({ type: 'down', from: this.host.tabId });
     this.post({ type: 'bye', from: this.host.tabId });
     for (const [id, p] of this.says) {
       this.says.delete(id);
@@ -309,6 +311,8 @@ export class Rooms {
   lead(send: (frame: Record<string, unknown>) => boolean): void {
     if (this.hub !== null || this.stopped) return;
     const me = this.host.tabId;
+    // Joined on the old leader's connection, not yet on this one.
+    this.down();
     this.hub = new RoomHub({
       now: () => this.host.env.now(),
       send,

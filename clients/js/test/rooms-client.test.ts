@@ -403,9 +403,11 @@ describe('rooms: several tabs', () => {
     await flush();
     const id = a.socket().sentOfType('say')[0]?.clientMsgId;
     expect(id).toBeDefined();
+    expect(room.joined()).toBe(true);
     a.c.close(); // the leader goes before the edge answered
     await world.clock.advance(100);
     expect(b.state().role).toBe('leader');
+    expect(room.joined()).toBe(false); // until the new leader's connection joined it
     const s = tabB.lastSocket();
     await open(s);
     expect(s.sentOfType('join')).toEqual([{ type: 'join', room: 'r1', history: 50 }]);

@@ -257,6 +257,29 @@ describe('rooms in Chromium', { concurrency: false }, () => {
     assert.ok(hist.includes(offline[0].seq));
   });
 
+  it('7b. the leader tab closes: the other tab leads, re-joins, and keeps chatting; alice stays online', { timeout: 30_000 }, async () => {
+    const leader = await findLeader([a1, a2]);
+    const survivor = leader === a1 ? a2 : a1;
+    const t0 = Date.now();
+    await leader.close();
+    await waitFor(async () => (await T.state(survivor)).role === 'leader' && (await room(survivor)).joined, {
+      timeout: 10_000,
+      what: 'the other alice tab leads and has the room joined',
+    });
+    const tookMs = Date.now() - t0;
+    const [fromA, fromB] = await Promise.all([say(survivor, 'after the hand-over'), say(b1, 'bob after the hand-over')]);
+    assert.equal(fromA.ok, true, JSON.stringify(fromA));
+    assert.equal(fromB.ok, true, JSON.stringify(fromB));
+    await waitMessages([survivor, b1], ['after the hand-over', 'bob after the hand-over'], 'messages after the hand-over');
+    // Alice never went offline for bob for long: she is online now.
+    await waitFor(async () => (await room(b1)).members.alice === 'online', { timeout: 5_000, what: 'alice online after the hand-over' });
+    const seqs = (await room(survivor)).messages.map((m) => m.seq);
+    assert.equal(new Set(seqs).size, seqs.length, 'no seq twice after the rejoin');
+    stack.figure('rooms 7b', `new leader with the room joined ${tookMs} ms after the leader tab closed`);
+    if (leader === a1) a1 = survivor;
+    a2 = survivor;
+  });
+
   it('8. offline when the other profile closes', { timeout: 30_000 }, async () => {
     const t0 = Date.now();
     await stack.closeContext(ctxB);
