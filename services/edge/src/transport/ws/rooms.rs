@@ -17,6 +17,7 @@ use herald_proto::room::{
     MAX_ROOMS_PER_CONNECTION, MAX_TEXT_BYTES,
 };
 use herald_proto::stream::{ClientMessage, ServerMessage};
+use tokio::sync::mpsc;
 
 use crate::auth::Principal;
 use crate::node::Node;
@@ -126,12 +127,24 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> Refusal {
     )
 }
 
+/// A `say` taken, waiting for its turn to be stored.
+struct Say {
+    org: String,
+    user: String,
+    room: String,
+    text: String,
+    client_msg_id: Option<String>,
+}
+
 /// The rooms of one connection.
 pub(super) struct ConnRooms {
     member: u64,
     outbox: Arc<Outbox>,
     inbox: Inbox,
     away: bool,
+    /// The connection's messages, stored one at a time so they keep the
+    /// order the client sent them in (started on the first `say`).
+    says: Option<mpsc::UnboundedSender<Say>>,
 }
 
 impl ConnRooms {
@@ -142,6 +155,7 @@ impl ConnRooms {
             outbox,
             inbox,
             away: false,
+            says: None,
         }
     }
 
@@ -330,29 +344,17 @@ impl ConnRooms {
                 ),
             ));
         }
-        let (node, org, user, room) = (
-            Arc::clone(node),
-            principal.org.clone(),
-            principal.user.clone(),
-            room.to_owned(),
-        );
-        let outbox = Arc::clone(&self.outbox);
-        tokio::spawn(async move {
-            let answer = match store_message(&node, &org, &room, &user, text, client_msg_id).await {
-                // Stored: the feed delivers it to every member, this one too.
-                Ok(s) if !s.duplicate => return,
-                // A repeat: its sender gets the original again.
-                Ok(s) => match node.rooms.store().await {
-                    Ok(store) => match store.message(&org, s.seq).await {
-                        Ok(Some(original)) => ServerMessage::Message(original),
-                        Ok(None) => return,
-                        Err(e) => unavailable(e).frame(&node, Some(&room)),
-                    },
-                    Err(e) => unavailable(e).frame(&node, Some(&room)),
-                },
-                Err(refusal) => refusal.frame(&node, Some(&room)),
-            };
-            outbox.message(Arc::new(answer));
+        let says = self.says.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(store_says(Arc::clone(node), Arc::clone(&self.outbox), rx));
+            tx
+        });
+        let _ = says.send(Say {
+            org: principal.org.clone(),
+            user: principal.user.clone(),
+            room: room.to_owned(),
+            text,
+            client_msg_id,
         });
         Ok(None)
     }
@@ -426,6 +428,35 @@ impl ConnRooms {
         if let Some(hub) = node.rooms.running(org) {
             hub.leave_all(self.member);
         }
+    }
+}
+
+/// Stores a connection's messages in the order it sent them (at most 10 a
+/// second are taken, so the queue stays short).
+async fn store_says(node: Arc<Node>, outbox: Arc<Outbox>, mut says: mpsc::UnboundedReceiver<Say>) {
+    while let Some(Say {
+        org,
+        user,
+        room,
+        text,
+        client_msg_id,
+    }) = says.recv().await
+    {
+        let answer = match store_message(&node, &org, &room, &user, text, client_msg_id).await {
+            // Stored: the feed delivers it to every member, this one too.
+            Ok(s) if !s.duplicate => continue,
+            // A repeat: its sender gets the original again.
+            Ok(s) => match node.rooms.store().await {
+                Ok(store) => match store.message(&org, s.seq).await {
+                    Ok(Some(original)) => ServerMessage::Message(original),
+                    Ok(None) => continue,
+                    Err(e) => unavailable(e).frame(&node, Some(&room)),
+                },
+                Err(e) => unavailable(e).frame(&node, Some(&room)),
+            },
+            Err(refusal) => refusal.frame(&node, Some(&room)),
+        };
+        outbox.message(Arc::new(answer));
     }
 }
 
