@@ -3,7 +3,7 @@
 //! `deploy/prometheus/prometheus.yml` and alert rules, scrapes two real
 //! edge nodes while they serve every kind of traffic the panels are about
 //! (live and catch-up deliveries over long-poll, WebSocket and SSE, history
-//! reads, resets, rejected events), and every query of every panel,
+//! reads, resets, rejected events, rooms), and every query of every panel,
 //! asked through Prometheus's HTTP API, returns a number.
 
 // Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_testkit::ws::Received;
 use herald_testkit::{get_json, EdgeNode, Herald, Prometheus, SseClient, WsClient};
 use serde_json::{json, Value};
 
@@ -142,6 +143,52 @@ async fn every_dashboard_panel_shows_data_from_real_edges() {
             }
         }
     }));
+
+    // Rooms: a member on each node saying, typing, reading and going
+    // away and back, a bad request now and then, and a member joining
+    // afresh with history every two seconds.
+    for node in 0..2 {
+        tasks.push(tokio::spawn({
+            let (h, done) = (Arc::clone(&h), Arc::clone(&done));
+            async move {
+                let token = h.token("acme");
+                let base = h.edges[node].base_url();
+                let mut ws = WsClient::connect(&base, "", Some(&token), None).await;
+                ws.hello(&["tasks"], None, None, None).await;
+                ws.send(json!({"type": "join", "room": "lobby"})).await;
+                let mut i = 0u64;
+                while !done.load(Relaxed) {
+                    ws.send(json!({"type": "say", "room": "lobby", "text": format!("hi {i}")}))
+                        .await;
+                    ws.send(json!({"type": "typing", "room": "lobby"})).await;
+                    ws.send(json!({"type": "read", "room": "lobby", "seq": i + 1}))
+                        .await;
+                    let state = if i % 2 == 0 { "away" } else { "online" };
+                    ws.send(json!({"type": "status", "state": state})).await;
+                    ws.send(json!({"type": "say", "room": "elsewhere", "text": "x"}))
+                        .await;
+                    // Read what came (the room's frames), then pause.
+                    for _ in 0..100 {
+                        if !matches!(ws.recv(Duration::from_millis(20)).await, Received::Frame(_)) {
+                            break;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    if node == 1 && i % 4 == 0 {
+                        let mut joiner = WsClient::connect(&base, "", Some(&token), None).await;
+                        joiner.hello(&["tasks"], None, None, None).await;
+                        joiner
+                            .send(json!({"type": "join", "room": "lobby", "history": 50}))
+                            .await;
+                        let _ = joiner.recv(Duration::from_millis(500)).await;
+                        joiner.close().await;
+                    }
+                    i += 1;
+                }
+                ws.close().await;
+            }
+        }));
+    }
 
     tokio::time::sleep(LOAD).await;
     // Past at least one more scrape of everything the load did.
