@@ -376,6 +376,14 @@ impl Config {
         if Partitions::new(self.partitions).is_none() {
             return bad("HERALD_PARTITIONS must be between 1 and 1024");
         }
+        if herald_proto::subject::check_token("stream", &self.rooms_stream).is_err()
+            || self.rooms_stream == self.stream
+        {
+            return bad("HERALD_ROOMS_STREAM must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-', and not HERALD_STREAM");
+        }
+        if self.room_history < 1 {
+            return bad("HERALD_ROOM_HISTORY must be at least 1");
+        }
         if !(1..=5).contains(&self.stream_replicas) {
             return bad("HERALD_STREAM_REPLICAS must be between 1 and 5");
         }
