@@ -163,7 +163,7 @@ async fn every_dashboard_panel_shows_data_from_real_edges() {
                     ws.send(json!({"type": "typing", "room": "lobby"})).await;
                     ws.send(json!({"type": "read", "room": "lobby", "seq": i + 1}))
                         .await;
-                    let state = if i % 2 == 0 { "away" } else { "online" };
+                    let state = if i.is_multiple_of(2) { "away" } else { "online" };
                     ws.send(json!({"type": "status", "state": state})).await;
                     ws.send(json!({"type": "say", "room": "elsewhere", "text": "x"}))
                         .await;
@@ -174,7 +174,7 @@ async fn every_dashboard_panel_shows_data_from_real_edges() {
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(400)).await;
-                    if node == 1 && i % 4 == 0 {
+                    if node == 1 && i.is_multiple_of(4) {
                         let mut joiner = WsClient::connect(&base, "", Some(&token), None).await;
                         joiner.hello(&["tasks"], None, None, None).await;
                         joiner

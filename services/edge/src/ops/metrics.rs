@@ -1463,6 +1463,9 @@ mod tests {
             head_samples: 12,
             leader_changes: 13,
             nats_connected: 1,
+            room_orgs: 1,
+            rooms: 2,
+            room_members: 3,
             nats: NatsCounters {
                 connects: 2,
                 messages_in: 14,
