@@ -568,21 +568,29 @@ async fn client_msg_id_is_stored_once_over_websocket_and_http() {
     let alice_token = token("acme", "alice");
     let mut alice = member(&h, 0, "acme", "alice").await;
     let mut bob = member(&h, 1, "acme", "bob").await;
+    // Alice's second connection: a member like any other.
+    let mut alice2 = member(&h, 1, "acme", "alice").await;
     alice.join("r1", None).await;
     bob.join("r1", None).await;
+    alice2.join("r1", None).await;
 
     let first = alice.say_ok("r1", "hello", Some("c-1")).await;
     let seq = first["seq"].as_u64().unwrap();
     bob.message("r1", seq, FRAME_WAIT).await;
+    alice2.message("r1", seq, FRAME_WAIT).await;
     // The repeat, even with other text: the original message again, to its sender.
     let repeat = alice.say_ok("r1", "hello, edited", Some("c-1")).await;
     assert_eq!(repeat["seq"], seq, "the original seq: {repeat}");
     assert_eq!(repeat["text"], "hello", "the original text: {repeat}");
     assert_eq!(repeat["ts"], first["ts"], "the original ts: {repeat}");
-    bob.none_within("the repeat delivered to another member", QUIET, |f| {
-        is_message_in(f, "r1")
-    })
-    .await;
+    for m in [&mut bob, &mut alice2] {
+        m.none_within(
+            "the repeat delivered beyond its sender connection",
+            QUIET,
+            |f| is_message_in(f, "r1"),
+        )
+        .await;
+    }
 
     // Over HTTP, on the other node, the same clientMsgId: the original seq.
     let (status, body, _) = post(
@@ -859,6 +867,20 @@ async fn typing_goes_to_other_users_only_and_at_most_once_per_2s() {
     // Not joined.
     carol.send(json!({"type": "typing", "room": "r2"})).await;
     assert_error(&carol.error(Some("r2")).await, Some("r2"), "not_joined");
+    // The throttle is per room: typing in r1 and right after in r2 both arrive.
+    carol.join("r2", Some(0)).await;
+    bob.join("r2", Some(0)).await;
+    carol.send(json!({"type": "typing", "room": "r1"})).await;
+    carol.send(json!({"type": "typing", "room": "r2"})).await;
+    for room in ["r1", "r2"] {
+        let what = format!("carol typing in {room}");
+        let f = bob
+            .wait_for(&what, FRAME_WAIT, |f| {
+                f["type"] == "typing" && f["room"] == room
+            })
+            .await;
+        assert_eq!(f["userId"], "carol");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
