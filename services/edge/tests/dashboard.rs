@@ -163,7 +163,11 @@ async fn every_dashboard_panel_shows_data_from_real_edges() {
                     ws.send(json!({"type": "typing", "room": "lobby"})).await;
                     ws.send(json!({"type": "read", "room": "lobby", "seq": i + 1}))
                         .await;
-                    let state = if i.is_multiple_of(2) { "away" } else { "online" };
+                    let state = if i.is_multiple_of(2) {
+                        "away"
+                    } else {
+                        "online"
+                    };
                     ws.send(json!({"type": "status", "state": state})).await;
                     ws.send(json!({"type": "say", "room": "elsewhere", "text": "x"}))
                         .await;
