@@ -1,7 +1,7 @@
 //! The command line: `herald-loadgen longpoll …`, `ingest …`, the
 //! stream scenarios `stream …`, `fanout …` and `resume …`, and the
 //! scale-out scenarios on a NATS cluster `partitions …`, `affinity …` and
-//! `simulate …`.
+//! `simulate …`, and the chat-room scenario `rooms …`.
 
 use std::path::PathBuf;
 
@@ -53,6 +53,11 @@ pub enum Command {
     /// memory per connection, CPU per delivery, subscriptions per server,
     /// deliveries/s, against what the capacity model predicts.
     Simulate(SimulateArgs),
+    /// N members of one room of one org over two edges, each its own user
+    /// on a WebSocket: join with history, message and typing latency to
+    /// every member, exactly-once delivery, close → offline presence at
+    /// the other edge, edge memory per joined member.
+    Rooms(RoomsArgs),
 }
 
 /// Which edge and NATS to use.
@@ -606,6 +611,76 @@ pub struct SimulateArgs {
     /// NATS server machine of the plan: cores, memory GiB, price per hour.
     #[arg(long, value_delimiter = ',', default_value = "8,32,0.50")]
     pub nats_machine: Vec<f64>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `herald-loadgen rooms`.
+#[derive(Debug, Clone, Args)]
+pub struct RoomsArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Room sizes to run, each on a fresh target (with `--spawn`), in order.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    pub members: Vec<usize>,
+
+    /// Messages posted to the room over HTTP before the members connect.
+    #[arg(long, default_value_t = 60)]
+    pub prefill: usize,
+
+    /// History each member asks for when it joins.
+    #[arg(long, default_value_t = 50)]
+    pub history: u32,
+
+    /// Joins in flight at the same time.
+    #[arg(long, default_value_t = 32)]
+    pub join_concurrency: usize,
+
+    /// Members that join again one after the other once the room is quiet
+    /// (join → `joined` without the other joins' load).
+    #[arg(long, default_value_t = 20)]
+    pub rejoins: usize,
+
+    /// Members that send messages (members 0.., alternating edges).
+    #[arg(long, default_value_t = 4)]
+    pub senders: usize,
+
+    /// Messages per second, all senders together.
+    #[arg(long, default_value_t = 5.0)]
+    pub rate: f64,
+
+    /// Seconds of messages.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+
+    /// Members that send typing frames (after the senders).
+    #[arg(long, default_value_t = 6)]
+    pub typers: usize,
+
+    /// Typing frames per typer, 2.5 s apart.
+    #[arg(long, default_value_t = 3)]
+    pub typing_rounds: usize,
+
+    /// Members of the first edge whose connection is closed, 250 ms apart,
+    /// to time the `offline` frame at the members of the other edge(s).
+    #[arg(long, default_value_t = 20)]
+    pub closes: usize,
+
+    /// Services of each member's `hello`.
+    #[arg(long, value_delimiter = ',', default_value = "tasks")]
+    pub services: Vec<String>,
+
+    /// Members connecting (up to their ack) at the same time.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+
+    /// Prefix of the org id and user ids.
+    #[arg(long, default_value = "load")]
+    pub prefix: String,
 
     #[command(flatten)]
     #[allow(missing_docs)]

@@ -30,6 +30,8 @@
 //!   interest, measured by a stand-in), [`phase`] (one checked publishing
 //!   phase), [`capacity`] (the capacity model's arithmetic), and the
 //!   scenarios [`partitions`], [`affinity`], [`simulate`].
+//! - [`rooms`]: N members of one chat room over two edges (contract
+//!   section 6): join with history, message and typing fan-out, presence.
 
 pub mod affinity;
 pub mod capacity;
@@ -50,6 +52,7 @@ pub mod procfs;
 pub mod publish;
 pub mod report;
 pub mod resume;
+pub mod rooms;
 pub mod routing;
 pub mod session;
 pub mod simulate;
@@ -97,6 +100,10 @@ pub async fn run(cli: cli::Cli) -> Result<(), LoadError> {
         cli::Command::Simulate(args) => {
             let markdown = args.output.markdown.clone();
             (simulate::run(args).await?, markdown)
+        }
+        cli::Command::Rooms(args) => {
+            let markdown = args.output.markdown.clone();
+            (rooms::run(args).await?, markdown)
         }
     };
     let report = report.with_command(command_line);
