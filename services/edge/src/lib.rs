@@ -8,6 +8,8 @@
 //!    |
 //! delivery    a client's cursor over its org (reader) and what it may see (filter)
 //!    |
+//! room        per org: members here <- message feed, room state, typing (NATS)
+//!    |
 //! org         registry -> hub (buffer, waiters) <- feed task <- live queue
 //!    |
 //! nats        connection, event stream (JetStream reads), sampled stream head
@@ -19,11 +21,14 @@
 //!   `admission` (node state, token, subscription and caps, shared by every
 //!   realtime endpoint), `query` (poll and SSE query strings), `messages`
 //!   (the control messages both streams send), the endpoints `poll`, `sse`,
-//!   `ws` (with `ws/`: writer, codec, backlog, handshake, deadlines),
-//!   `publish`, `admin` and `client_telemetry`, request `body` limits and
-//!   `ratelimit`.
+//!   `ws` (with `ws/`: writer, codec, backlog, handshake, deadlines, rooms),
+//!   `publish`, `admin`, `client_telemetry` and `rooms`, request `body`
+//!   limits and `ratelimit`.
 //! - [`delivery`] holds `reader` (a client's cursor, shared by every transport)
 //!   and `filter`.
+//! - [`room`] holds `registry` (a hub per org with room members here),
+//!   `hub` (the members and the tasks that feed them), `presence` (every
+//!   node's entries merged, pure) and `outbox` (a connection's room frames).
 //! - [`org`] holds `registry` (org state created on a first client, evicted
 //!   when idle), `hub` (the buffer and its waiters), `feed` (the task that
 //!   keeps the buffer gap-free) and `trust` (its pure state machine), `live`
@@ -33,7 +38,8 @@
 //! - [`nats`] holds `connection`, `stream` (an event stream in JetStream),
 //!   `head` (a stream's sampled head: epoch, first and last sequence) and
 //!   `streams` (one stream and head per partition, and the check that the
-//!   servers' partition mapping agrees).
+//!   servers' partition mapping agrees), and `rooms` (the rooms stream and
+//!   state bucket).
 //! - [`ops`] holds open `connections` and their limits, `control` across nodes,
 //!   kill `switches`, `metrics`, `telemetry`.
 //! - Beside the layers: [`config`], [`auth`] (tokens), [`error`] (errors as

@@ -129,11 +129,6 @@ impl RoomStore {
         }
     }
 
-    /// The stream name.
-    pub fn stream_name(&self) -> &str {
-        &self.settings.stream
-    }
-
     /// The stream config this node creates.
     pub fn wanted_stream(&self) -> stream::Config {
         stream::Config {
@@ -518,8 +513,9 @@ impl RoomStore {
         self.direct_batch_on(&self.settings.stream, req).await
     }
 
-    /// A batch direct get (nats-server 2.11+): the answers to `req`, up to
-    /// the server's end-of-batch marker.
+    /// A batch direct get (nats-server 2.11+; every request here asks for
+    /// a batch or `multi_last`): the answers to `req`, up to the server's
+    /// end-of-batch marker.
     async fn direct_batch_on(
         &self,
         stream: &str,
@@ -568,16 +564,12 @@ impl RoomStore {
                 .get("Nats-Subject")
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
-            let single = req.batch.is_none() && req.multi_last.is_none();
             out.push(DirectMsg {
                 seq,
                 subject,
                 headers,
                 payload: msg.payload,
             });
-            if single {
-                break;
-            }
         }
         let _ = sub.unsubscribe().await;
         Ok(out)

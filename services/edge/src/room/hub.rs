@@ -76,12 +76,6 @@ struct State {
     empty_since: Option<Instant>,
 }
 
-/// A member's view of a room at join time.
-pub struct Joining {
-    /// History is read up to here.
-    pub position: u64,
-}
-
 /// One org's rooms on this node.
 pub struct RoomOrg {
     /// The org.
@@ -92,15 +86,13 @@ pub struct RoomOrg {
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     write_presence: Notify,
-    /// True once the feeds run and the room state is read.
-    ready: watch::Sender<bool>,
     /// Stops the org's tasks.
     pub cancel: CancellationToken,
 }
 
 impl RoomOrg {
-    /// Starts the org's tasks; the hub is [`ready`](Self::ready) once they
-    /// run.
+    /// Starts the org's tasks; returns once they run and the room state
+    /// is read (or after 5 s, the watch going on).
     pub(crate) async fn start(
         org: &str,
         node: &str,
@@ -121,7 +113,6 @@ impl RoomOrg {
                 ..Default::default()
             }),
             write_presence: Notify::new(),
-            ready: watch::channel(false).0,
             cancel: CancellationToken::new(),
         });
         let messages = hub.store.watch_messages(org, position).await?;
@@ -139,7 +130,6 @@ impl RoomOrg {
         // The joined frames need the current state: wait for it (bounded,
         // the watch keeps going either way).
         let _ = tokio::time::timeout(Duration::from_secs(5), caught_up.wait_for(|c| *c)).await;
-        hub.ready.send_replace(true);
         Ok(hub)
     }
 
@@ -182,7 +172,8 @@ impl RoomOrg {
 
     /// Registers connection `conn` of `user` in `room`: from now on it gets
     /// every message the feed delivers, held back until [`joined`](Self::joined).
-    pub fn join(&self, room: &str, conn: u64, user: &str, outbox: &Arc<Outbox>) -> Joining {
+    /// Returns the feed's position, up to which its history is read.
+    pub fn join(&self, room: &str, conn: u64, user: &str, outbox: &Arc<Outbox>) -> u64 {
         let mut s = self.lock();
         let position = s.position;
         s.empty_since = None;
@@ -198,7 +189,7 @@ impl RoomOrg {
         r.dirty = true;
         drop(s);
         self.write_presence.notify_one();
-        Joining { position }
+        position
     }
 
     /// Sends `joined` with `history` to `conn`, then what was held back.
@@ -624,10 +615,5 @@ impl RoomOrg {
         limit: usize,
     ) -> Result<Vec<RoomMessage>, RoomStoreError> {
         self.store.history(&self.org, room, until, limit).await
-    }
-
-    /// True once the hub runs.
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
     }
 }

@@ -77,14 +77,6 @@ impl PresenceView {
             })
             .collect()
     }
-
-    /// The nodes with an entry in `room`.
-    pub fn nodes(&self, room: &str) -> Vec<String> {
-        self.rooms
-            .get(room)
-            .map(|n| n.keys().cloned().collect())
-            .unwrap_or_default()
-    }
 }
 
 fn merged(nodes: &HashMap<String, PresenceEntry>, user: &str) -> PresenceState {
@@ -152,7 +144,6 @@ mod tests {
             [("u1".into(), Offline)]
         );
         assert!(v.members("r").is_empty());
-        assert_eq!(v.nodes("r"), Vec::<String>::new());
     }
 
     #[test]

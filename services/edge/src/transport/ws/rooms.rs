@@ -269,17 +269,17 @@ impl ConnRooms {
                 }
             };
             hub.set_away(member, away);
-            let joining = hub.join(&room, member, &user, &outbox);
+            let position = hub.join(&room, member, &user, &outbox);
             // Left (or closed) while the join was on its way: undo it.
             if !outbox.is_in(&room) {
                 hub.leave(&room, member);
                 return;
             }
             let started = Instant::now();
-            let history = if limit == 0 || joining.position == 0 {
+            let history = if limit == 0 || position == 0 {
                 Ok(Vec::new())
             } else {
-                hub.history(&room, joining.position, limit).await
+                hub.history(&room, position, limit).await
             };
             match history {
                 Ok(history) => {
