@@ -6,6 +6,7 @@
 //   state.ts       state() and its listeners    stale.ts      onStale
 //   telemetry.ts   sampled reports to the edge
 //   rooms.ts       chat rooms: handles, state, the leader's hub
+//   upload.ts      tus uploads, straight from this tab
 // This file decides what happens when: roles, page lifecycle, the once-a-
 // second tick, and the two paths of an event:
 //   leader:   server → dedup → cursor → bus 'events' → own handlers
@@ -27,13 +28,15 @@ import { Rooms } from './rooms.js';
 import type { TabNeed } from './routing.js';
 import { StaleWatch } from './stale.js';
 import { browserSender, Telemetry, type TelemetrySender } from './telemetry.js';
+import { Uploads } from './upload.js';
+import type { UploadFetch } from './upload/tus.js';
 import { buildState, isConnected, StateView, summarizeConnection } from './state.js';
 import { HEARTBEAT_MS, TabBus, type LeaderStatus } from './tabs.js';
 import { createLongPollTransport } from './transport/longpoll.js';
 import { createSseTransport } from './transport/sse.js';
 import type { TransportFactory } from './transport/types.js';
 import { createWebSocketTransport } from './transport/websocket.js';
-import type { HeraldEvent, RealtimeClient, RealtimeOptions, RealtimeState, ResetReason, Room, TransportKind } from './types.js';
+import type { HeraldEvent, RealtimeClient, RealtimeOptions, RealtimeState, ResetReason, Room, TransportKind, Upload, UploadOptions } from './types.js';
 
 /**
  * Events received this soon after a connection opened are mostly the backlog
@@ -51,6 +54,9 @@ export interface ClientInternals {
   tabId?: string;
   /** How telemetry is sent; without it (and with an injected env) telemetry sends nothing. */
   telemetrySender?: TelemetrySender | null;
+  /** How uploads reach the edge, and their SHA-256 (tests). */
+  uploadFetch?: UploadFetch;
+  uploadDigest?: ((data: ArrayBuffer) => Promise<ArrayBuffer>) | null;
 }
 
 /** State listeners by client handle (for the React entry), kept off the public interface. */
@@ -78,6 +84,7 @@ export function createClientInternal(options: RealtimeOptions, internals: Client
     close: () => client.close(),
     state: () => client.state(),
     room: (id) => client.room(id),
+    upload: (file, options) => client.upload(file, options),
   };
   watchers.set(handle, client);
   client.start(handle);
@@ -100,6 +107,7 @@ class HeraldClient {
   private readonly stale: StaleWatch;
   private readonly telemetry: Telemetry;
   private readonly rooms: Rooms;
+  private readonly uploads: Uploads;
   private propertyId: string | null;
   private visible: boolean;
 
@@ -187,6 +195,16 @@ class HeraldClient {
       // Only the leader calls getToken(); a follower uses the token it was given.
       token: () => (this.role === 'leader' ? this.tokens.get(false) : Promise.resolve(this.tokens.peek())),
       baseUrl: () => this.connection?.current().url ?? this.tabs.mirroredLeader()?.url ?? this.config.urls[0] ?? '',
+    });
+    this.uploads = new Uploads({
+      env,
+      channelName: this.config.channelName,
+      endpoint: this.config.urls[0] ?? '',
+      // Uploads go from any tab, not only the leader: a follower uses the token
+      // the leader shared, and fetches one itself after a 401 (or without one).
+      token: (force) => this.tokens.get(force),
+      ...(internals.uploadFetch === undefined ? {} : { fetch: internals.uploadFetch }),
+      ...(internals.uploadDigest === undefined ? {} : { digest: internals.uploadDigest }),
     });
     this.telemetry = new Telemetry(this.config.telemetry, {
       env,
@@ -282,6 +300,7 @@ class HeraldClient {
     this.telemetry.stop();
     this.stopped = true;
     this.rooms.close();
+    this.uploads.close(why === 'logout');
     this.connection?.dispose();
     this.connection = null;
     this.elector?.stop();
@@ -323,6 +342,11 @@ class HeraldClient {
 
   room(id: string): Room {
     return this.rooms.room(id);
+  }
+
+  upload(file: Blob, options?: UploadOptions): Upload {
+    if (this.stopped) throw new Error('herald: the client is stopped');
+    return this.uploads.upload(file, options);
   }
 
   watch(cb: (s: RealtimeState) => void): () => void {

@@ -2,7 +2,7 @@
 // Everything else under src/ is internal and may change without notice.
 
 export { createRealtimeClient } from './client.js';
-export { RoomRequestError } from './types.js';
+export { RoomRequestError, UploadError } from './types.js';
 export type {
   ChatMessage,
   HeraldEvent,
@@ -17,4 +17,10 @@ export type {
   ServiceHealth,
   TelemetryOptions,
   TransportKind,
+  Upload,
+  UploadMetadata,
+  UploadOptions,
+  UploadProgress,
+  UploadResult,
+  UploadState,
 } from './types.js';

@@ -121,6 +121,13 @@ export interface RealtimeClient {
    * Throws on a room id that is not 1–64 characters of `[A-Za-z0-9_-]`.
    */
   room(id: string): Room;
+  /**
+   * Uploads a file to the edge over tus (contract §7), straight from this tab,
+   * in checksummed chunks, resumable after failures and page reloads.
+   * Throws a TypeError at once on an empty file or metadata the edge would
+   * refuse.
+   */
+  upload(file: Blob, options?: UploadOptions): Upload;
 }
 
 // ---- rooms (contract §6) ----------------------------------------------------
@@ -221,4 +228,96 @@ export interface Room {
   onReceipts(cb: () => void): () => void;
   /** Calls `cb` with each room-level error. */
   onError(cb: (e: RoomError) => void): () => void;
+}
+
+// ---- uploads (contract §7) ----------------------------------------------------
+
+/** Metadata the edge keeps with an upload (protocol §13); no other key is accepted. */
+export interface UploadMetadata {
+  /** 1–255 bytes, no control characters, `/` or `\`. Default: the File's `name`. */
+  filename?: string;
+  /** A MIME type the edge accepts (HERALD_UPLOAD_TYPES). Default: the Blob's `type`. */
+  filetype?: string;
+  documentType?: string;
+  /** 1–64 characters of `[A-Za-z0-9_-]`: the `upload.completed` event goes to this property. */
+  propertyId?: string;
+  /** 1–128 characters. */
+  guestId?: string;
+}
+
+/** Options of {@link RealtimeClient.upload}. */
+export interface UploadOptions {
+  metadata?: UploadMetadata;
+  /** Bytes per PATCH, 1 B to 8 MiB (the edge's checksummed PATCH limit). Default 64 KiB. */
+  chunkSize?: number;
+  /** Edge base URL to upload to. Default: the client's first URL. */
+  endpoint?: string;
+  /** Continue an unfinished upload of the same file remembered in this browser. Default true. */
+  resume?: boolean;
+  /** Transient failures in a row (network, 5xx, 429) before the upload fails with `network`. Default 10. */
+  maxRetries?: number;
+}
+
+/** `uploading` → `paused` ⇄ `uploading` → `done`, `error` or `aborted` (the last three are final). */
+export type UploadState = 'uploading' | 'paused' | 'done' | 'error' | 'aborted';
+
+/** Bytes the edge confirmed, of the file's total. */
+export interface UploadProgress {
+  bytesSent: number;
+  bytesTotal: number;
+}
+
+/** A finished upload. */
+export interface UploadResult {
+  /** The upload's id (26 characters of `[a-z0-9]`). */
+  id: string;
+  size: number;
+  /** `GET` it with the token in `Authorization` for the file: `…/v2/uploads/<id>/content`. */
+  url: string;
+  /** The tus upload URL (`…/v2/uploads/<id>`). */
+  uploadUrl: string;
+  filename: string;
+  filetype: string;
+}
+
+/**
+ * Why an upload failed. `code`: `too_large` (413), `unsupported_type` (415),
+ * `forbidden` (403), `not_found` (404), `expired` (410), `bad_request` (400),
+ * `unsupported_protocol` (412), `unauthorized` (401 after a fresh token),
+ * `checksum` (460 three times over for one chunk), `network` (`maxRetries`
+ * transient failures in a row), `protocol` (an answer tus does not allow),
+ * `aborted` (`abort()`), `stopped` (the client was closed or logged out),
+ * `http_<status>` (any other answer).
+ */
+export class UploadError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    /** The HTTP status behind it, if any. */
+    readonly status: number | null = null,
+  ) {
+    super(`herald upload: ${code}: ${message}`);
+    this.name = 'UploadError';
+  }
+}
+
+/** One upload, started by {@link RealtimeClient.upload}. */
+export interface Upload {
+  /** Resolves when the edge stored the last byte; rejects with an {@link UploadError}. */
+  readonly done: Promise<UploadResult>;
+  state(): UploadState;
+  /** The same object until the offset moves. */
+  progress(): UploadProgress;
+  error(): UploadError | null;
+  result(): UploadResult | null;
+  /** Stops sending (the request in flight is cancelled); the edge keeps what it has. */
+  pause(): void;
+  /** Asks the edge for its offset and goes on from there. */
+  resume(): void;
+  /** Stops, forgets the upload in this browser and deletes it on the edge (tus DELETE). */
+  abort(): Promise<void>;
+  /** Calls `cb` whenever `progress()` changed. Returns the unsubscribe function. */
+  onProgress(cb: (p: UploadProgress) => void): () => void;
+  /** Calls `cb` whenever `state()` changed. Returns the unsubscribe function. */
+  onStateChange(cb: (s: UploadState) => void): () => void;
 }
