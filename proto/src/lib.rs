@@ -40,6 +40,7 @@ pub mod stream;
 pub mod subject;
 #[cfg(feature = "jwt")]
 pub mod token;
+pub mod upload;
 
 pub use claims::{Claims, Role};
 pub use close::CloseCode;

@@ -65,6 +65,28 @@ pub struct Config {
     #[arg(long, env = "HERALD_ROOM_HISTORY", default_value_t = 10_000)]
     pub room_history: i64,
 
+    /// Largest upload, in bytes (tus `Tus-Max-Size`; contract section 7).
+    #[arg(long, env = "HERALD_UPLOAD_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub upload_max_bytes: u64,
+
+    /// MIME types an upload may declare, comma-separated (default: JPEG,
+    /// PNG, GIF, WebP, PDF, CSV, XLS, XLSX).
+    #[arg(long, env = "HERALD_UPLOAD_TYPES", value_delimiter = ',')]
+    pub upload_types: Vec<String>,
+
+    /// How long an unfinished upload is kept after its creation.
+    #[arg(long, env = "HERALD_UPLOAD_EXPIRES", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub upload_expires: Duration,
+
+    /// Largest PATCH body with an `Upload-Checksum` (read whole before it
+    /// is stored).
+    #[arg(long, env = "HERALD_UPLOAD_CHECKSUM_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub upload_checksum_max_bytes: usize,
+
+    /// Longest wait for the next byte of a PATCH body.
+    #[arg(long, env = "HERALD_UPLOAD_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub upload_idle_timeout: Duration,
+
     /// HS256 secret for client tokens.
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
@@ -384,6 +406,19 @@ impl Config {
         if self.room_history < 1 {
             return bad("HERALD_ROOM_HISTORY must be at least 1");
         }
+        if self.upload_max_bytes == 0 || self.upload_checksum_max_bytes == 0 {
+            return bad(
+                "HERALD_UPLOAD_MAX_BYTES and HERALD_UPLOAD_CHECKSUM_MAX_BYTES must be at least 1",
+            );
+        }
+        if self.upload_expires.is_zero() || self.upload_idle_timeout.is_zero() {
+            return bad("HERALD_UPLOAD_EXPIRES and HERALD_UPLOAD_IDLE_TIMEOUT must be more than 0");
+        }
+        for t in &self.upload_types {
+            if crate::upload::metadata::normalize_type(t).is_err() {
+                return bad(&format!("HERALD_UPLOAD_TYPES: {t:?} is not a MIME type"));
+            }
+        }
         if !(1..=5).contains(&self.stream_replicas) {
             return bad("HERALD_STREAM_REPLICAS must be between 1 and 5");
         }
@@ -586,6 +621,9 @@ impl fmt::Debug for Config {
             .field("header_timeout", &self.header_timeout)
             .field("max_http_connections", &self.max_http_connections)
             .field("services", &self.services)
+            .field("upload_max_bytes", &self.upload_max_bytes)
+            .field("upload_types", &self.upload_types)
+            .field("upload_expires", &self.upload_expires)
             .finish_non_exhaustive()
     }
 }

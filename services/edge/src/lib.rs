@@ -58,6 +58,7 @@ pub mod org;
 pub mod room;
 pub mod server;
 pub mod transport;
+pub mod upload;
 
 pub use config::Config;
 pub use server::{run, RunError};

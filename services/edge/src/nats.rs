@@ -8,3 +8,4 @@ pub mod head;
 pub mod rooms;
 pub mod stream;
 pub mod streams;
+pub mod uploads;

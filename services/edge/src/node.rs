@@ -15,6 +15,7 @@ use crate::nats::connection;
 use crate::nats::rooms::{RoomSettings, RoomStore};
 use crate::nats::stream::StreamSettings;
 use crate::nats::streams::Streams;
+use crate::nats::uploads::{UploadSettings, UploadStore};
 use crate::ops::connections::Connections;
 use crate::ops::connections::Transport;
 use crate::ops::metrics::{Gauges, Metrics, NatsCounters, PartitionGauges};
@@ -73,6 +74,8 @@ pub struct Node {
     pub rooms: Arc<Rooms>,
     /// Room messages per (org, user), over WebSocket and HTTP.
     pub room_limiter: RateLimiter,
+    /// Uploads' bytes and records in NATS.
+    pub uploads: Arc<UploadStore>,
 }
 
 impl Node {
@@ -147,6 +150,12 @@ impl Node {
             Arc::clone(&metrics),
             draining.clone(),
         );
+        let uploads = Arc::new(UploadStore::new(
+            client.clone(),
+            UploadSettings {
+                replicas: config.stream_replicas,
+            },
+        ));
         let rate = herald_proto::room::MESSAGES_PER_SECOND;
         Arc::new(Self {
             config,
@@ -166,6 +175,7 @@ impl Node {
             telemetry_limiter,
             rooms,
             room_limiter: RateLimiter::new(rate, rate),
+            uploads,
         })
     }
 

@@ -100,6 +100,13 @@ pub async fn run(
         let (interval, stop) = (node.config.head_interval, node.draining.clone());
         tokio::spawn(async move { heads.sample(interval, stop).await });
     }
+    tokio::spawn(crate::upload::sweep::run(
+        Arc::clone(&node.uploads),
+        node.publisher.clone(),
+        Arc::clone(&node.metrics),
+        crate::upload::sweep::period(node.config.upload_expires),
+        node.draining.clone(),
+    ));
     tokio::spawn(elections::follow(
         node.client.clone(),
         Arc::clone(&node.streams),

@@ -18,4 +18,5 @@ pub(crate) mod ratelimit;
 pub(crate) mod rooms;
 pub(crate) mod serve;
 pub(crate) mod sse;
+pub(crate) mod uploads;
 pub(crate) mod ws;

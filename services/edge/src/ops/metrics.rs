@@ -341,6 +341,59 @@ pub struct Metrics {
     room_errors: [AtomicU64; RoomErrorCode::ALL.len()],
     /// How long a join's history read took.
     room_history: Mutex<Histogram>,
+    /// Upload bytes stored (PATCH bodies, and POST bodies of creation-with-upload).
+    pub upload_bytes: AtomicU64,
+    /// Uploads created.
+    pub uploads_started: AtomicU64,
+    /// Uploads finished (their object written).
+    pub uploads_completed: AtomicU64,
+    /// Upload requests that failed, by [`UploadFailure`].
+    upload_failures: [AtomicU64; UploadFailure::ALL.len()],
+    /// Unfinished uploads removed by the expiry sweep.
+    pub uploads_expired: AtomicU64,
+    /// Uploads removed by DELETE.
+    pub uploads_deleted: AtomicU64,
+}
+
+/// Why an upload request failed (`herald_uploads_failed_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadFailure {
+    /// `Upload-Checksum` did not match (460).
+    Checksum,
+    /// A type not allowed, or content not of the declared type (415).
+    Type,
+    /// A wrong offset or a lost race (409).
+    Conflict,
+    /// Over the size cap (413).
+    TooLarge,
+    /// The body stopped: client gone or idle timeout.
+    Interrupted,
+    /// NATS did not store or read.
+    Storage,
+}
+
+impl UploadFailure {
+    /// Every reason, in label order.
+    pub const ALL: [UploadFailure; 6] = [
+        Self::Checksum,
+        Self::Type,
+        Self::Conflict,
+        Self::TooLarge,
+        Self::Interrupted,
+        Self::Storage,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Checksum => "checksum",
+            Self::Type => "type",
+            Self::Conflict => "conflict",
+            Self::TooLarge => "too_large",
+            Self::Interrupted => "interrupted",
+            Self::Storage => "storage",
+        }
+    }
 }
 
 /// What the request guards and node limits did.
@@ -450,6 +503,13 @@ impl Metrics {
     pub fn count_room_error(&self, code: RoomErrorCode) {
         if let Some(i) = RoomErrorCode::ALL.iter().position(|c| *c == code) {
             self.room_errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one failed upload request.
+    pub fn count_upload_failure(&self, why: UploadFailure) {
+        if let Some(i) = UploadFailure::ALL.iter().position(|c| *c == why) {
+            self.upload_failures[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -752,7 +812,7 @@ pub struct Metric {
 
 /// Every metric of a node, in Prometheus order: the one list both
 /// renderers walk.
-pub static METRICS: [Metric; 62] = [
+pub static METRICS: [Metric; 68] = [
     Metric {
         prom: "herald_connections",
         json: &["connections"],
@@ -1243,6 +1303,58 @@ pub static METRICS: [Metric; 62] = [
         kind: Kind::Histogram,
         help: "Time one read of a room's history took (a join's history, or a page of GET /v2/rooms/<room>/messages).",
         read: Read::Histogram(|m| &m.room_history),
+    },
+    Metric {
+        prom: "herald_upload_bytes_total",
+        json: &["uploads", "bytes"],
+        kind: Kind::Counter,
+        help: "Upload bytes this node stored in NATS.",
+        read: Read::One(|m, _| m.upload_bytes.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_uploads_started_total",
+        json: &["uploads", "started"],
+        kind: Kind::Counter,
+        help: "Uploads created on this node.",
+        read: Read::One(|m, _| m.uploads_started.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_uploads_completed_total",
+        json: &["uploads", "completed"],
+        kind: Kind::Counter,
+        help: "Uploads this node finished (object written, upload.completed published).",
+        read: Read::One(|m, _| m.uploads_completed.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_uploads_failed_total",
+        json: &["uploads", "failed"],
+        kind: Kind::Counter,
+        help: "Upload requests that failed on this node, by reason.",
+        read: Read::Family {
+            label: "reason",
+            samples: |m, _| {
+                UploadFailure::ALL
+                    .into_iter()
+                    .zip(&m.upload_failures)
+                    .map(|(c, n)| (c.as_str(), n.load(Relaxed)))
+                    .collect()
+            },
+            total: None,
+        },
+    },
+    Metric {
+        prom: "herald_uploads_expired_total",
+        json: &["uploads", "expired"],
+        kind: Kind::Counter,
+        help: "Unfinished uploads this node's sweep removed after they expired.",
+        read: Read::One(|m, _| m.uploads_expired.load(Relaxed)),
+    },
+    Metric {
+        prom: "herald_uploads_deleted_total",
+        json: &["uploads", "deleted"],
+        kind: Kind::Counter,
+        help: "Uploads removed by DELETE on this node.",
+        read: Read::One(|m, _| m.uploads_deleted.load(Relaxed)),
     },
     Metric {
         prom: "herald_client_events_total",

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, head, post};
 use axum::{Json, Router};
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
@@ -16,7 +16,7 @@ use crate::auth::{check_origin, extract_token, Role};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::ops::telemetry;
-use crate::transport::{admin, client_telemetry, poll, publish, rooms, sse, ws};
+use crate::transport::{admin, client_telemetry, poll, publish, rooms, sse, uploads, ws};
 
 /// Builds the node's router.
 pub fn router(node: Arc<Node>) -> Router {
@@ -45,6 +45,19 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/v2/rooms/{room}/presence", get(rooms::presence))
         .route("/v2/rooms/{room}/stats", get(rooms::stats))
+        .route(
+            "/v2/uploads",
+            post(uploads::create).options(uploads::options),
+        )
+        .route(
+            "/v2/uploads/{id}",
+            head(uploads::head)
+                .patch(uploads::patch)
+                .delete(uploads::delete)
+                .post(uploads::method_override)
+                .options(uploads::options),
+        )
+        .route("/v2/uploads/{id}/content", get(uploads::content))
         .route("/v2/realtime/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
         .fallback(|| async { ApiError::NotFound })
@@ -70,10 +83,27 @@ pub fn router(node: Arc<Node>) -> Router {
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST, Method::PUT])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::HEAD,
+                    Method::PATCH,
+                    Method::DELETE,
+                ])
+                .allow_headers(
+                    [header::AUTHORIZATION, header::CONTENT_TYPE]
+                        .into_iter()
+                        .chain(uploads::CORS_REQUEST_HEADERS.map(HeaderName::from_static))
+                        .collect::<Vec<_>>(),
+                )
                 .allow_credentials(true)
-                .expose_headers([header::RETRY_AFTER]),
+                .expose_headers(
+                    [header::RETRY_AFTER]
+                        .into_iter()
+                        .chain(uploads::CORS_EXPOSED_HEADERS.map(HeaderName::from_static))
+                        .collect::<Vec<_>>(),
+                ),
         );
     }
     app.with_state(node)
