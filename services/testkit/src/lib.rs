@@ -25,6 +25,8 @@
 //! - [`ws`], [`sse`]: WebSocket and SSE clients for the stream endpoints.
 //! - [`room`]: a room member over the stream (join, say, typing, read,
 //!   status) that waits for room frames by what they are.
+//! - [`upload`]: a tus 1.0.0 client for `/v2/uploads`, and a PATCH written
+//!   by hand over a socket (slow, cut short, or cut by a killed node).
 //!
 //! Every wait has a timeout and panics, with what it waited for and the last
 //! value or process log it saw, when it expires.
@@ -41,6 +43,7 @@ pub mod prometheus;
 pub mod room;
 pub mod sse;
 pub mod token;
+pub mod upload;
 pub mod wait;
 pub mod ws;
 
@@ -55,6 +58,7 @@ pub use prometheus::{prometheus_binary, promtool_binary, Prometheus};
 pub use room::RoomClient;
 pub use sse::{SseClient, SseMessage};
 pub use token::{hs256_with, unsigned_alg_none, TokenBuilder};
+pub use upload::{RawPatch, Tus, TusResponse};
 pub use wait::{
     eventually, eventually_mut, held_poll, metrics, wait_metric, wait_metric_at_least,
     wait_metric_until, Outcome,
