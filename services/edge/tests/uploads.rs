@@ -1,0 +1,257 @@
+//! Uploads end to end (contract section 7, protocol section 13): tus 1.0.0
+//! at `/v2/uploads` over real HTTP against two edge nodes on one
+//! nats-server. Discovery and the `Tus-Resumable` rule; creation rules;
+//! PATCH rules (offset, content type, checksums, length, sniffing); any
+//! node answers for any upload; completion (content, object store, event);
+//! org scoping; termination. Nothing is timed.
+
+// Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
+#![allow(clippy::unwrap_used)]
+
+use async_nats::jetstream;
+use herald_testkit::upload::{checksum, metadata, Tus};
+use herald_testkit::{Herald, TokenBuilder, SECRET};
+use reqwest::Method;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
+const PNG: &[u8] = &[0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
+
+async fn start() -> Herald {
+    Herald::start(EDGE, 2).await
+}
+
+fn tus(h: &Herald, node: usize, org: &str) -> Tus {
+    Tus::new(&h.edges[node].base_url(), Some(&h.token(org)))
+}
+
+/// `len` bytes of a PNG file: the signature, then a deterministic filler.
+fn png(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9E37_79B9 ^ u32::from(seed);
+    let mut v = PNG.to_vec();
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v.push(x as u8);
+    }
+    v.truncate(len);
+    v
+}
+
+fn png_meta() -> String {
+    metadata(&[("filename", "a.png"), ("filetype", "image/png")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_advertises_tus_and_a_missing_version_is_412() {
+    let h = start().await;
+    let anon = Tus::new(&h.edges[0].base_url(), None);
+    let r = anon.options("/v2/uploads").await;
+    assert_eq!(r.status, 204, "{r}");
+    assert_eq!(r.header("Tus-Version"), Some("1.0.0"), "{r}");
+    let ext = r.header("Tus-Extension").unwrap_or_default().to_owned();
+    for e in [
+        "creation",
+        "creation-with-upload",
+        "checksum",
+        "termination",
+        "expiration",
+    ] {
+        assert!(ext.split(',').any(|x| x.trim() == e), "{e}: {r}");
+    }
+    assert_eq!(r.number("Tus-Max-Size"), 100 * 1024 * 1024, "{r}");
+    let algs = r
+        .header("Tus-Checksum-Algorithm")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(algs.contains("sha1") && algs.contains("sha256"), "{r}");
+
+    let t = tus(&h, 0, "acme");
+    let bare = t
+        .bare(Method::POST, "/v2/uploads")
+        .header("Upload-Length", "10")
+        .header("Upload-Metadata", png_meta());
+    let r = t.send(bare).await;
+    assert_eq!(r.status, 412, "{r}");
+    assert_eq!(r.header("Tus-Version"), Some("1.0.0"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creation_rules() {
+    let h = start().await;
+    let t = tus(&h, 0, "acme");
+    let r = t.create(100, &png_meta()).await;
+    assert_eq!(r.status, 201, "{r}");
+    let loc = r.location();
+    let id = loc.strip_prefix("/v2/uploads/").unwrap();
+    assert!(
+        id.len() == 26
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "{r}"
+    );
+    assert!(r.header("Upload-Expires").is_some(), "{r}");
+    let missing = t
+        .request(Method::POST, "/v2/uploads")
+        .header("Upload-Metadata", png_meta());
+    assert_eq!(t.send(missing).await.status, 400);
+    assert_eq!(
+        t.create(100 * 1024 * 1024 + 1, &png_meta()).await.status,
+        413
+    );
+    let no_name = metadata(&[("filetype", "image/png")]);
+    assert_eq!(t.create(10, &no_name).await.status, 400);
+    let no_type = metadata(&[("filename", "a.png")]);
+    assert_eq!(t.create(10, &no_type).await.status, 400);
+    let html = metadata(&[("filename", "a.html"), ("filetype", "text/html")]);
+    assert_eq!(t.create(10, &html).await.status, 415);
+    // creation-with-upload
+    let body = png(300, 1);
+    let r = t.create_with_body(1000, &png_meta(), &body).await;
+    assert_eq!(r.status, 201, "{r}");
+    assert_eq!(r.offset(), 300, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_rules_offset_checksum_length_and_sniffing() {
+    let h = start().await;
+    let t = tus(&h, 0, "acme");
+    let file = png(3000, 2);
+    let loc = t.create_ok(3000, &png_meta()).await;
+    assert_eq!(t.patch(&loc, 0, &file[..1000]).await.status, 204);
+    let r = t.patch(&loc, 500, &file[500..1500]).await;
+    assert_eq!(r.status, 409, "{r}");
+    assert_eq!(t.offset(&loc).await, 1000);
+    let wrong_type = t
+        .patching(&loc, 1000, &file[1000..1100])
+        .header("Content-Type", "application/json");
+    assert_eq!(t.send(wrong_type).await.status, 415);
+    let bad = checksum("sha256", &Sha256::digest(b"other"));
+    assert_eq!(
+        t.patch_checked(&loc, 1000, &file[1000..1100], &bad)
+            .await
+            .status,
+        460
+    );
+    assert_eq!(t.offset(&loc).await, 1000);
+    let md5 = checksum("md5", &[0u8; 16]);
+    assert_eq!(
+        t.patch_checked(&loc, 1000, &file[1000..1100], &md5)
+            .await
+            .status,
+        400
+    );
+    let good = checksum("sha256", &Sha256::digest(&file[1000..2000]));
+    assert_eq!(
+        t.patch_checked(&loc, 1000, &file[1000..2000], &good)
+            .await
+            .status,
+        204
+    );
+    let sha1 = checksum("sha1", &sha1::Sha1::digest(&file[2000..2500]));
+    assert_eq!(
+        t.patch_checked(&loc, 2000, &file[2000..2500], &sha1)
+            .await
+            .status,
+        204
+    );
+    let mut past = file[2500..].to_vec();
+    past.extend_from_slice(b"extra");
+    assert_eq!(t.patch(&loc, 2500, &past).await.status, 413);
+    assert_eq!(t.offset(&loc).await, 2500);
+
+    // A PNG declared, PDF bytes sent.
+    let loc = t.create_ok(100, &png_meta()).await;
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.resize(100, b' ');
+    assert_eq!(t.patch(&loc, 0, &pdf).await.status, 415);
+    assert_eq!(t.head(&loc).await.status, 404);
+    let csv = metadata(&[("filename", "a.csv"), ("filetype", "text/csv")]);
+    let loc = t.create_ok(8, &csv).await;
+    assert_eq!(t.patch(&loc, 0, b"a,b\0c,d\n").await.status, 415);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_on_one_edge_finished_on_the_other_content_object_and_event() {
+    let h = start().await;
+    let (a, b) = (tus(&h, 0, "acme"), tus(&h, 1, "acme"));
+    let token = h.token("acme");
+    let cursor = h
+        .poll(0, &token, "services=uploads&timeout=0")
+        .await
+        .last_seq();
+    let file = png(200_000, 3);
+    let meta = metadata(&[
+        ("filename", "plan.png"),
+        ("filetype", "image/png"),
+        ("propertyId", "p1"),
+        ("documentType", "floorplan"),
+    ]);
+    let loc = a.create_ok(file.len() as u64, &meta).await;
+    a.patch_all(&loc, 0, &file[..70_000], 70_000).await;
+    assert_eq!(b.offset(&loc).await, 70_000);
+    let r = b.patch(&loc, 70_000, &file[70_000..]).await;
+    assert_eq!(r.status, 204, "{r}");
+    let sha = Sha256::digest(&file);
+    let c = a.content(&loc).await;
+    assert_eq!(c.status, 200, "{c}");
+    assert_eq!(c.body, file);
+    assert_eq!(c.header("Content-Type"), Some("image/png"));
+    assert_eq!(c.number("Content-Length"), file.len() as u64);
+
+    let id = loc.strip_prefix("/v2/uploads/").unwrap().to_owned();
+    let js = jetstream::new(h.nats_client().clone());
+    let store = js.get_object_store("HERALD_UPLOADS").await.unwrap();
+    let mut object = store.get(format!("acme/{id}")).await.unwrap();
+    let mut got = Vec::new();
+    object.read_to_end(&mut got).await.unwrap();
+    assert_eq!(Sha256::digest(&got), sha);
+
+    let (events, _) = h.collect(1, &token, "services=uploads", cursor, 1).await;
+    let e = &events[0];
+    assert_eq!(e["eventType"], "upload.completed", "{e}");
+    assert_eq!(e["entityType"], "upload", "{e}");
+    assert_eq!(e["entityId"], id.as_str(), "{e}");
+    let p = &e["payload"];
+    assert_eq!(p["id"], id.as_str(), "{e}");
+    assert_eq!(p["filename"], "plan.png", "{e}");
+    assert_eq!(p["filetype"], "image/png", "{e}");
+    assert_eq!(p["size"], file.len() as u64, "{e}");
+    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(p["sha256"], hex.as_str(), "{e}");
+    assert_eq!(p["propertyId"], "p1", "{e}");
+    assert_eq!(p["documentType"], "floorplan", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_org_gets_404_and_delete_terminates() {
+    let h = start().await;
+    let t = tus(&h, 0, "acme");
+    let other = tus(&h, 1, "globex");
+    let loc = t.create_ok(100, &png_meta()).await;
+    assert_eq!(t.patch(&loc, 0, &png(50, 4)).await.status, 204);
+    assert_eq!(other.head(&loc).await.status, 404);
+    assert_eq!(other.patch(&loc, 50, &png(50, 4)).await.status, 404);
+    assert_eq!(other.content(&loc).await.status, 404);
+    assert_eq!(other.delete(&loc).await.status, 404);
+    assert_eq!(t.offset(&loc).await, 50);
+    let star = Tus::new(
+        &h.edges[0].base_url(),
+        Some(&TokenBuilder::new(SECRET).org("*").build()),
+    );
+    assert_eq!(star.create(10, &png_meta()).await.status, 403);
+    let anon = Tus::new(&h.edges[0].base_url(), None);
+    assert_eq!(anon.create(10, &png_meta()).await.status, 401);
+
+    assert_eq!(t.delete(&loc).await.status, 204);
+    assert_eq!(t.head(&loc).await.status, 404);
+    let file = png(64, 5);
+    let done = t.create_ok(64, &png_meta()).await;
+    assert_eq!(t.patch(&done, 0, &file).await.status, 204);
+    assert_eq!(t.content(&done).await.status, 200);
+    assert_eq!(t.delete(&done).await.status, 204);
+    assert_eq!(t.content(&done).await.status, 404);
+}
