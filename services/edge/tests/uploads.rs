@@ -125,10 +125,6 @@ async fn patch_rules_offset_checksum_length_and_sniffing() {
     let r = t.patch(&loc, 500, &file[500..1500]).await;
     assert_eq!(r.status, 409, "{r}");
     assert_eq!(t.offset(&loc).await, 1000);
-    let wrong_type = t
-        .patching(&loc, 1000, &file[1000..1100])
-        .header("Content-Type", "application/json");
-    assert_eq!(t.send(wrong_type).await.status, 415);
     let bad = checksum("sha256", &Sha256::digest(b"other"));
     assert_eq!(
         t.patch_checked(&loc, 1000, &file[1000..1100], &bad)
@@ -254,4 +250,41 @@ async fn another_org_gets_404_and_delete_terminates() {
     assert_eq!(t.content(&done).await.status, 200);
     assert_eq!(t.delete(&done).await.status, 204);
     assert_eq!(t.content(&done).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_with_a_wrong_content_type_is_415_and_appends_nothing() {
+    let h = start().await;
+    let t = tus(&h, 0, "acme");
+    let file = png(200, 6);
+    let loc = t.create_ok(200, &png_meta()).await;
+    assert_eq!(t.patch(&loc, 0, &file[..100]).await.status, 204);
+    let wrong_type = t
+        .patching(&loc, 100, &file[100..])
+        .header("Content-Type", "application/json");
+    let r = t.send(wrong_type).await;
+    assert_eq!(r.status, 415, "{r}");
+    assert_eq!(t.offset(&loc).await, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_patches_racing_at_one_offset_on_two_edges_store_one_body() {
+    let h = start().await;
+    let (a, b) = (tus(&h, 0, "acme"), tus(&h, 1, "acme"));
+    for round in 0..4u8 {
+        let (x, y) = (png(300_000, 10 + round), png(300_000, 50 + round));
+        let loc = a.create_ok(300_000, &png_meta()).await;
+        let (rx, ry) = tokio::join!(a.patch(&loc, 0, &x), b.patch(&loc, 0, &y));
+        let mut statuses = [rx.status.as_u16(), ry.status.as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [204, 409], "round {round}: {rx}\n{ry}");
+        let winner = if rx.status == 204 { &x } else { &y };
+        let c = a.content(&loc).await;
+        assert_eq!(c.status, 200, "{c}");
+        assert_eq!(
+            Sha256::digest(&c.body),
+            Sha256::digest(winner),
+            "round {round}"
+        );
+    }
 }
