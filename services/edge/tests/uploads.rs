@@ -10,9 +10,10 @@
 
 use async_nats::jetstream;
 use herald_testkit::upload::{checksum, metadata, Tus};
-use herald_testkit::{Herald, TokenBuilder, SECRET};
+use herald_testkit::{eventually, Herald, RawPatch, TokenBuilder, SECRET};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
@@ -291,4 +292,111 @@ async fn two_patches_racing_at_one_offset_on_two_edges_store_one_body() {
             "round {round}"
         );
     }
+}
+
+/// Messages in the uploads bucket's stream (chunks, and metadata of
+/// finished objects).
+async fn bucket_messages(js: &jetstream::Context) -> u64 {
+    let mut stream = js
+        .get_stream("OBJ_HERALD_UPLOADS")
+        .await
+        .expect("stream OBJ_HERALD_UPLOADS");
+    stream.info().await.expect("stream info").state.messages
+}
+
+/// The sum of every series of Prometheus metric `name` on node `node`.
+async fn prom(h: &Herald, node: usize, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", h.edges[node].base_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_upload_expires_and_its_chunks_are_removed() {
+    let h = Herald::start_with(EDGE, 2, &[("HERALD_UPLOAD_EXPIRES", "3s")]).await;
+    let (a, b) = (tus(&h, 0, "acme"), tus(&h, 1, "acme"));
+    let loc = a.create_ok(1000, &png_meta()).await;
+    assert_eq!(a.patch(&loc, 0, &png(500, 8)).await.status, 204);
+    let js = jetstream::new(h.nats_client().clone());
+    assert!(bucket_messages(&js).await > 0);
+    eventually(
+        Duration::from_secs(30),
+        "410 or 404 after expiry",
+        || async {
+            let s = b.head(&loc).await.status.as_u16();
+            if s == 410 || s == 404 {
+                Ok(())
+            } else {
+                Err(format!("HEAD {s}"))
+            }
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(30), "the chunks removed", || async {
+        let n = bucket_messages(&js).await;
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(format!("{n} messages in OBJ_HERALD_UPLOADS"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_upload_counts_in_the_metrics() {
+    let h = start().await;
+    let t = tus(&h, 0, "acme");
+    let completed = prom(&h, 0, "herald_uploads_completed_total").await;
+    let bytes = prom(&h, 0, "herald_upload_bytes_total").await;
+    let file = png(5000, 9);
+    let loc = t.create_ok(5000, &png_meta()).await;
+    assert_eq!(t.patch(&loc, 0, &file).await.status, 204);
+    assert!(prom(&h, 0, "herald_uploads_completed_total").await >= completed + 1.0);
+    assert!(prom(&h, 0, "herald_upload_bytes_total").await >= bytes + 5000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_patch_leaves_an_offset_the_other_node_resumes() {
+    let mut h = start().await;
+    let b = tus(&h, 1, "acme");
+    let len = 6 * 1024 * 1024;
+    let file = png(len, 7);
+    let loc = b.create_ok(len as u64, &png_meta()).await;
+    let token = h.token("acme");
+    let mut raw = RawPatch::start(h.edges[0].addr(), &loc, &token, 0, len as u64).await;
+    for piece in file[..2 * 1024 * 1024].chunks(64 * 1024) {
+        raw.send(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eventually(Duration::from_secs(20), "a stored piece", || async {
+        let o = b.offset(&loc).await;
+        if o > 0 {
+            Ok(o)
+        } else {
+            Err(format!("offset {o}"))
+        }
+    })
+    .await;
+    h.edges[0].kill();
+    let sent = raw.sent();
+    let o = b.offset(&loc).await;
+    assert!(o > 0 && o <= sent, "offset {o}, sent {sent}");
+    let r = b.patch(&loc, o, &file[o as usize..]).await;
+    assert_eq!(r.status, 204, "{r}");
+    assert_eq!(r.offset(), len as u64, "{r}");
+    let c = b.content(&loc).await;
+    assert_eq!(c.status, 200, "{c}");
+    assert_eq!(Sha256::digest(&c.body), Sha256::digest(&file));
+    drop(raw);
 }
