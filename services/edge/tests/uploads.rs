@@ -400,3 +400,74 @@ async fn a_node_killed_mid_patch_leaves_an_offset_the_other_node_resumes() {
     assert_eq!(Sha256::digest(&c.body), Sha256::digest(&file));
     drop(raw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_content_carry_the_headers_of_section_13() {
+    let h = start().await;
+    let t = tus(&h, 0, "acme");
+    let file = png(1000, 11);
+    let meta = metadata(&[("filename", "Plan été.png"), ("filetype", "image/png")]);
+    let loc = t.create_ok(1000, &meta).await;
+    assert_eq!(t.patch(&loc, 0, &file[..400]).await.status, 204);
+    let r = tus(&h, 1, "acme").head(&loc).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.header("Tus-Resumable"), Some("1.0.0"), "{r}");
+    assert_eq!(r.number("Upload-Length"), 1000, "{r}");
+    assert_eq!(r.offset(), 400, "{r}");
+    assert_eq!(r.header("Cache-Control"), Some("no-store"), "{r}");
+    assert!(r.header("Upload-Expires").is_some(), "{r}");
+    let echoed = herald_testkit::upload::parse_metadata(r.header("Upload-Metadata").unwrap());
+    assert!(
+        echoed.contains(&("filename".into(), "Plan été.png".into())),
+        "{r}"
+    );
+    assert_eq!(t.content(&loc).await.status, 409);
+
+    assert_eq!(t.patch(&loc, 400, &file[400..]).await.status, 204);
+    let r = t.head(&loc).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.offset(), 1000, "{r}");
+    let c = t.content(&loc).await;
+    assert_eq!(c.status, 200, "{c}");
+    let disposition = c
+        .header("Content-Disposition")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(disposition.starts_with("attachment"), "{c}");
+    assert!(
+        disposition
+            .to_ascii_uppercase()
+            .contains("FILENAME*=UTF-8''PLAN%20%C3%A9T%C3%A9.PNG"),
+        "{c}"
+    );
+    assert!(c.header("ETag").is_some_and(|e| !e.is_empty()), "{c}");
+    use base64::Engine as _;
+    let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&file));
+    assert_eq!(
+        c.header("Digest"),
+        Some(format!("sha-256={digest}").as_str()),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_http_method_override_is_honoured_on_post() {
+    let h = start().await;
+    let t = tus(&h, 0, "acme");
+    let file = png(300, 12);
+    let loc = t.create_ok(300, &png_meta()).await;
+    let patch = t
+        .request(Method::POST, &loc)
+        .header("X-HTTP-Method-Override", "PATCH")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(file[..100].to_vec());
+    let r = t.send(patch).await;
+    assert_eq!(r.status, 204, "{r}");
+    assert_eq!(t.offset(&loc).await, 100);
+    let delete = t
+        .request(Method::POST, &loc)
+        .header("X-HTTP-Method-Override", "DELETE");
+    assert_eq!(t.send(delete).await.status, 204);
+    assert_eq!(t.head(&loc).await.status, 404);
+}
