@@ -341,8 +341,8 @@ export class UploadTask implements Upload {
       throw new UploadError('protocol', `HEAD answered offset ${String(offset)} of length ${String(length)} for a file of ${this.plan.file.size} bytes`, res.status);
     }
     this.setOffset(offset);
+    // Not progress: a HEAD that answers between failures must not reset the backoff.
     this.known = true;
-    this.conflictsSettled();
   }
 
   private async patch(signal: AbortSignal): Promise<void> {
@@ -452,11 +452,6 @@ export class UploadTask implements Upload {
   /** The edge confirmed something: the failure counters start over. */
   private progressed(): void {
     this.remembered = false;
-    this.failures = 0;
-    this.backoff.reset();
-  }
-
-  private conflictsSettled(): void {
     this.failures = 0;
     this.backoff.reset();
   }
