@@ -775,7 +775,7 @@ pub async fn content(
                 code: "unfinished",
                 message: "the upload is not finished".into(),
                 offset: Some(progress.offset),
-            })
+            });
         }
     };
     if let Some(p) = info.metadata.get("propertyId") {
