@@ -8,6 +8,8 @@
 //!    |
 //! delivery    a client's cursor over its org (reader) and what it may see (filter)
 //!    |
+//! upload      tus rules (metadata, sniffing), resumable digest, completion, sweep
+//!    |
 //! room        per org: members here <- message feed, room state, typing (NATS)
 //!    |
 //! org         registry -> hub (buffer, waiters) <- feed task <- live queue
@@ -22,10 +24,13 @@
 //!   realtime endpoint), `query` (poll and SSE query strings), `messages`
 //!   (the control messages both streams send), the endpoints `poll`, `sse`,
 //!   `ws` (with `ws/`: writer, codec, backlog, handshake, deadlines, rooms),
-//!   `publish`, `admin`, `client_telemetry` and `rooms`, request `body`
+//!   `publish`, `admin`, `client_telemetry`, `rooms` and `uploads`, request `body`
 //!   limits and `ratelimit`.
 //! - [`delivery`] holds `reader` (a client's cursor, shared by every transport)
 //!   and `filter`.
+//! - [`upload`] holds `digest` (a SHA-256 resumable on any node),
+//!   `metadata` and `sniff` (the rules of an upload's declared file),
+//!   `completion` (object info, `upload.completed`) and `sweep` (expiry).
 //! - [`room`] holds `registry` (a hub per org with room members here),
 //!   `hub` (the members and the tasks that feed them), `presence` (every
 //!   node's entries merged, pure) and `outbox` (a connection's room frames).
@@ -38,8 +43,8 @@
 //! - [`nats`] holds `connection`, `stream` (an event stream in JetStream),
 //!   `head` (a stream's sampled head: epoch, first and last sequence) and
 //!   `streams` (one stream and head per partition, and the check that the
-//!   servers' partition mapping agrees), and `rooms` (the rooms stream and
-//!   state bucket).
+//!   servers' partition mapping agrees), `rooms` (the rooms stream and
+//!   state bucket) and `uploads` (the uploads object store and records).
 //! - [`ops`] holds open `connections` and their limits, `control` across nodes,
 //!   kill `switches`, `metrics`, `telemetry`.
 //! - Beside the layers: [`config`], [`auth`] (tokens), [`error`] (errors as
