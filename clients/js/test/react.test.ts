@@ -1,8 +1,15 @@
 import { QueryClient } from '@tanstack/query-core';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { watchState } from '../src/client.js';
-import { createQueryCachePatcher, type QueryClientLike, type QueryKey } from '../src/react/index.js';
-import type { HeraldEvent, RealtimeClient } from '../src/types.js';
+import { createQueryCachePatcher, createUploadController, type QueryClientLike, type QueryKey } from '../src/react/index.js';
+import type {
+  HeraldEvent,
+  RealtimeClient,
+  UploadError,
+  UploadProgress,
+  UploadResult,
+  UploadState,
+} from '../src/types.js';
 import { ev } from './fakes.js';
 
 class FakeQueryClient implements QueryClientLike {
@@ -107,5 +114,68 @@ describe('watchState', () => {
     const off = watchState({} as RealtimeClient, () => {});
     expect(typeof off).toBe('function');
     off();
+  });
+});
+
+describe('createUploadController (useUpload)', () => {
+  class FakeUpload {
+    st: UploadState = 'uploading';
+    prog: UploadProgress = { bytesSent: 0, bytesTotal: 10 };
+    err: UploadError | null = null;
+    res: UploadResult | null = null;
+    done = new Promise<UploadResult>(() => {});
+    pcb = new Set<(p: UploadProgress) => void>();
+    scb = new Set<(s: UploadState) => void>();
+    state = () => this.st;
+    progress = () => this.prog;
+    error = () => this.err;
+    result = () => this.res;
+    set(s: UploadState) {
+      this.st = s;
+      for (const cb of this.scb) cb(s);
+    }
+    pause = () => this.set('paused');
+    resume = () => this.set('uploading');
+    abort = () => {
+      this.set('aborted');
+      return Promise.resolve();
+    };
+    send(n: number) {
+      this.prog = { bytesSent: n, bytesTotal: 10 };
+      for (const cb of this.pcb) cb(this.prog);
+    }
+    onProgress = (cb: (p: UploadProgress) => void) => (this.pcb.add(cb), () => this.pcb.delete(cb));
+    onStateChange = (cb: (s: UploadState) => void) => (this.scb.add(cb), () => this.scb.delete(cb));
+  }
+
+  it('follows the upload: idle → uploading → progress → paused → done; aborted reads as idle', () => {
+    const uploads: FakeUpload[] = [];
+    const client = { upload: () => (uploads.push(new FakeUpload()), uploads.at(-1)) } as unknown as RealtimeClient;
+    const ctl = createUploadController(() => client);
+    const seen = vi.fn();
+    ctl.subscribe(seen);
+    expect(ctl.snapshot()).toMatchObject({ state: 'idle', progress: { sent: 0, total: 0 }, error: null, result: null });
+
+    ctl.start(new Blob(['x']));
+    const u = uploads[0] as FakeUpload;
+    expect(ctl.snapshot()).toMatchObject({ state: 'uploading', progress: { sent: 0, total: 10 } });
+    const before = ctl.snapshot();
+    expect(ctl.snapshot()).toBe(before); // stable for useSyncExternalStore
+    u.send(4);
+    expect(ctl.snapshot().progress).toEqual({ sent: 4, total: 10 });
+    ctl.pause();
+    expect(ctl.snapshot().state).toBe('paused');
+    ctl.resume();
+    u.send(10);
+    u.res = { id: 'a', size: 10, url: 'u/content', uploadUrl: 'u', filename: 'f', filetype: 't' };
+    u.set('done');
+    expect(ctl.snapshot()).toMatchObject({ state: 'done', result: { id: 'a' } });
+    expect(seen).toHaveBeenCalled();
+
+    ctl.start(new Blob(['y']));
+    void ctl.abort();
+    expect(ctl.snapshot()).toMatchObject({ state: 'idle', progress: { sent: 0, total: 0 }, error: null });
+    u.set('error'); // the first upload no longer reports
+    expect(ctl.snapshot().state).toBe('idle');
   });
 });

@@ -17,7 +17,18 @@ import {
   type ReactNode,
 } from 'react';
 import { watchState } from '../client.js';
-import type { ChatMessage, HeraldEvent, PresenceState, RealtimeClient, RealtimeState, Room } from '../types.js';
+import type {
+  ChatMessage,
+  HeraldEvent,
+  PresenceState,
+  RealtimeClient,
+  RealtimeState,
+  Room,
+  Upload,
+  UploadError,
+  UploadOptions,
+  UploadResult,
+} from '../types.js';
 
 const RealtimeContext = createContext<RealtimeClient | null>(null);
 
@@ -120,6 +131,134 @@ export function usePresence(room: Room | null | undefined): Readonly<Record<stri
 /** Other users typing in the room now (each until 5 s after their last typing frame). */
 export function useTyping(room: Room | null | undefined): readonly string[] {
   return useRoomAspect(room, onTyping, getTyping, NO_USERS);
+}
+
+// ---- uploads ------------------------------------------------------------------
+
+/** An upload's state as the hook shows it: `aborted` reads as `idle`. */
+export type UploadHookState = 'idle' | 'uploading' | 'paused' | 'done' | 'error';
+
+/** What {@link useUpload} renders from. The same object until something changes. */
+export interface UploadSnapshot {
+  state: UploadHookState;
+  progress: { sent: number; total: number };
+  error: UploadError | null;
+  result: UploadResult | null;
+}
+
+/** The hook's store, outside React (exported for tests and non-React code). */
+export interface UploadController {
+  subscribe(cb: () => void): () => void;
+  snapshot(): UploadSnapshot;
+  /** Starts an upload, replacing (and pausing) the one before. Returns its handle. */
+  start(file: Blob, options?: UploadOptions): Upload;
+  pause(): void;
+  resume(): void;
+  abort(): Promise<void>;
+  /** Stops listening to the current upload (it goes on). */
+  dispose(): void;
+}
+
+const IDLE: UploadSnapshot = Object.freeze({
+  state: 'idle',
+  progress: Object.freeze({ sent: 0, total: 0 }),
+  error: null,
+  result: null,
+}) as UploadSnapshot;
+
+/** Backs {@link useUpload}: follows the latest upload started through it. */
+export function createUploadController(getClient: () => RealtimeClient): UploadController {
+  const listeners = new Set<() => void>();
+  let current: Upload | null = null;
+  let unlisten: (() => void) | null = null;
+  let snap = IDLE;
+
+  const read = (u: Upload): UploadSnapshot => {
+    const s = u.state();
+    const p = u.progress();
+    return {
+      state: s === 'aborted' ? 'idle' : s,
+      progress: s === 'aborted' ? IDLE.progress : { sent: p.bytesSent, total: p.bytesTotal },
+      error: s === 'aborted' ? null : u.error(),
+      result: u.result(),
+    };
+  };
+  const update = () => {
+    if (current === null) return;
+    const next = read(current);
+    if (
+      next.state === snap.state &&
+      next.progress.sent === snap.progress.sent &&
+      next.progress.total === snap.progress.total &&
+      next.error === snap.error &&
+      next.result === snap.result
+    ) {
+      return;
+    }
+    snap = next;
+    for (const cb of [...listeners]) cb();
+  };
+  const detach = () => {
+    unlisten?.();
+    unlisten = null;
+  };
+
+  return {
+    subscribe(cb) {
+      listeners.add(cb);
+      return () => listeners.delete(cb);
+    },
+    snapshot: () => snap,
+    start(file, options) {
+      const u = getClient().upload(file, options);
+      detach();
+      if (current !== null && current.state() === 'uploading') current.pause();
+      current = u;
+      const offP = u.onProgress(update);
+      const offS = u.onStateChange(update);
+      unlisten = () => {
+        offP();
+        offS();
+      };
+      // The rejection is shown through `error`; keep it from being unhandled.
+      u.done.catch(() => {});
+      update();
+      return u;
+    },
+    pause: () => current?.pause(),
+    resume: () => current?.resume(),
+    abort: () => (current === null ? Promise.resolve() : current.abort()),
+    dispose: detach,
+  };
+}
+
+/**
+ * One upload at a time as React state: `start(file, options)` begins it (a
+ * new start replaces the one before), `progress` counts bytes the edge
+ * confirmed, `state` is `idle` before a start and after `abort()`. `client`
+ * defaults to the {@link RealtimeProvider}'s. A new `start` pauses an upload
+ * still running; unmounting does not stop one.
+ */
+export function useUpload(client?: RealtimeClient): UploadSnapshot & {
+  start(file: Blob, options?: UploadOptions): Upload;
+  pause(): void;
+  resume(): void;
+  abort(): Promise<void>;
+} {
+  const fromContext = useContext(RealtimeContext);
+  const latest = useRef<RealtimeClient | null | undefined>(client ?? fromContext);
+  latest.current = client ?? fromContext;
+  const ctlRef = useRef<UploadController | null>(null);
+  if (ctlRef.current === null) {
+    ctlRef.current = createUploadController(() => {
+      const c = latest.current;
+      if (c == null) throw new Error('herald: pass a client to useUpload or wrap the tree in <RealtimeProvider client={…}>');
+      return c;
+    });
+  }
+  const ctl = ctlRef.current;
+  const snap = useSyncExternalStore(ctl.subscribe, ctl.snapshot, ctl.snapshot);
+  return { ...snap, start: ctl.start, pause: ctl.pause, resume: ctl.resume, abort: ctl.abort };
 }
 
 // ---- TanStack Query cache patching ---------------------------------------
