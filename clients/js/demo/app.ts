@@ -10,7 +10,7 @@
 //                              share a user and other browsers are others)
 //   ?rooms=0                   no chat panels
 import { createRealtimeClient } from '../src/index';
-import type { ChatMessage, HeraldEvent, RealtimeClient, Room, TransportKind as Transport } from '../src/index';
+import type { ChatMessage, HeraldEvent, RealtimeClient, Room, TransportKind as Transport, Upload } from '../src/index';
 
 interface DemoConfig {
   edges: string[];
@@ -161,6 +161,99 @@ function chatPanel(client: RealtimeClient, roomId: string, me: string): HTMLElem
   return card;
 }
 
+function fmtBytes(n: number): string {
+  return n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/**
+ * The document upload panel: a file input, a progress bar and Pause / Resume
+ * / Abort for `client.upload()`, and a "Documents" list filled from
+ * `upload.completed` events (service `uploads`), so a finished upload shows
+ * in every tab. A link fetches the file with the token and opens a blob URL.
+ */
+function uploadPanel(client: RealtimeClient, edge: string, getToken: () => Promise<string>): void {
+  const input = $<HTMLInputElement>('up-file');
+  const bar = $<HTMLProgressElement>('up-bar');
+  const status = $('up-status');
+  const pause = $<HTMLButtonElement>('up-pause');
+  const resume = $<HTMLButtonElement>('up-resume');
+  const abort = $<HTMLButtonElement>('up-abort');
+  const docs = $('docs');
+  const count = $('docs-count');
+  let current: Upload | null = null;
+
+  const render = () => {
+    const s = current?.state() ?? 'idle';
+    const p = current?.progress() ?? { bytesSent: 0, bytesTotal: 0 };
+    bar.max = Math.max(1, p.bytesTotal);
+    bar.value = p.bytesSent;
+    const err = current?.error();
+    status.textContent =
+      s === 'idle' ? 'choose a file (PDF, image, CSV, XLS/XLSX)' : `${s} · ${fmtBytes(p.bytesSent)} of ${fmtBytes(p.bytesTotal)}${s === 'error' && err ? ` · ${err.code}` : ''}`;
+    pause.disabled = s !== 'uploading';
+    resume.disabled = s !== 'paused';
+    abort.disabled = s !== 'uploading' && s !== 'paused';
+  };
+
+  input.addEventListener('change', () => {
+    const file = input.files?.[0];
+    if (!file) return;
+    if (current?.state() === 'uploading') current.pause();
+    try {
+      // Continues an unfinished upload of the same file remembered in this browser.
+      const u = client.upload(file);
+      current = u;
+      u.onProgress(() => current === u && render());
+      u.onStateChange(() => current === u && render());
+      u.done.then(
+        (r) => log(`upload ${r.filename}: done (${r.id})`),
+        (e: Error) => log(`upload ${file.name}: ${e.message}`),
+      );
+    } catch (e) {
+      log(`upload ${file.name}: ${(e as Error).message}`);
+    }
+    input.value = '';
+    render();
+  });
+  pause.addEventListener('click', () => current?.pause());
+  resume.addEventListener('click', () => current?.resume());
+  abort.addEventListener('click', () => void current?.abort());
+
+  async function open(id: string, a: HTMLAnchorElement) {
+    try {
+      const r = await fetch(`${edge}/v2/uploads/${encodeURIComponent(id)}/content`, {
+        headers: { Authorization: `Bearer ${await getToken()}` },
+      });
+      if (!r.ok) throw new Error(`${r.status}`);
+      const url = URL.createObjectURL(await r.blob());
+      window.open(url, '_blank', 'noopener');
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (e) {
+      a.title = `could not fetch it: ${(e as Error).message}`;
+      log(`document ${id}: could not fetch it: ${(e as Error).message}`);
+    }
+  }
+
+  const seen = new Set<string>();
+  client.subscribe('uploads', (ev: HeraldEvent) => {
+    if (ev.eventType !== 'upload.completed') return;
+    const d = ev.payload as { id: string; filename: string; filetype: string; size: number; sha256: string };
+    if (!d || typeof d.id !== 'string' || seen.has(d.id)) return;
+    seen.add(d.id);
+    const li = el('li', 'fresh');
+    const a = el('a', undefined, d.filename) as HTMLAnchorElement;
+    a.href = '#';
+    a.addEventListener('click', (e) => {
+      e.preventDefault();
+      void open(d.id, a);
+    });
+    li.append(a, el('div', 'meta', `${d.filetype} · ${fmtBytes(d.size)} · sha256 ${String(d.sha256).slice(0, 12)}…`));
+    docs.prepend(li);
+    count.textContent = String(seen.size);
+  });
+  render();
+}
+
 async function main() {
   const config: DemoConfig = await (await fetch('/api/config')).json();
   const sub = demoUser();
@@ -247,7 +340,8 @@ async function main() {
   const client = createRealtimeClient({
     urls: config.edges,
     getToken,
-    services,
+    // `uploads` too, for the Documents list (upload.completed events).
+    services: services.includes('uploads') ? services : [...services, 'uploads'],
     propertyId: initialProperty,
     ...(transports.length ? { transports } : {}),
     debug: true,
@@ -260,6 +354,8 @@ async function main() {
   for (const s of services) {
     client.subscribe(s, (ev: HeraldEvent) => showEvent(s, ev));
   }
+
+  uploadPanel(client, config.edges[0], getToken);
 
   // --- chat: one room per property -------------------------------------------
   if (params.get('rooms') !== '0') {
