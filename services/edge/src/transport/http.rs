@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, head, post};
 use axum::{Json, Router};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
@@ -74,6 +75,9 @@ pub fn router(node: Arc<Node>) -> Router {
         app = app.layer(middleware::from_fn(trace_requests));
     }
     if !node.config.cors_origins.is_empty() {
+        // The routes without the CORS layer, for the OPTIONS requests that
+        // are not preflights (below).
+        let routes = app.clone().with_state(Arc::clone(&node));
         let origins: Vec<HeaderValue> = node
             .config
             .cors_origins
@@ -105,6 +109,25 @@ pub fn router(node: Arc<Node>) -> Router {
                         .collect::<Vec<_>>(),
                 ),
         );
+        // tower-http's CORS layer answers every OPTIONS itself, as a
+        // preflight; tus discovery (`OPTIONS /v2/uploads`, protocol section
+        // 13) would get no `Tus-*` header. One without
+        // `Access-Control-Request-Method` is no preflight: it goes to the
+        // routes.
+        app = app.layer(middleware::from_fn(move |request: Request, next: Next| {
+            let routes = routes.clone();
+            async move {
+                if request.method() == Method::OPTIONS
+                    && !request
+                        .headers()
+                        .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+                {
+                    let answer = routes.oneshot(request).await;
+                    return answer.unwrap_or_else(|never| match never {});
+                }
+                next.run(request).await
+            }
+        }));
     }
     app.with_state(node)
 }
