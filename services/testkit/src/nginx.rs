@@ -264,6 +264,13 @@ mod tests {
         )
         .await;
         assert_eq!(status, 502, "no edge answers");
+        // nginx writes the log line after the answer: wait for it a moment.
+        for _ in 0..50 {
+            if nginx.access_log().contains("org=acme") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert!(
             nginx.access_log().contains("org=acme"),
             "{}",
