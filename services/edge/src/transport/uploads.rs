@@ -189,20 +189,24 @@ fn http_date(ms: u64) -> String {
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
+/// `len` random characters of `alphabet`.
+fn random_token(alphabet: &[u8], len: usize) -> String {
+    (0..len)
+        .map(|_| alphabet[rand::random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
 /// A random upload id: 26 characters of `[a-z0-9]` (134 bits).
 fn new_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..ID_LEN)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
+    random_token(b"abcdefghijklmnopqrstuvwxyz0123456789", ID_LEN)
 }
 
 /// A random chunk subject token, as object stores name them.
 fn new_nuid() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..22)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
+    random_token(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+        22,
+    )
 }
 
 fn is_upload_id(id: &str) -> bool {
