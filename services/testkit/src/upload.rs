@@ -4,7 +4,8 @@
 //! them; the `Upload-Metadata` and `Upload-Checksum` encodings; and
 //! [`RawPatch`], a PATCH written by hand over a socket, piece by piece, for
 //! the cases a whole-body client cannot make: a body sent slowly, cut
-//! short, or left hanging while its node is killed.
+//! short, or left hanging while its node is killed. [`png`] makes a file
+//! whose first bytes pass the edge's content sniffing.
 //!
 //! Every request is bounded ([`REQUEST_TIMEOUT`]); a transport error fails
 //! the test with what was asked.
@@ -335,6 +336,24 @@ pub fn checksum(algorithm: &str, digest: &[u8]) -> String {
     format!("{algorithm} {}", STANDARD.encode(digest))
 }
 
+/// The signature a PNG file starts with (what the edge sniffs for).
+pub const PNG_SIGNATURE: &[u8] = &[0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
+
+/// `len` bytes of a PNG file: the signature, then a filler that depends
+/// only on `seed` (two seeds give two different files).
+pub fn png(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9E37_79B9 ^ u32::from(seed);
+    let mut v = PNG_SIGNATURE.to_vec();
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v.push(x as u8);
+    }
+    v.truncate(len);
+    v
+}
+
 /// A PATCH written over a socket by hand: the request head with
 /// `Content-Length: <length>` at once, then the body in the pieces and at
 /// the pace the test chooses. Dropping it closes the connection (a client
@@ -430,6 +449,14 @@ mod tests {
                 ("flag".to_owned(), String::new()),
             ]
         );
+    }
+
+    #[test]
+    fn png_files_start_with_the_signature_and_depend_on_the_seed() {
+        assert_eq!(&png(100, 1)[..8], PNG_SIGNATURE);
+        assert_eq!(png(100, 1), png(100, 1));
+        assert_ne!(png(100, 1), png(100, 2));
+        assert_eq!(png(5, 1), &PNG_SIGNATURE[..5]);
     }
 
     #[test]
