@@ -3,8 +3,9 @@
 //! `deploy/prometheus/prometheus.yml` and alert rules, scrapes two real
 //! edge nodes while they serve every kind of traffic the panels are about
 //! (live and catch-up deliveries over long-poll, WebSocket and SSE, history
-//! reads, resets, rejected events, rooms), and every query of every panel,
-//! asked through Prometheus's HTTP API, returns a number.
+//! reads, resets, rejected events, rooms, tus uploads finished, deleted,
+//! refused and expired), and every query of every panel, asked through
+//! Prometheus's HTTP API, returns a number.
 
 // Tests may unwrap; clippy.toml allows it in #[test] functions only, not helpers.
 #![allow(clippy::unwrap_used)]
@@ -14,13 +15,38 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_testkit::upload::{checksum, metadata, Tus};
 use herald_testkit::ws::Received;
 use herald_testkit::{get_json, EdgeNode, Herald, Prometheus, SseClient, WsClient};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 const EDGE: &str = env!("CARGO_BIN_EXE_herald-edge");
 /// How long the load runs: enough scrapes (every 5 s) for `rate()` over 1 m.
 const LOAD: Duration = Duration::from_secs(25);
+/// How long an unfinished upload lives: short, so that uploads expire
+/// during the load (the sweep then runs every second), long enough for a
+/// whole upload to finish first.
+const UPLOAD_EXPIRES: &str = "4s";
+/// Upload counters that the load must move. They are exported at 0 from
+/// the start, so a panel's `rate()` of them is a number even without any
+/// upload; these queries return a series only once the traffic counted.
+const UPLOADS_COUNTED: [&str; 6] = [
+    "sum(herald_upload_bytes_total) > 0",
+    "sum(herald_uploads_started_total) > 0",
+    "sum(herald_uploads_completed_total) > 0",
+    "sum(herald_uploads_deleted_total) > 0",
+    "sum(herald_uploads_expired_total) > 0",
+    "sum(herald_uploads_failed_total{reason=\"checksum\"}) > 0",
+];
+
+/// `len` bytes of a PDF file as content sniffing sees it: the signature,
+/// then filler.
+fn pdf(len: usize) -> Vec<u8> {
+    let mut file = b"%PDF-1.7\n".to_vec();
+    file.extend((0..len.saturating_sub(file.len())).map(|i| b'a' + (i % 26) as u8));
+    file
+}
 
 /// Every (panel title, query) of the dashboard, with the dashboard's
 /// variables set as Grafana sets them for "All" and a 1 m rate interval.
@@ -53,8 +79,13 @@ fn panel_queries() -> Vec<(String, String)> {
 async fn every_dashboard_panel_shows_data_from_real_edges() {
     let queries = panel_queries();
     assert!(queries.len() >= 30, "{} queries", queries.len());
-    // A small buffer, so that clients behind it read history.
-    let h = Arc::new(Herald::start_with(EDGE, 2, &[("HERALD_ORG_BUFFER_EVENTS", "20")]).await);
+    // A small buffer, so that clients behind it read history; uploads
+    // that expire within the load.
+    let env = [
+        ("HERALD_ORG_BUFFER_EVENTS", "20"),
+        ("HERALD_UPLOAD_EXPIRES", UPLOAD_EXPIRES),
+    ];
+    let h = Arc::new(Herald::start_with(EDGE, 2, &env).await);
     let addrs: Vec<_> = h.edges.iter().map(EdgeNode::addr).collect();
     let prometheus = Prometheus::start(&addrs).await;
     let done = Arc::new(AtomicBool::new(false));
@@ -194,6 +225,33 @@ async fn every_dashboard_panel_shows_data_from_real_edges() {
         }));
     }
 
+    // Uploads, on each node in turn every two seconds: a PDF created and
+    // finished, one deleted halfway, and one whose PATCH carries a wrong
+    // checksum (a failure by reason), left unfinished until it expires and
+    // the sweep removes it.
+    tasks.push(tokio::spawn({
+        let (h, done) = (Arc::clone(&h), Arc::clone(&done));
+        async move {
+            let meta = metadata(&[("filename", "report.pdf"), ("filetype", "application/pdf")]);
+            let file = pdf(4000);
+            let len = file.len() as u64;
+            let wrong = checksum("sha256", &Sha256::digest(b"other bytes"));
+            let mut i = 0usize;
+            while !done.load(Relaxed) {
+                let tus = Tus::new(&h.edges[i % 2].base_url(), Some(&h.token("acme")));
+                let finished = tus.create_ok(len, &meta).await;
+                let _ = tus.patch(&finished, 0, &file).await;
+                let deleted = tus.create_ok(len, &meta).await;
+                let _ = tus.patch(&deleted, 0, &file[..1000]).await;
+                let _ = tus.delete(&deleted).await;
+                let refused = tus.create_ok(len, &meta).await;
+                let _ = tus.patch_checked(&refused, 0, &file[..1000], &wrong).await;
+                i += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }));
+
     tokio::time::sleep(LOAD).await;
     // Past at least one more scrape of everything the load did.
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -221,6 +279,11 @@ async fn every_dashboard_panel_shows_data_from_real_edges() {
             empty.push(format!("{title}: {expr} -> {result:?}"));
         }
     }
+    for expr in UPLOADS_COUNTED {
+        if prometheus.query(expr).await.is_empty() {
+            empty.push(format!("Uploads: nothing counted: {expr}"));
+        }
+    }
     done.store(true, Relaxed);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -229,7 +292,7 @@ async fn every_dashboard_panel_shows_data_from_real_edges() {
         empty.is_empty(),
         "panels without data ({} of {} queries):\n{}",
         empty.len(),
-        queries.len(),
+        queries.len() + UPLOADS_COUNTED.len(),
         empty.join("\n")
     );
     // The alert rules were loaded with the config.
