@@ -1,7 +1,8 @@
 //! The command line: `herald-loadgen longpoll …`, `ingest …`, the
 //! stream scenarios `stream …`, `fanout …` and `resume …`, and the
 //! scale-out scenarios on a NATS cluster `partitions …`, `affinity …` and
-//! `simulate …`, and the chat-room scenario `rooms …`.
+//! `simulate …`, the chat-room scenario `rooms …` and the tus upload
+//! scenario `uploads …`.
 
 use std::path::PathBuf;
 
@@ -58,6 +59,11 @@ pub enum Command {
     /// every member, exactly-once delivery, close → offline presence at
     /// the other edge, edge memory per joined member.
     Rooms(RoomsArgs),
+    /// tus uploads through one edge: one large file streamed in one PATCH
+    /// and in checksummed chunks, concurrent uploads, edge memory during
+    /// them, a direct object-store write for comparison, and the time to
+    /// resume on another edge after `kill -9` of the one uploading.
+    Uploads(UploadsArgs),
 }
 
 /// Which edge and NATS to use.
@@ -679,6 +685,46 @@ pub struct RoomsArgs {
     pub connect_concurrency: usize,
 
     /// Prefix of the org id and user ids.
+    #[arg(long, default_value = "load")]
+    pub prefix: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `herald-loadgen uploads`.
+#[derive(Debug, Clone, Args)]
+pub struct UploadsArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Size of the single large upload, MiB (at most the edge's
+    /// `HERALD_UPLOAD_MAX_BYTES`).
+    #[arg(long, default_value_t = 100)]
+    pub size_mib: u64,
+
+    /// Chunk of the chunked uploads (one checksummed PATCH each), KiB; the
+    /// SDK's default.
+    #[arg(long, default_value_t = 64)]
+    pub chunk_kib: usize,
+
+    /// Uploads at the same time in the concurrent phase.
+    #[arg(long, default_value_t = 20)]
+    pub concurrent: usize,
+
+    /// Size of each concurrent upload, MiB.
+    #[arg(long, default_value_t = 5)]
+    pub each_mib: u64,
+
+    /// Size of the upload of the resume phase, MiB: it is streamed to edge
+    /// 1, which is killed part-way, then continued on the next edge, and so
+    /// on (one kill per edge after the first; needs `--edge-nodes 2` or more).
+    #[arg(long, default_value_t = 32)]
+    pub resume_mib: u64,
+
+    /// Prefix of the org id and user id.
     #[arg(long, default_value = "load")]
     pub prefix: String,
 

@@ -32,6 +32,8 @@
 //!   scenarios [`partitions`], [`affinity`], [`simulate`].
 //! - [`rooms`]: N members of one chat room over two edges (contract
 //!   section 6): join with history, message and typing fan-out, presence.
+//! - [`uploads`]: tus uploads (contract section 7): throughput, edge
+//!   memory, resume on another edge after a kill.
 
 pub mod affinity;
 pub mod capacity;
@@ -60,6 +62,7 @@ pub mod standin;
 pub mod stream;
 pub mod streaming;
 pub mod target;
+pub mod uploads;
 pub mod verify;
 
 pub use error::LoadError;
@@ -104,6 +107,10 @@ pub async fn run(cli: cli::Cli) -> Result<(), LoadError> {
         cli::Command::Rooms(args) => {
             let markdown = args.output.markdown.clone();
             (rooms::run(args).await?, markdown)
+        }
+        cli::Command::Uploads(args) => {
+            let markdown = args.output.markdown.clone();
+            (uploads::run(args).await?, markdown)
         }
     };
     let report = report.with_command(command_line);

@@ -25,6 +25,7 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::upload::digest::RunningSha256;
@@ -155,6 +156,57 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where a [`UploadStore::content`] reader is in its object.
+struct ContentReading {
+    stream: jetstream::stream::Stream<()>,
+    subject: String,
+    /// Sequence of the last chunk read.
+    after: Option<u64>,
+    /// Bytes still owed.
+    left: u64,
+    /// `SHA-256=<base64url>`, as the object's info has it.
+    digest: Option<String>,
+    hasher: Sha256,
+}
+
+impl ContentReading {
+    async fn next(mut self) -> std::io::Result<Option<(Bytes, Self)>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let chunk = self
+            .stream
+            .direct_get_next_for_subject(self.subject.clone(), self.after.map(|s| s + 1))
+            .await
+            .map_err(|e| std::io::Error::other(format!("read chunk of {}: {e}", self.subject)))?;
+        let len = chunk.payload.len() as u64;
+        if len > self.left {
+            return Err(std::io::Error::other(format!(
+                "{}: {len} bytes where {} were left",
+                self.subject, self.left
+            )));
+        }
+        self.after = Some(chunk.sequence);
+        self.left -= len;
+        self.hasher.update(&chunk.payload);
+        if self.left == 0 {
+            if let Some(digest) = &self.digest {
+                let read = format!(
+                    "SHA-256={}",
+                    URL_SAFE.encode(self.hasher.clone().finalize())
+                );
+                if &read != digest {
+                    return Err(std::io::Error::other(format!(
+                        "{}: the bytes read have {read}, the object {digest}",
+                        self.subject
+                    )));
+                }
+            }
+        }
+        Ok(Some((chunk.payload, self)))
+    }
 }
 
 /// Settings of the buckets a node creates.
@@ -416,17 +468,28 @@ impl UploadStore {
             .map_err(|e| UploadStoreError::new("delete object", e))
     }
 
-    /// The finished object's bytes, as a reader that checks its digest.
-    pub async fn open(
+    /// The finished object's bytes, fetched one chunk at a time as the
+    /// reader asks for them (a direct get each, on any replica): nothing is
+    /// read ahead, so a client that reads slowly holds one chunk on this
+    /// node, never the file. A chunk missing, or bytes that do not add up
+    /// to the object's size and digest, end the stream with an error.
+    pub async fn content(
         &self,
-        org: &str,
-        id: &str,
-    ) -> Result<object_store::Object, UploadStoreError> {
-        let (objects, _) = self.buckets().await?;
-        objects
-            .get(object_name(org, id))
-            .await
-            .map_err(|e| UploadStoreError::new("open object", e))
+        info: &ObjectInfo,
+    ) -> Result<
+        impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+        UploadStoreError,
+    > {
+        let stream = self.objects_stream().await?;
+        let reading = ContentReading {
+            stream,
+            subject: format!("$O.{BUCKET}.C.{}", info.nuid),
+            after: None,
+            left: info.size as u64,
+            digest: info.digest.clone(),
+            hasher: Sha256::new(),
+        };
+        Ok(futures::stream::try_unfold(reading, ContentReading::next))
     }
 
     /// Every unfinished upload's record.

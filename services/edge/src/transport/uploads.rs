@@ -23,7 +23,7 @@ use axum::Json;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use herald_proto::ErrorBody;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use sha1::Digest as _;
@@ -35,7 +35,7 @@ use crate::node::Node;
 use crate::ops::metrics::UploadFailure;
 use crate::transport::body::{self, BodyLimits};
 use crate::upload::completion;
-use crate::upload::metadata::UploadMetadata;
+use crate::upload::metadata;
 use crate::upload::sniff::{self, Verdict};
 
 /// The tus version spoken.
@@ -281,7 +281,7 @@ pub async fn create(
 ) -> Result<Response, Refusal> {
     let who = caller(&node, &headers, true)?;
     let length = parse_length(&node, &headers)?;
-    let metadata = UploadMetadata::parse(header_str(&headers, "upload-metadata").unwrap_or(""))
+    let metadata = metadata::parse(header_str(&headers, "upload-metadata").unwrap_or(""))
         .map_err(ApiError::BadParameter)?;
     if !allowed(&node, &metadata.filetype) {
         node.metrics.count_upload_failure(UploadFailure::Type);
@@ -419,7 +419,11 @@ pub async fn head(
         Standing::Open(open) => {
             let (record, progress) = *open;
             expires_header(h, &record);
-            (progress.offset, record.length, record.metadata.header())
+            (
+                progress.offset,
+                record.length,
+                metadata::header(&record.metadata),
+            )
         }
         Standing::Done(info) => {
             let size = info.size as u64;
@@ -466,7 +470,7 @@ pub async fn patch(
         Standing::Open(open) => *open,
         Standing::Done(info) => {
             let size = info.size as u64;
-            if offset == size && content_length(&headers) == Some(0) {
+            if offset == size && empty_body(&headers) {
                 return Ok(patched(size, None));
             }
             node.metrics.count_upload_failure(UploadFailure::Conflict);
@@ -501,6 +505,15 @@ fn patched(offset: u64, open: Option<&UploadRecord>) -> Response {
         expires_header(h, record);
     }
     r
+}
+
+/// The request says its body is empty: `Content-Length: 0`, or neither a
+/// length nor `Transfer-Encoding` (HTTP/1.1 then has no body).
+fn empty_body(headers: &HeaderMap) -> bool {
+    match content_length(headers) {
+        Some(n) => n == 0,
+        None => !headers.contains_key(header::TRANSFER_ENCODING),
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -789,13 +802,17 @@ pub async fn content(
             );
         }
     }
-    let object = node
+    let chunks = node
         .uploads
-        .open(&who.org, &id)
+        .content(&info)
         .await
         .map_err(|e| storage(&node, e))?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(object, PIECE_BYTES);
-    let mut r = Response::new(Body::from_stream(stream));
+    // A failed chunk read cuts the body short (the client sees less than
+    // Content-Length); say why here.
+    let chunks = chunks.inspect_err(move |e| {
+        tracing::warn!(upload = %id, error = %e, "upload content cut short");
+    });
+    let mut r = Response::new(Body::from_stream(chunks));
     let h = r.headers_mut();
     let filetype = info
         .metadata

@@ -30,16 +30,11 @@ pub fn event_id(id: &str) -> String {
 /// The announcement's payload.
 pub fn announcement(record: &UploadRecord, progress: &Progress) -> UploadCompleted {
     let digest = progress.digest.finish();
-    let m = &record.metadata;
     UploadCompleted {
         id: record.id.clone(),
-        filename: m.filename.clone(),
-        filetype: m.filetype.clone(),
+        file: record.metadata.clone(),
         size: progress.offset,
         sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
-        document_type: m.document_type.clone(),
-        property_id: m.property_id.clone(),
-        guest_id: m.guest_id.clone(),
     }
 }
 

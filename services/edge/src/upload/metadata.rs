@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+pub use herald_proto::upload::UploadMetadata;
 
 /// Longest `Upload-Metadata` header taken.
 pub const MAX_HEADER_BYTES: usize = 4096;
@@ -18,101 +18,68 @@ const MAX_DOCUMENT_TYPE: usize = 64;
 /// Longest `guestId`.
 const MAX_GUEST_ID: usize = 128;
 
-/// What an upload says about its file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UploadMetadata {
-    /// The file's name as the user chose it.
-    pub filename: String,
-    /// Its declared MIME type, lowercased, without parameters.
-    pub filetype: String,
-    /// What the document is (`passport`, `id-card`, …), free text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub document_type: Option<String>,
-    /// The property it belongs to (a subject token).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub property_id: Option<String>,
-    /// The guest it belongs to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_id: Option<String>,
+/// Parses and checks the header; the error says what is wrong.
+pub fn parse(header: &str) -> Result<UploadMetadata, String> {
+    if header.len() > MAX_HEADER_BYTES {
+        return Err(format!(
+            "Upload-Metadata is longer than {MAX_HEADER_BYTES} bytes"
+        ));
+    }
+    let mut pairs = BTreeMap::new();
+    for pair in header.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = match pair.split_once(' ') {
+            Some((k, v)) => (k, v.trim()),
+            None => (pair, ""),
+        };
+        let raw = STANDARD
+            .decode(value)
+            .map_err(|_| format!("Upload-Metadata: the value of {key} is not base64"))?;
+        let text = String::from_utf8(raw)
+            .map_err(|_| format!("Upload-Metadata: the value of {key} is not UTF-8"))?;
+        if pairs.insert(key.to_owned(), text).is_some() {
+            return Err(format!("Upload-Metadata: {key} is given twice"));
+        }
+    }
+    let filename = pairs
+        .remove("filename")
+        .ok_or("Upload-Metadata must name filename")?;
+    check_filename(&filename)?;
+    let filetype = normalize_type(
+        &pairs
+            .remove("filetype")
+            .ok_or("Upload-Metadata must name filetype")?,
+    )?;
+    let document_type = pairs.remove("documentType");
+    if let Some(d) = &document_type {
+        check_text("documentType", d, MAX_DOCUMENT_TYPE)?;
+    }
+    let property_id = pairs.remove("propertyId");
+    if let Some(p) = &property_id {
+        herald_proto::subject::check_token("propertyId", p).map_err(|e| e.to_string())?;
+        if p == herald_proto::subject::ORG_WIDE {
+            return Err("propertyId _ means no property: leave it out".into());
+        }
+    }
+    let guest_id = pairs.remove("guestId");
+    if let Some(g) = &guest_id {
+        check_text("guestId", g, MAX_GUEST_ID)?;
+    }
+    Ok(UploadMetadata {
+        filename,
+        filetype,
+        document_type,
+        property_id,
+        guest_id,
+    })
 }
 
-impl UploadMetadata {
-    /// Parses and checks the header; the error says what is wrong.
-    pub fn parse(header: &str) -> Result<Self, String> {
-        if header.len() > MAX_HEADER_BYTES {
-            return Err(format!(
-                "Upload-Metadata is longer than {MAX_HEADER_BYTES} bytes"
-            ));
-        }
-        let mut pairs = BTreeMap::new();
-        for pair in header.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) = match pair.split_once(' ') {
-                Some((k, v)) => (k, v.trim()),
-                None => (pair, ""),
-            };
-            let raw = STANDARD
-                .decode(value)
-                .map_err(|_| format!("Upload-Metadata: the value of {key} is not base64"))?;
-            let text = String::from_utf8(raw)
-                .map_err(|_| format!("Upload-Metadata: the value of {key} is not UTF-8"))?;
-            if pairs.insert(key.to_owned(), text).is_some() {
-                return Err(format!("Upload-Metadata: {key} is given twice"));
-            }
-        }
-        let filename = pairs
-            .remove("filename")
-            .ok_or("Upload-Metadata must name filename")?;
-        check_filename(&filename)?;
-        let filetype = normalize_type(
-            &pairs
-                .remove("filetype")
-                .ok_or("Upload-Metadata must name filetype")?,
-        )?;
-        let document_type = pairs.remove("documentType");
-        if let Some(d) = &document_type {
-            check_text("documentType", d, MAX_DOCUMENT_TYPE)?;
-        }
-        let property_id = pairs.remove("propertyId");
-        if let Some(p) = &property_id {
-            herald_proto::subject::check_token("propertyId", p).map_err(|e| e.to_string())?;
-            if p == herald_proto::subject::ORG_WIDE {
-                return Err("propertyId _ means no property: leave it out".into());
-            }
-        }
-        let guest_id = pairs.remove("guestId");
-        if let Some(g) = &guest_id {
-            check_text("guestId", g, MAX_GUEST_ID)?;
-        }
-        Ok(Self {
-            filename,
-            filetype,
-            document_type,
-            property_id,
-            guest_id,
-        })
-    }
-
-    /// The header form, as HEAD answers it.
-    pub fn header(&self) -> String {
-        self.fields()
-            .map(|(k, v)| format!("{k} {}", STANDARD.encode(v)))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// Every field that is set, by its tus key.
-    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("filename", Some(self.filename.as_str())),
-            ("filetype", Some(self.filetype.as_str())),
-            ("documentType", self.document_type.as_deref()),
-            ("propertyId", self.property_id.as_deref()),
-            ("guestId", self.guest_id.as_deref()),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-    }
+/// The header form of `metadata`, as HEAD answers it.
+pub fn header(metadata: &UploadMetadata) -> String {
+    metadata
+        .fields()
+        .map(|(k, v)| format!("{k} {}", STANDARD.encode(v)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn check_filename(name: &str) -> Result<(), String> {
@@ -170,14 +137,14 @@ mod tests {
             b64("passport"),
             b64("a/b"),
         );
-        let m = UploadMetadata::parse(&header).unwrap();
+        let m = parse(&header).unwrap();
         assert_eq!(m.filename, "passport scan.pdf");
         assert_eq!(m.filetype, "application/pdf");
         assert_eq!(m.property_id.as_deref(), Some("p1"));
         assert_eq!(m.guest_id.as_deref(), Some("g-7"));
         assert_eq!(m.document_type.as_deref(), Some("passport"));
         // The header form parses back to the same.
-        assert_eq!(UploadMetadata::parse(&m.header()).unwrap(), m);
+        assert_eq!(parse(&super::header(&m)).unwrap(), m);
     }
 
     #[test]
@@ -196,7 +163,7 @@ mod tests {
             "x".repeat(MAX_HEADER_BYTES + 1),
         ];
         for c in cases {
-            assert!(UploadMetadata::parse(&c).is_err(), "accepted {c:?}");
+            assert!(parse(&c).is_err(), "accepted {c:?}");
         }
     }
 }
