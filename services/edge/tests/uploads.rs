@@ -469,14 +469,15 @@ async fn x_http_method_override_is_honoured_on_post() {
 async fn a_stalled_patch_gets_408_and_keeps_its_full_pieces() {
     let h = Herald::start_with(EDGE, 2, &[("HERALD_UPLOAD_IDLE_TIMEOUT", "1s")]).await;
     let t = tus(&h, 1, "acme");
-    let file = png(512 * 1024, 13);
+    let file = png(768 * 1024, 13);
     let loc = t.create_ok(file.len() as u64, &png_meta()).await;
     let token = h.token("acme");
     let mut raw = RawPatch::start(h.edges[0].addr(), &loc, &token, 0, file.len() as u64).await;
-    raw.send(&file[..200 * 1024]).await.unwrap();
+    // One full piece (256 KiB) and part of the next.
+    raw.send(&file[..300 * 1024]).await.unwrap();
     assert_eq!(raw.status(Duration::from_secs(20)).await, Some(408));
     let o = t.offset(&loc).await;
-    assert!((128 * 1024..=200 * 1024).contains(&o), "offset {o}");
+    assert!((256 * 1024..=300 * 1024).contains(&o), "offset {o}");
     let r = t.patch(&loc, o, &file[o as usize..]).await;
     assert_eq!(r.status, 204, "{r}");
     let c = t.content(&loc).await;

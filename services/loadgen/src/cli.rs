@@ -724,6 +724,21 @@ pub struct UploadsArgs {
     #[arg(long, default_value_t = 32)]
     pub resume_mib: u64,
 
+    /// Base URL of a peer tus server (`http://host:port`) that serves
+    /// tus at `/v2/uploads` and a finished file at `<upload>/content`
+    /// (`bench/peers/tus-server`): the throughput phases run on it too, in
+    /// the same run, and are reported beside Herald's.
+    #[arg(long)]
+    pub peer_tus_url: Option<String>,
+
+    /// Process id of the peer tus server (memory and CPU readings).
+    #[arg(long)]
+    pub peer_tus_pid: Option<u32>,
+
+    /// Name of the peer in the report.
+    #[arg(long, default_value = "@tus/server")]
+    pub peer_name: String,
+
     /// Prefix of the org id and user id.
     #[arg(long, default_value = "load")]
     pub prefix: String,

@@ -124,16 +124,36 @@ struct Resume {
     resent: u64,
 }
 
-struct Results {
+/// What the throughput phases measured on one server.
+struct Throughput {
     streamed: Transfer,
     chunked: Transfer,
     chunk_patch_us: Histogram<u64>,
     concurrent: Concurrent,
     download: Transfer,
     slow: SlowRead,
+}
+
+struct Results {
+    herald: Throughput,
+    /// The same phases on the peer tus server, when one was given.
+    peer: Option<Throughput>,
     direct: Duration,
     resumes: Vec<Resume>,
     resumed_intact: Option<bool>,
+}
+
+/// A tus server under test: Herald's first edge, or the peer.
+struct Server {
+    tus: Tus,
+    addr: SocketAddr,
+    token: String,
+    /// Its process (memory, CPU) and a second process whose CPU counts
+    /// with it (nats-server behind Herald).
+    pid: Option<u32>,
+    backend_pid: Option<u32>,
+    /// It names the SHA-256 in its `ETag` (Herald does, the peer does not).
+    etag_sha256: bool,
 }
 
 async fn measure(args: &UploadsArgs, target: &mut Target) -> Result<Results, LoadError> {
@@ -146,51 +166,32 @@ async fn measure(args: &UploadsArgs, target: &mut Target) -> Result<Results, Loa
         .org(&org)
         .build();
     let edge = &target.edges[0];
-    let tus = Tus::new(&edge.url, Some(&token));
-    let (addr, pid, nats_pid) = (edge.addr, edge.pid, target.nats_pid);
-    let chunk = args.chunk_kib * 1024;
-
+    let herald = Server {
+        tus: Tus::new(&edge.url, Some(&token)),
+        addr: edge.addr,
+        token: token.clone(),
+        pid: edge.pid,
+        backend_pid: target.nats_pid,
+        etag_sha256: true,
+    };
     let large = file(args.size_mib * MIB);
-    println!("uploads: {} MiB streamed in one PATCH", args.size_mib);
-    let watch = Watch::start(pid, nats_pid);
-    let started = Instant::now();
-    let streamed_at = create(&tus, large.len(), "large-streamed.pdf").await?;
-    stream_body(addr, &streamed_at, &token, &large, 0, large.len()).await?;
-    let mut streamed = watch.stop(large.len() as u64, started).await;
-
-    println!(
-        "uploads: {} MiB in {} KiB checksummed PATCHes",
-        args.size_mib, args.chunk_kib
-    );
-    let mut chunk_patch_us = Vec::new();
-    let watch = Watch::start(pid, nats_pid);
-    let started = Instant::now();
-    let chunked_at = create(&tus, large.len(), "large-chunked.pdf").await?;
-    send_chunks(&tus, &chunked_at, &large, chunk, &mut chunk_patch_us).await?;
-    let mut chunked = watch.stop(large.len() as u64, started).await;
-
-    println!(
-        "uploads: {} × {} MiB at once, {} KiB checksummed PATCHes",
-        args.concurrent, args.each_mib, args.chunk_kib
-    );
-    let mut concurrent = concurrent(args, &tus, pid, nats_pid).await?;
-
-    // Read-backs come after every upload: what a download leaves in the
-    // edge's memory must not count against the uploads.
-    println!("uploads: reading every file back");
-    let watch = Watch::start(pid, nats_pid);
-    let started = Instant::now();
-    streamed.intact = read_back(&tus, &streamed_at, &large).await?;
-    let download = watch.stop(large.len() as u64, started).await;
-    chunked.intact = read_back(&tus, &chunked_at, &large).await?;
-    for (location, data) in &concurrent.uploads {
-        concurrent.transfer.intact &= read_back(&tus, location, data).await?;
-    }
-    println!(
-        "uploads: {} MiB read by a client taking {SLOW_KIB_S} KiB/s",
-        args.size_mib
-    );
-    let slow = slow_download(&tus, &streamed_at, pid).await?;
+    println!("uploads: Herald");
+    let herald = throughput(args, &herald, &large).await?;
+    let peer = match &args.peer_tus_url {
+        Some(url) => {
+            println!("uploads: {}", args.peer_name);
+            let peer = Server {
+                tus: Tus::new(url, None),
+                addr: socket_addr(url).await?,
+                token: String::new(),
+                pid: args.peer_tus_pid,
+                backend_pid: None,
+                etag_sha256: false,
+            };
+            Some(throughput(args, &peer, &large).await?)
+        }
+        None => None,
+    };
 
     println!(
         "uploads: {} MiB straight into a NATS object store",
@@ -212,15 +213,92 @@ async fn measure(args: &UploadsArgs, target: &mut Target) -> Result<Results, Loa
     };
 
     Ok(Results {
+        herald,
+        peer,
+        direct,
+        resumes,
+        resumed_intact,
+    })
+}
+
+/// The address of `http://host:port`.
+async fn socket_addr(url: &str) -> Result<SocketAddr, LoadError> {
+    let authority = url
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .ok_or_else(|| LoadError::Setup(format!("{url}: only http:// URLs are supported")))?;
+    tokio::net::lookup_host(authority)
+        .await
+        .map_err(|e| LoadError::Setup(format!("resolve {authority}: {e}")))?
+        .next()
+        .ok_or_else(|| LoadError::Setup(format!("{authority} resolves to no address")))
+}
+
+/// The throughput phases on `server`: `large` streamed, then chunked, the
+/// concurrent uploads, then every file read back and one read slowly.
+async fn throughput(
+    args: &UploadsArgs,
+    server: &Server,
+    large: &[u8],
+) -> Result<Throughput, LoadError> {
+    let (tus, pid, backend) = (&server.tus, server.pid, server.backend_pid);
+    let chunk = args.chunk_kib * 1024;
+    println!("  {} MiB streamed in one PATCH", args.size_mib);
+    let watch = Watch::start(pid, backend);
+    let started = Instant::now();
+    let streamed_at = create(tus, large.len(), "large-streamed.pdf").await?;
+    stream_body(
+        server.addr,
+        &streamed_at,
+        &server.token,
+        large,
+        0,
+        large.len(),
+    )
+    .await?;
+    let mut streamed = watch.stop(large.len() as u64, started).await;
+
+    println!(
+        "  {} MiB in {} KiB checksummed PATCHes",
+        args.size_mib, args.chunk_kib
+    );
+    let mut chunk_patch_us = Vec::new();
+    let watch = Watch::start(pid, backend);
+    let started = Instant::now();
+    let chunked_at = create(tus, large.len(), "large-chunked.pdf").await?;
+    send_chunks(tus, &chunked_at, large, chunk, &mut chunk_patch_us).await?;
+    let mut chunked = watch.stop(large.len() as u64, started).await;
+
+    println!(
+        "  {} × {} MiB at once, {} KiB checksummed PATCHes",
+        args.concurrent, args.each_mib, args.chunk_kib
+    );
+    let mut concurrent = concurrent(args, tus, pid, backend).await?;
+
+    // Read-backs come after every upload: what a download leaves in the
+    // server's memory must not count against the uploads.
+    println!("  reading every file back");
+    let etag = server.etag_sha256;
+    let watch = Watch::start(pid, backend);
+    let started = Instant::now();
+    streamed.intact = read_back(tus, &streamed_at, large, etag).await?;
+    let download = watch.stop(large.len() as u64, started).await;
+    chunked.intact = read_back(tus, &chunked_at, large, etag).await?;
+    for (location, data) in &concurrent.uploads {
+        concurrent.transfer.intact &= read_back(tus, location, data, etag).await?;
+    }
+    println!(
+        "  {} MiB read by a client taking {SLOW_KIB_S} KiB/s",
+        args.size_mib
+    );
+    let slow = slow_download(tus, &streamed_at, pid).await?;
+    Ok(Throughput {
         streamed,
         chunked,
         chunk_patch_us: quantiles(&chunk_patch_us),
         concurrent,
         download,
         slow,
-        direct,
-        resumes,
-        resumed_intact,
     })
 }
 
@@ -327,14 +405,19 @@ async fn send_chunks(
 }
 
 /// Reads the finished upload back: true when its bytes have the SHA-256
-/// of `data` and its `ETag` names that digest.
-async fn read_back(tus: &Tus, location: &str, data: &[u8]) -> Result<bool, LoadError> {
+/// of `data` and, with `etag_sha256`, its `ETag` names that digest.
+async fn read_back(
+    tus: &Tus,
+    location: &str,
+    data: &[u8],
+    etag_sha256: bool,
+) -> Result<bool, LoadError> {
     let r = tus.content(location).await;
     expect(&r, StatusCode::OK)?;
     let sent = hex(&Sha256::digest(data));
     let stored = hex(&Sha256::digest(&r.body));
     let etag = r.header("ETag").map(|e| e.trim_matches('"').to_owned());
-    if sent != stored || etag.as_deref() != Some(sent.as_str()) {
+    if sent != stored || (etag_sha256 && etag.as_deref() != Some(sent.as_str())) {
         eprintln!(
             "uploads: {location} read back with SHA-256 {stored} (ETag {etag:?}), {} bytes; sent {sent}, {} bytes",
             r.body.len(),
@@ -525,7 +608,7 @@ async fn resume(
     }
     let last = &target.edges[kills];
     stream_body(last.addr, &location, token, &data, from, data.len()).await?;
-    let intact = read_back(&Tus::new(&last.url, Some(token)), &location, &data).await?;
+    let intact = read_back(&Tus::new(&last.url, Some(token)), &location, &data, true).await?;
     Ok((resumes, intact))
 }
 
@@ -589,10 +672,6 @@ impl Watch {
     }
 }
 
-fn ms(h: &Histogram<u64>, q: f64) -> String {
-    format!("{}", h.value_at_quantile(q))
-}
-
 fn transfer_text(t: &Transfer) -> String {
     format!(
         "{:.1} MiB/s ({} MiB in {:.2} s)",
@@ -614,17 +693,105 @@ fn rss_text((before, peak): (Option<u64>, Option<u64>)) -> String {
             p as f64 / 1024.0,
             p.saturating_sub(b) as f64 / 1024.0
         ),
-        _ => "not measured (no edge pid)".into(),
+        _ => "not measured (no pid)".into(),
     }
 }
 
-fn cpu_text(c: &CpuUse) -> String {
+fn cpu_text(c: &CpuUse, peer: bool) -> String {
+    if peer {
+        return format!("server {} %, loadgen {} %", opt1(c.edge), opt1(c.loadgen));
+    }
     format!(
         "edge {} %, nats-server {} %, loadgen {} %",
         opt1(c.edge),
         opt1(c.nats),
         opt1(c.loadgen)
     )
+}
+
+fn quantiles_text(h: &Histogram<u64>) -> String {
+    format!(
+        "{} / {} / {}",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.max()
+    )
+}
+
+/// The throughput figures: Herald's, then the peer's beside them.
+fn throughput_figures(report: &mut Report, args: &UploadsArgs, r: &Results) {
+    let name = &args.peer_name;
+    let row = |report: &mut Report, label: &str, text: &dyn Fn(&Throughput, bool) -> String| {
+        let value = match &r.peer {
+            Some(peer) => format!(
+                "Herald {} · {name} {}",
+                text(&r.herald, false),
+                text(peer, true)
+            ),
+            None => text(&r.herald, false),
+        };
+        report.figure(label, value);
+    };
+    row(report, "one file, one streamed PATCH", &|t, _| {
+        transfer_text(&t.streamed)
+    });
+    row(report, "  memory", &|t, _| memory_text(&t.streamed));
+    row(report, "  CPU (% of a core)", &|t, p| {
+        cpu_text(&t.streamed.cpu, p)
+    });
+    row(
+        report,
+        &format!("one file, {} KiB checksummed PATCHes", args.chunk_kib),
+        &|t, _| transfer_text(&t.chunked),
+    );
+    row(report, "  PATCH time p50 / p99 / max (µs)", &|t, _| {
+        quantiles_text(&t.chunk_patch_us)
+    });
+    row(report, "  memory", &|t, _| memory_text(&t.chunked));
+    row(report, "  CPU (% of a core)", &|t, p| {
+        cpu_text(&t.chunked.cpu, p)
+    });
+    row(
+        report,
+        &format!(
+            "{} × {} MiB at once, {} KiB checksummed PATCHes",
+            args.concurrent, args.each_mib, args.chunk_kib
+        ),
+        &|t, _| transfer_text(&t.concurrent.transfer),
+    );
+    row(report, "  upload time p50 / p99 / max (ms)", &|t, _| {
+        quantiles_text(&t.concurrent.uploads_ms)
+    });
+    row(report, "  PATCH time p50 / p99 / max (µs)", &|t, _| {
+        quantiles_text(&t.concurrent.patch_us)
+    });
+    row(report, "  memory", &|t, _| {
+        memory_text(&t.concurrent.transfer)
+    });
+    row(report, "  CPU (% of a core)", &|t, p| {
+        cpu_text(&t.concurrent.transfer.cpu, p)
+    });
+    row(report, "download of the streamed file", &|t, _| {
+        transfer_text(&t.download)
+    });
+    row(report, "  memory", &|t, _| memory_text(&t.download));
+    row(report, "  CPU (% of a core)", &|t, p| {
+        cpu_text(&t.download.cpu, p)
+    });
+    row(
+        report,
+        &format!(
+            "download read at {SLOW_KIB_S} KiB/s for {} s",
+            SLOW_FOR.as_secs()
+        ),
+        &|t, _| {
+            format!(
+                "{:.1} MiB read; memory {}",
+                t.slow.read as f64 / MIB as f64,
+                rss_text(t.slow.rss_kib)
+            )
+        },
+    );
 }
 
 fn report(args: &UploadsArgs, r: &Results) -> Report {
@@ -634,70 +801,8 @@ fn report(args: &UploadsArgs, r: &Results) -> Report {
         .clone()
         .unwrap_or_else(|| "Uploads: tus through one edge, resume after a kill".into());
     let mut report = Report::new(title);
-    let (streamed, chunked, group) = (&r.streamed, &r.chunked, &r.concurrent.transfer);
-
-    report.figure("one file, one streamed PATCH", transfer_text(streamed));
-    report.figure("  edge memory", memory_text(streamed));
-    report.figure("  CPU (% of a core)", cpu_text(&streamed.cpu));
-    report.figure(
-        &format!("one file, {} KiB checksummed PATCHes", args.chunk_kib),
-        transfer_text(chunked),
-    );
-    report.figure(
-        "  PATCH time p50 / p99 / max (µs)",
-        format!(
-            "{} / {} / {}",
-            ms(&r.chunk_patch_us, 0.5),
-            ms(&r.chunk_patch_us, 0.99),
-            r.chunk_patch_us.max()
-        ),
-    );
-    report.figure("  edge memory", memory_text(chunked));
-    report.figure("  CPU (% of a core)", cpu_text(&chunked.cpu));
-    report.figure(
-        &format!(
-            "{} × {} MiB at once, {} KiB checksummed PATCHes",
-            args.concurrent, args.each_mib, args.chunk_kib
-        ),
-        transfer_text(group),
-    );
-    report.figure(
-        "  upload time p50 / p99 / max (ms)",
-        format!(
-            "{} / {} / {}",
-            ms(&r.concurrent.uploads_ms, 0.5),
-            ms(&r.concurrent.uploads_ms, 0.99),
-            r.concurrent.uploads_ms.max()
-        ),
-    );
-    report.figure(
-        "  PATCH time p50 / p99 / max (µs)",
-        format!(
-            "{} / {} / {}",
-            ms(&r.concurrent.patch_us, 0.5),
-            ms(&r.concurrent.patch_us, 0.99),
-            r.concurrent.patch_us.max()
-        ),
-    );
-    report.figure("  edge memory", memory_text(group));
-    report.figure("  CPU (% of a core)", cpu_text(&group.cpu));
-    report.figure(
-        "download of the streamed file (GET …/content)",
-        transfer_text(&r.download),
-    );
-    report.figure("  edge memory", memory_text(&r.download));
-    report.figure("  CPU (% of a core)", cpu_text(&r.download.cpu));
-    report.figure(
-        &format!(
-            "download read at {SLOW_KIB_S} KiB/s for {} s",
-            SLOW_FOR.as_secs()
-        ),
-        format!(
-            "{:.1} MiB read; edge memory {}",
-            r.slow.read as f64 / MIB as f64,
-            rss_text(r.slow.rss_kib)
-        ),
-    );
+    throughput_figures(&mut report, args, r);
+    let h = &r.herald;
     let direct_mib_s = (args.size_mib as f64) / r.direct.as_secs_f64().max(1e-9);
     report.figure(
         "same file, async-nats object store put (no Herald)",
@@ -709,7 +814,7 @@ fn report(args: &UploadsArgs, r: &Results) -> Report {
     );
     report.figure(
         "  Herald's streamed PATCH vs the direct put",
-        format!("{:.0} %", streamed.mib_s() / direct_mib_s * 100.0),
+        format!("{:.0} %", h.streamed.mib_s() / direct_mib_s * 100.0),
     );
     for (i, k) in r.resumes.iter().enumerate() {
         report.figure(
@@ -722,30 +827,49 @@ fn report(args: &UploadsArgs, r: &Results) -> Report {
         );
     }
 
-    let intact =
-        streamed.intact && chunked.intact && group.intact && r.resumed_intact.unwrap_or(true);
+    let intact = h.streamed.intact
+        && h.chunked.intact
+        && h.concurrent.transfer.intact
+        && r.resumed_intact.unwrap_or(true);
     report.goal(Goal::new(
         "every upload read back with the SHA-256 sent",
         "yes",
         if intact { "yes" } else { "NO (see above)" }.into(),
         Some(intact),
     ));
-    let slow_growth = match r.slow.rss_kib {
-        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / 1024.0),
-        _ => None,
-    };
-    let growth = [streamed, chunked, group, &r.download]
-        .iter()
-        .map(|t| t.growth_mib())
-        .chain([slow_growth])
-        .collect::<Option<Vec<f64>>>()
-        .map(|g| g.into_iter().fold(0.0, f64::max));
+    if let Some(peer) = &r.peer {
+        let intact = peer.streamed.intact && peer.chunked.intact && peer.concurrent.transfer.intact;
+        report.figure(
+            &format!("{}: every upload read back intact", args.peer_name),
+            if intact { "yes" } else { "NO (see above)" },
+        );
+    }
+    let growth = memory_growth(h);
     report.goal(Goal::new(
         "edge memory growth, uploads and downloads, worst",
         &format!("≤ {GOAL_MEMORY_MIB:.0} MiB (no file held whole)"),
         growth.map_or_else(|| "not measured".into(), |g| format!("{g:.1} MiB")),
         growth.map(|g| g <= GOAL_MEMORY_MIB),
     ));
+    if let Some(peer) = &r.peer {
+        let (h_rate, p_rate) = (h.streamed.mib_s(), peer.streamed.mib_s());
+        report.goal(Goal::new(
+            &format!("streamed upload vs {}", args.peer_name),
+            "≥ 1× (with every byte in replicated-capable JetStream, not a local disk)",
+            format!("{:.2}×", h_rate / p_rate.max(1e-9)),
+            Some(h_rate >= p_rate),
+        ));
+        let (h_rate, p_rate) = (
+            h.concurrent.transfer.mib_s(),
+            peer.concurrent.transfer.mib_s(),
+        );
+        report.goal(Goal::new(
+            &format!("concurrent chunked uploads vs {}", args.peer_name),
+            "≥ 1×",
+            format!("{:.2}×", h_rate / p_rate.max(1e-9)),
+            Some(h_rate >= p_rate),
+        ));
+    }
     let worst = r
         .resumes
         .iter()
@@ -761,4 +885,18 @@ fn report(args: &UploadsArgs, r: &Results) -> Report {
         worst.map(|w| w <= GOAL_RESUME_MS),
     ));
     report
+}
+
+/// The largest memory growth of any phase on one server.
+fn memory_growth(t: &Throughput) -> Option<f64> {
+    let slow = match t.slow.rss_kib {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / 1024.0),
+        _ => None,
+    };
+    [&t.streamed, &t.chunked, &t.concurrent.transfer, &t.download]
+        .iter()
+        .map(|t| t.growth_mib())
+        .chain([slow])
+        .collect::<Option<Vec<f64>>>()
+        .map(|g| g.into_iter().fold(0.0, f64::max))
 }

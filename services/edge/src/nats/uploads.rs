@@ -36,7 +36,7 @@ pub const BUCKET: &str = "HERALD_UPLOADS";
 /// The key-value bucket of unfinished uploads' records.
 pub const STATE_BUCKET: &str = "HERALD_UPLOAD_STATE";
 /// Largest piece stored as one message (the object store's own chunk size).
-pub const PIECE_BYTES: usize = 128 * 1024;
+pub const PIECE_BYTES: usize = 256 * 1024;
 /// Header of a piece: the upload's offset after it.
 const OFFSET_HEADER: &str = "Herald-Upload-Offset";
 /// Header of a piece: the pieces stored up to and including it.

@@ -27,6 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 use herald_proto::ErrorBody;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use sha1::Digest as _;
+use tokio::sync::mpsc;
 
 use crate::auth::{extract_token, Principal};
 use crate::error::ApiError;
@@ -622,40 +623,89 @@ async fn store_body(
         }
         return Ok(());
     }
+    // The body is read into the next piece while the one before is being
+    // stored: reading and the piece's JetStream round trip overlap. At most
+    // three pieces are held (one stored, one handed over, one filling).
+    let (tx, mut rx) = mpsc::channel(1);
+    let read = read_pieces(node, body, room, tx);
+    let write = async {
+        while let Some(received) = rx.recv().await {
+            match received {
+                Received::Piece(piece) => writer.store(piece).await?,
+                Received::Rest(rest) => writer.keep(rest).await,
+            }
+        }
+        Ok::<(), Refusal>(())
+    };
+    let (read, write) = tokio::join!(read, write);
+    write?;
+    match read {
+        Ok(()) => Ok(()),
+        Err(BodyEnd::TooLarge) => Err(too_large()),
+        Err(BodyEnd::Interrupted(e)) => Err(writer.interrupted(e)),
+    }
+}
+
+/// What the body reader hands the piece writer.
+enum Received {
+    /// A piece to store.
+    Piece(Bytes),
+    /// What arrived before the body stopped: kept if it can be.
+    Rest(Bytes),
+}
+
+/// Why a streamed body ended early.
+enum BodyEnd {
+    /// It went past `Upload-Length`.
+    TooLarge,
+    /// It broke off or stalled.
+    Interrupted(ApiError),
+}
+
+/// Reads a streamed PATCH body into pieces of [`PIECE_BYTES`] and hands
+/// them to `tx`, at most `room` bytes; stops quietly when the writer
+/// stopped taking them (it failed and answers for the request).
+async fn read_pieces(
+    node: &Node,
+    body: Body,
+    room: u64,
+    tx: mpsc::Sender<Received>,
+) -> Result<(), BodyEnd> {
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     let mut received: u64 = 0;
     loop {
-        let next = tokio::time::timeout(node.config.upload_idle_timeout, stream.next()).await;
-        let chunk = match next {
-            Ok(None) => break,
-            Ok(Some(Ok(chunk))) => chunk,
-            Ok(Some(Err(e))) => {
-                writer.keep(buf.freeze()).await;
-                return Err(
-                    writer.interrupted(ApiError::BadParameter(format!("the body stopped: {e}")))
-                );
-            }
-            Err(_) => {
-                writer.keep(buf.freeze()).await;
-                return Err(writer.interrupted(ApiError::BodyTimeout(format!(
-                    "no body bytes for {}s",
-                    node.config.upload_idle_timeout.as_secs_f32()
-                ))));
-            }
+        let next = tokio::select! {
+            () = tx.closed() => return Ok(()),
+            next = tokio::time::timeout(node.config.upload_idle_timeout, stream.next()) => next,
         };
-        received += chunk.len() as u64;
-        if received > room {
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&chunk);
-        while buf.len() >= PIECE_BYTES {
-            let piece = buf.split_to(PIECE_BYTES).freeze();
-            writer.store(piece).await?;
-        }
+        let end = match next {
+            Ok(None) => break,
+            Ok(Some(Ok(chunk))) => {
+                received += chunk.len() as u64;
+                if received > room {
+                    return Err(BodyEnd::TooLarge);
+                }
+                buf.extend_from_slice(&chunk);
+                while buf.len() >= PIECE_BYTES {
+                    let piece = buf.split_to(PIECE_BYTES).freeze();
+                    if tx.send(Received::Piece(piece)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            Ok(Some(Err(e))) => ApiError::BadParameter(format!("the body stopped: {e}")),
+            Err(_) => ApiError::BodyTimeout(format!(
+                "no body bytes for {}s",
+                node.config.upload_idle_timeout.as_secs_f32()
+            )),
+        };
+        let _ = tx.send(Received::Rest(buf.freeze())).await;
+        return Err(BodyEnd::Interrupted(end));
     }
     if !buf.is_empty() {
-        writer.store(buf.freeze()).await?;
+        let _ = tx.send(Received::Piece(buf.freeze())).await;
     }
     Ok(())
 }
