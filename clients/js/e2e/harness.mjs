@@ -42,6 +42,17 @@ export const CHROMIUM_ARGS = [
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** The stored offset of a tus upload: `HEAD uploadUrl`, which must answer 200. */
+export async function headOffset(uploadUrl, token) {
+  const r = await fetch(uploadUrl, {
+    method: 'HEAD',
+    headers: { Authorization: `Bearer ${token}`, 'Tus-Resumable': '1.0.0' },
+    signal: AbortSignal.timeout(10_000),
+  });
+  if (r.status !== 200) throw new Error(`HEAD ${uploadUrl}: ${r.status}`);
+  return Number(r.headers.get('upload-offset'));
+}
+
 /** Polls fn until it returns a truthy value; throws with `what` after timeoutMs. */
 export async function waitFor(fn, { timeout = 10_000, interval = 50, what = 'condition' } = {}) {
   const deadline = Date.now() + timeout;

@@ -494,15 +494,6 @@ async fn messages_dropped_while_the_org_is_behind_are_read_back_before_later_liv
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_events_cost_their_bytes_not_a_parsed_tree() {
     let h = Herald::start(EDGE, 1).await;
@@ -510,8 +501,7 @@ async fn buffered_events_cost_their_bytes_not_a_parsed_tree() {
     for org in orgs {
         h.poll(0, &h.token(org), "timeout=0").await;
     }
-    let pid = h.edges[0].pid();
-    let before = rss_kib(pid);
+    let before = h.edges[0].rss_kib();
     // 256 KiB of MessagePack small integers: about 520 KiB as JSON text,
     // but over 8 MiB as a parsed `serde_json::Value` tree.
     let body = rmp_serde::to_vec_named(&json!({
@@ -532,7 +522,7 @@ async fn buffered_events_cost_their_bytes_not_a_parsed_tree() {
     }
     h.wait_metric_at_least(0, "/events/ingested", 90, Duration::from_secs(60))
         .await;
-    let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    let grown_mib = h.edges[0].rss_kib().saturating_sub(before) / 1024;
     assert!(
         grown_mib < 150,
         "90 such events grew the node by {grown_mib} MiB: buffers must hold bytes, not trees"

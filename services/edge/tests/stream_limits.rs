@@ -86,22 +86,12 @@ async fn large_events_arrive_in_frames_cut_by_bytes_in_both_encodings() {
     }
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_floods_updates_without_reading_is_closed_and_memory_stays_bounded() {
     let h = Herald::start(EDGE, 1).await;
-    let pid = h.edges[0].pid();
     let mut ws = WsClient::connect(&h.edges[0].base_url(), "", Some(&h.token("acme")), None).await;
     ws.hello(&["finance"], None, None, None).await;
-    let before = vm_rss_kib(pid);
+    let before = h.edges[0].rss_kib();
     // Each `updated` answer echoes 64 long service names (about 4 KiB).
     let services: Vec<String> = (0..64)
         .map(|i| format!("{i:02}{}", "s".repeat(62)))
@@ -126,7 +116,7 @@ async fn a_client_that_floods_updates_without_reading_is_closed_and_memory_stays
         }
     }
     assert!(closed, "not closed as slow after {sent} unread updates");
-    let grown_mib = vm_rss_kib(pid).saturating_sub(before) / 1024;
+    let grown_mib = h.edges[0].rss_kib().saturating_sub(before) / 1024;
     assert!(
         grown_mib < 100,
         "the node grew by {grown_mib} MiB after {sent} updates"

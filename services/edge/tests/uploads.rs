@@ -916,16 +916,6 @@ async fn with_cors_on_options_without_a_request_method_is_tus_discovery_and_pref
     );
 }
 
-/// `VmRSS` of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_nobody_reads_holds_no_more_than_a_few_chunks_on_the_edge() {
     use tokio::io::AsyncWriteExt as _;
@@ -939,7 +929,7 @@ async fn a_download_nobody_reads_holds_no_more_than_a_few_chunks_on_the_edge() {
 
     // A client that asks for the file, reads the answer's head and stops.
     let edge = &h.edges[0];
-    let before = rss_kib(edge.pid());
+    let before = edge.rss_kib();
     let mut socket = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();
     let request = format!(
         "GET {location}/content HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
@@ -956,7 +946,7 @@ async fn a_download_nobody_reads_holds_no_more_than_a_few_chunks_on_the_edge() {
     );
     // Long enough for NATS to push the whole file, were it asked to.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let grown_kib = rss_kib(edge.pid()).saturating_sub(before);
+    let grown_kib = edge.rss_kib().saturating_sub(before);
     assert!(
         grown_kib < 8 * 1024,
         "the edge grew by {grown_kib} KiB for a 32 MiB download nobody reads"

@@ -220,6 +220,19 @@ impl EdgeProcess {
         self.child.id()
     }
 
+    /// Its resident memory now (`VmRSS`), KiB; panics if it cannot be read
+    /// (a memory test must not pass on a missing reading).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+    }
+
     /// Sends SIGTERM (start draining); pair with [`wait_exit`](Self::wait_exit).
     pub fn sigterm(&self) {
         process::sigterm(self.pid());

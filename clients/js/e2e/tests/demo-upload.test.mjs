@@ -21,7 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Stack, sleep, waitFor } from '../harness.mjs';
+import { Stack, headOffset, sleep, waitFor } from '../harness.mjs';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -90,15 +90,6 @@ const rememberedUploadUrl = (page) =>
     return null;
   });
 
-async function headOffset(uploadUrl, token) {
-  const r = await fetch(uploadUrl, {
-    method: 'HEAD',
-    headers: { Authorization: `Bearer ${token}`, 'Tus-Resumable': '1.0.0' },
-    signal: AbortSignal.timeout(10_000),
-  });
-  assert.equal(r.status, 200, `HEAD ${uploadUrl}`);
-  return Number(r.headers.get('upload-offset'));
-}
 
 async function openDemoTab() {
   const page = await ctx.newPage();

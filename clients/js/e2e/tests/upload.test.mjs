@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { Stack } from '../harness.mjs';
+import { Stack, headOffset, sleep } from '../harness.mjs';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -15,17 +15,6 @@ let edge;
 let token;
 
 const sha256 = (b) => crypto.createHash('sha256').update(b).digest('hex');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function headOffset(uploadUrl) {
-  const r = await fetch(uploadUrl, {
-    method: 'HEAD',
-    headers: { Authorization: `Bearer ${token}`, 'Tus-Resumable': '1.0.0' },
-    signal: AbortSignal.timeout(10_000),
-  });
-  assert.equal(r.status, 200, `HEAD ${uploadUrl}`);
-  return Number(r.headers.get('upload-offset'));
-}
 
 async function contentSha(id) {
   const r = await fetch(`${edge.url}/v2/uploads/${id}/content`, {
@@ -103,9 +92,9 @@ describe('SDK uploads in Chromium against real edges', { concurrency: false }, (
       });
       assert.ok(uploadUrl, 'the upload is remembered');
       await sleep(300); // a PATCH in flight when paused may still land
-      const o1 = await headOffset(uploadUrl);
+      const o1 = await headOffset(uploadUrl, token);
       await sleep(1500);
-      const o2 = await headOffset(uploadUrl);
+      const o2 = await headOffset(uploadUrl, token);
       assert.equal(o2, o1, 'the offset did not grow while paused');
       assert.ok(o1 < size);
       assert.equal(await page.evaluate(() => window.__u1.state()), 'paused');
@@ -156,7 +145,7 @@ describe('SDK uploads in Chromium against real edges', { concurrency: false }, (
       });
       await page.evaluate((o) => window.T.start(o), { sub: SUB, urls: [edge.url] });
       await installFileMaker(page);
-      const atResume = await headOffset(before.url);
+      const atResume = await headOffset(before.url, token);
       assert.ok(atResume > size / 4 && atResume < size, `edge offset ${atResume} at the reload`);
       const r = await page.evaluate(async ({ size, opts }) => {
         const u = window.T.client.upload(window.__mkFile(size), opts);
