@@ -64,6 +64,11 @@ pub enum Command {
     /// them, a direct object-store write for comparison, and the time to
     /// resume on another edge after `kill -9` of the one uploading.
     Uploads(UploadsArgs),
+    /// Herald beside Nchan, Pushpin and NATS over WebSocket (bench/peers),
+    /// one load client, each system fresh per scenario: memory per idle
+    /// WebSocket and SSE connection; publish → receive latency, deliveries
+    /// and server CPU per delivery at a moderate rate.
+    Compare(CompareArgs),
 }
 
 /// Which edge and NATS to use.
@@ -742,6 +747,50 @@ pub struct UploadsArgs {
     /// Prefix of the org id and user id.
     #[arg(long, default_value = "load")]
     pub prefix: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `herald-loadgen compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Systems to run, in order: herald, nchan, pushpin, nats-ws.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "herald,nchan,pushpin,nats-ws"
+    )]
+    pub systems: Vec<String>,
+
+    /// Herald's edge binary.
+    #[arg(long, default_value = "target/release/herald-edge")]
+    pub edge_bin: PathBuf,
+
+    /// Subscribers of the idle-memory scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_connections: usize,
+
+    /// Channels (Herald: orgs) they spread over.
+    #[arg(long, default_value_t = 2_000)]
+    pub idle_channels: usize,
+
+    /// WebSocket subscribers of the latency scenario.
+    #[arg(long, default_value_t = 2_000)]
+    pub latency_connections: usize,
+
+    /// Channels they spread over; each event goes to one, in turn.
+    #[arg(long, default_value_t = 400)]
+    pub latency_channels: usize,
+
+    /// Events per second of the latency scenario.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
 
     #[command(flatten)]
     #[allow(missing_docs)]

@@ -32,6 +32,9 @@
 //!   scenarios [`partitions`], [`affinity`], [`simulate`].
 //! - [`rooms`]: N members of one chat room over two edges (contract
 //!   section 6): join with history, message and typing fan-out, presence.
+//! - Side by side with the peers (`bench/peers`): [`peer`] (each system,
+//!   started, subscribed to and published to), [`subscriber`] (one client
+//!   for all of them) and the scenario [`compare`].
 //! - [`uploads`]: tus uploads (contract section 7): throughput, edge
 //!   memory, resume on another edge after a kill.
 
@@ -39,6 +42,7 @@ pub mod affinity;
 pub mod capacity;
 pub mod cli;
 pub mod cluster;
+pub mod compare;
 pub mod error;
 pub mod fanout;
 pub mod fleet;
@@ -47,6 +51,7 @@ pub mod longpoll;
 pub mod natsmon;
 pub mod outcome;
 pub mod partitions;
+pub mod peer;
 pub mod phase;
 pub mod poller;
 pub mod probe;
@@ -61,6 +66,7 @@ pub mod simulate;
 pub mod standin;
 pub mod stream;
 pub mod streaming;
+pub mod subscriber;
 pub mod target;
 pub mod uploads;
 pub mod verify;
@@ -107,6 +113,10 @@ pub async fn run(cli: cli::Cli) -> Result<(), LoadError> {
         cli::Command::Rooms(args) => {
             let markdown = args.output.markdown.clone();
             (rooms::run(args).await?, markdown)
+        }
+        cli::Command::Compare(args) => {
+            let markdown = args.output.markdown.clone();
+            (compare::run(args).await?, markdown)
         }
         cli::Command::Uploads(args) => {
             let markdown = args.output.markdown.clone();
