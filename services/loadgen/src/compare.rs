@@ -4,13 +4,13 @@
 //!
 //! - **idle memory**: `--idle-connections` subscribers over
 //!   `--idle-channels` channels, over WebSocket, then over SSE; the
-//!   server's resident memory (every process of it) before and after,
-//!   per connection;
+//!   server's resident memory (every process of it; Herald's edge, with
+//!   nats-server's growth beside it) before and after, per connection;
 //! - **latency**: `--latency-connections` WebSocket subscribers over
 //!   `--latency-channels` channels, events published at `--rate` for
 //!   `--duration` seconds, each to one channel in turn; publish → receive
-//!   latency, deliveries owed and received, the server's CPU time (for
-//!   Herald: edge and nats-server) and that time per delivery.
+//!   latency, deliveries owed and received, the server's CPU time and
+//!   that time per delivery (Herald: the edge, and nats-server beside it).
 //!
 //! Every event carries its send time as a marker (see [`crate::subscriber`]).
 
@@ -46,6 +46,9 @@ const DRAIN: Duration = Duration::from_secs(3);
 struct Measured {
     idle_ws_kib: Option<f64>,
     idle_sse_kib: Option<f64>,
+    /// The same with the broker's growth (Herald: nats-server) added.
+    idle_ws_with_broker_kib: Option<f64>,
+    idle_sse_with_broker_kib: Option<f64>,
     latency: Option<Latency>,
     notes: Vec<String>,
 }
@@ -54,8 +57,16 @@ struct Latency {
     us: Histogram<u64>,
     owed: u64,
     received: u64,
+    /// CPU seconds of the server's processes, and of its broker.
     cpu_s: Option<f64>,
+    broker_cpu_s: Option<f64>,
     published: usize,
+}
+
+/// Memory growth per connection: the server's, and with its broker's.
+struct PerConnection {
+    server: Option<f64>,
+    with_broker: Option<f64>,
 }
 
 /// Runs the scenarios on every system of `--systems`.
@@ -84,10 +95,12 @@ pub async fn run(args: CompareArgs) -> Result<Report, LoadError> {
     for system in systems {
         let mut m = Measured::default();
         println!("compare: {system}: idle WebSocket");
-        m.idle_ws_kib = idle(&args, system, &repo, false, &mut m.notes).await?;
+        let ws = idle(&args, system, &repo, false, &mut m.notes).await?;
+        (m.idle_ws_kib, m.idle_ws_with_broker_kib) = (ws.server, ws.with_broker);
         if system.has_sse() {
             println!("compare: {system}: idle SSE");
-            m.idle_sse_kib = idle(&args, system, &repo, true, &mut m.notes).await?;
+            let sse = idle(&args, system, &repo, true, &mut m.notes).await?;
+            (m.idle_sse_kib, m.idle_sse_with_broker_kib) = (sse.server, sse.with_broker);
         }
         println!("compare: {system}: latency");
         m.latency = Some(latency(&args, system, &repo, &mut m.notes).await?);
@@ -169,10 +182,11 @@ async fn idle(
     repo: &Path,
     sse: bool,
     notes: &mut Vec<String>,
-) -> Result<Option<f64>, LoadError> {
+) -> Result<PerConnection, LoadError> {
     let running = Running::start(system, repo, &args.edge_bin).await?;
     tokio::time::sleep(SETTLE).await;
     let before = rss_kib(&running.pids);
+    let broker_before = running.broker_pid.and_then(procfs::rss_kib);
     let channels = channels(args.idle_channels);
     let (tally, stop) = (Arc::new(Tally::default()), CancellationToken::new());
     let tasks = open(
@@ -186,6 +200,7 @@ async fn idle(
     .await?;
     tokio::time::sleep(SETTLE).await;
     let after = rss_kib(&running.pids);
+    let broker_after = running.broker_pid.and_then(procfs::rss_kib);
     let ready = tally.ready.load(Relaxed);
     failures(
         system,
@@ -198,9 +213,18 @@ async fn idle(
         let _ = t.await;
     }
     running.stop();
-    Ok(match (before, after) {
+    let per = |before: Option<u64>, after: Option<u64>| match (before, after) {
         (Some(b), Some(a)) if ready > 0 => Some(a.saturating_sub(b) as f64 / ready as f64),
         _ => None,
+    };
+    let server = per(before, after);
+    let broker = per(broker_before, broker_after);
+    Ok(PerConnection {
+        server,
+        with_broker: match broker {
+            Some(b) => server.map(|s| s + b),
+            None => server,
+        },
     })
 }
 
@@ -225,7 +249,7 @@ async fn latency(
     tokio::time::sleep(SETTLE).await;
     let ready = tally.ready.load(Relaxed);
     let mut taken_per_channel = vec![0u64; channels.len()];
-    let cpu_before = CpuSnapshot::take_all(&running.pids, None);
+    let cpu_before = CpuSnapshot::take_all(&running.pids, running.broker_pid);
     let total = (args.rate * args.duration as f64).round() as u64;
     let started = tokio::time::Instant::now();
     let mut owed = 0u64;
@@ -240,7 +264,7 @@ async fn latency(
         taken_per_channel[c] += taken as u64;
     }
     tokio::time::sleep(DRAIN).await;
-    let cpu = cpu_before.until(&CpuSnapshot::take_all(&running.pids, None));
+    let cpu = cpu_before.until(&CpuSnapshot::take_all(&running.pids, running.broker_pid));
     let elapsed = started.elapsed().as_secs_f64();
     failures(system, "latency", &tally, notes);
     stop.cancel();
@@ -271,8 +295,13 @@ async fn latency(
         owed,
         received,
         cpu_s: cpu.edge.map(|pct| pct / 100.0 * elapsed),
+        broker_cpu_s: running_broker_cpu(cpu.nats, elapsed),
         published,
     })
+}
+
+fn running_broker_cpu(pct: Option<f64>, elapsed: f64) -> Option<f64> {
+    pct.map(|pct| pct / 100.0 * elapsed)
 }
 
 fn kib(v: Option<f64>) -> String {
@@ -283,6 +312,16 @@ fn ratio(v: Option<f64>, herald: Option<f64>) -> String {
     match (v, herald) {
         (Some(v), Some(h)) if h > 0.0 => format!("{:.2}×", v / h),
         _ => "·".into(),
+    }
+}
+
+/// `text`, and the figure with the broker's growth when it differs.
+fn with_broker(text: String, server: Option<f64>, with_broker: Option<f64>) -> String {
+    match (server, with_broker) {
+        (Some(s), Some(b)) if (b - s).abs() > 0.05 => {
+            format!("{text}; with nats-server {}", kib(Some(b)))
+        }
+        _ => text,
     }
 }
 
@@ -303,19 +342,27 @@ fn report(args: &CompareArgs, results: &[(System, Measured)]) -> Report {
                 "{system}: memory per idle WebSocket ({} over {} channels)",
                 args.idle_connections, args.idle_channels
             ),
-            format!(
-                "{} ({} Herald's)",
-                kib(m.idle_ws_kib),
-                ratio(m.idle_ws_kib, h(|m| m.idle_ws_kib))
+            with_broker(
+                format!(
+                    "{} ({} Herald's)",
+                    kib(m.idle_ws_kib),
+                    ratio(m.idle_ws_kib, h(|m| m.idle_ws_kib))
+                ),
+                m.idle_ws_kib,
+                m.idle_ws_with_broker_kib,
             ),
         );
         if system.has_sse() {
             r.figure(
                 &format!("{system}: memory per idle SSE stream"),
-                format!(
-                    "{} ({} Herald's)",
-                    kib(m.idle_sse_kib),
-                    ratio(m.idle_sse_kib, h(|m| m.idle_sse_kib))
+                with_broker(
+                    format!(
+                        "{} ({} Herald's)",
+                        kib(m.idle_sse_kib),
+                        ratio(m.idle_sse_kib, h(|m| m.idle_sse_kib))
+                    ),
+                    m.idle_sse_kib,
+                    m.idle_sse_with_broker_kib,
                 ),
             );
         }
@@ -336,18 +383,27 @@ fn report(args: &CompareArgs, results: &[(System, Measured)]) -> Report {
                 &format!("{system}: events taken; deliveries owed / received"),
                 format!("{}; {} / {}", l.published, l.owed, l.received),
             );
-            let per_delivery = l
-                .cpu_s
-                .filter(|_| l.received > 0)
-                .map(|s| s * 1e6 / l.received as f64);
+            let per_delivery = |s: Option<f64>| {
+                s.filter(|_| l.received > 0).map_or_else(
+                    || "·".into(),
+                    |s| format!("{:.1} µs", s * 1e6 / l.received as f64),
+                )
+            };
+            let seconds = |s: Option<f64>| s.map_or_else(|| "·".into(), |s| format!("{s:.2} s"));
             r.figure(
                 &format!("{system}: server CPU (every process); per delivery"),
-                format!(
-                    "{}; {}",
-                    l.cpu_s.map_or_else(|| "·".into(), |s| format!("{s:.2} s")),
-                    per_delivery.map_or_else(|| "·".into(), |u| format!("{u:.1} µs"))
-                ),
+                format!("{}; {}", seconds(l.cpu_s), per_delivery(l.cpu_s)),
             );
+            if l.broker_cpu_s.is_some() {
+                r.figure(
+                    &format!("{system}: its broker's CPU (nats-server, JetStream); per delivery"),
+                    format!(
+                        "{}; {}",
+                        seconds(l.broker_cpu_s),
+                        per_delivery(l.broker_cpu_s)
+                    ),
+                );
+            }
         }
         for n in &m.notes {
             r.figure("note", n.clone());

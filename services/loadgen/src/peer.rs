@@ -104,8 +104,10 @@ pub struct Running {
     pub system: System,
     /// Address clients connect to.
     pub addr: std::net::SocketAddr,
-    /// Every process of the server (for Herald: the edge and nats-server).
+    /// Every process of the server (for Herald: the edge).
     pub pids: Vec<u32>,
+    /// The broker behind it, if any (Herald's nats-server, with JetStream).
+    pub broker_pid: Option<u32>,
     /// Herald's processes, stopped when dropped.
     herald: Option<Target>,
     /// A peer's work directory (stopped through `peers.sh stop`).
@@ -185,6 +187,7 @@ impl Running {
             system,
             addr,
             pids,
+            broker_pid: None,
             herald: None,
             workdir: Some(workdir),
             repo: repo.to_owned(),
@@ -211,12 +214,11 @@ impl Running {
         let client = async_nats::connect(&target.nats_url)
             .await
             .map_err(|e| LoadError::Nats(format!("connect {}: {e}", target.nats_url)))?;
-        let mut pids = target.edge_pids();
-        pids.extend(target.nats_pid);
         Ok(Running {
             system: System::Herald,
             addr: target.edge_addr,
-            pids,
+            pids: target.edge_pids(),
+            broker_pid: target.nats_pid,
             publish: Publish::Herald {
                 js: async_nats::jetstream::new(client),
                 secret: target.jwt_secret.clone(),
