@@ -11,16 +11,13 @@
 //    published, a new subscriber gets nothing of them (checked, and
 //    reported as the documented behaviour, not a failure).
 // Exits non-zero on any failure.
-import fs from 'node:fs';
 import net from 'node:net';
 import assert from 'node:assert/strict';
+import { deadline as failAfter, readEnv, sleep } from '../check-lib.mjs';
 
-const env = Object.fromEntries(
-  fs.readFileSync(process.argv[2], 'utf8').trim().split('\n').map((l) => l.split(/=(.*)/s).slice(0, 2)),
-);
+const env = readEnv(process.argv[2]);
 const subject = `bench.check-${process.pid}`;
-const deadline = setTimeout(() => { console.error('nats-ws check: timed out after 20 s'); process.exit(1); }, 20_000);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const deadline = failAfter('nats-ws');
 const CONNECT = 'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":false,"no_responders":false}\r\n';
 
 // Parses the server side of the NATS protocol: INFO, PING, PONG, +OK, -ERR

@@ -11,51 +11,11 @@
 //    gets exactly those two; a WebSocket with `?last_event_id=` likewise;
 //    a long-poll with `?last_event_id=` gets the next one.
 // Exits non-zero on any failure; prints what each transport received.
-import fs from 'node:fs';
 import assert from 'node:assert/strict';
+import { channel, deadline as failAfter, readEnv, sleep, sse, url, ws } from '../check-lib.mjs';
 
-const env = Object.fromEntries(
-  fs.readFileSync(process.argv[2], 'utf8').trim().split('\n').map((l) => l.split(/=(.*)/s).slice(0, 2)),
-);
-const channel = `check-${process.pid}`;
-const url = (template) => template.replace('{channel}', channel);
-const deadline = setTimeout(() => { console.error('nchan check: timed out after 20 s'); process.exit(1); }, 20_000);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// An EventSource-like reader over fetch: collects {id, data} events.
-function sse(target, headers = {}) {
-  const ctrl = new AbortController();
-  const events = [];
-  const done = (async () => {
-    const res = await fetch(target, { headers: { Accept: 'text/event-stream', ...headers }, signal: ctrl.signal });
-    assert.equal(res.status, 200, `SSE status ${res.status}`);
-    const decoder = new TextDecoder();
-    let buf = '';
-    for await (const chunk of res.body) {
-      buf += decoder.decode(chunk, { stream: true });
-      let end;
-      while ((end = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, end);
-        buf = buf.slice(end + 2);
-        const ev = { id: null, data: [] };
-        for (const line of block.split('\n')) {
-          if (line.startsWith('id: ')) ev.id = line.slice(4);
-          else if (line.startsWith('data: ')) ev.data.push(line.slice(6));
-        }
-        if (ev.data.length) events.push({ id: ev.id, data: ev.data.join('\n') });
-      }
-    }
-  })().catch((e) => { if (e.name !== 'AbortError') throw e; });
-  return { events, close: () => ctrl.abort(), done };
-}
-
-function ws(target) {
-  const sock = new WebSocket(target);
-  const messages = [];
-  sock.onmessage = (m) => messages.push(String(m.data));
-  const open = new Promise((resolve, reject) => { sock.onopen = resolve; sock.onerror = reject; });
-  return { messages, open, close: () => sock.close() };
-}
+const env = readEnv(process.argv[2]);
+const deadline = failAfter('nchan');
 
 async function publish(data) {
   const res = await fetch(url(env.PUB_HTTP), { method: 'POST', body: data, headers: { Accept: 'application/json' } });
