@@ -16,6 +16,15 @@ export const channel = `check-${process.pid}`;
 export const url = (template) => template.replace('{channel}', channel);
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Waits until `cond()` (sync or async) holds; throws after `ms`. */
+export async function until(name, what, cond, ms = 5000) {
+  for (let t = 0; t < ms; t += 20) {
+    if (await cond()) return;
+    await sleep(20);
+  }
+  throw new Error(`${name} check: ${what} did not happen within ${ms} ms`);
+}
+
 /** Ends the process with a failure after `ms` unless cleared. */
 export function deadline(name, ms = 20_000) {
   return setTimeout(() => { console.error(`${name} check: timed out after ${ms / 1000} s`); process.exit(1); }, ms);

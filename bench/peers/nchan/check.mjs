@@ -12,7 +12,7 @@
 //    a long-poll with `?last_event_id=` gets the next one.
 // Exits non-zero on any failure; prints what each transport received.
 import assert from 'node:assert/strict';
-import { channel, deadline as failAfter, readEnv, sleep, sse, url, ws } from '../check-lib.mjs';
+import { channel, deadline as failAfter, readEnv, sleep, sse, until, url, ws } from '../check-lib.mjs';
 
 const env = readEnv(process.argv[2]);
 const deadline = failAfter('nchan');
@@ -28,23 +28,16 @@ async function channelInfo() {
   return res.status === 200 ? res.json() : { subscribers: 0, messages: 0 };
 }
 
-async function until(what, cond, ms = 5000) {
-  for (let t = 0; t < ms; t += 20) {
-    if (await cond()) return;
-    await sleep(20);
-  }
-  throw new Error(`nchan check: ${what} did not happen within ${ms} ms`);
-}
 
 // --- 1. three messages to SSE, WebSocket and long-poll ---------------------
 const s1 = sse(url(env.SUB_SSE));
 const w1 = ws(url(env.SUB_WS));
 await w1.open;
 const poll1 = fetch(url(env.SUB_POLL));
-await until('3 subscribers', async () => (await channelInfo()).subscribers >= 3);
+await until('nchan', '3 subscribers', async () => (await channelInfo()).subscribers >= 3);
 
 for (const m of ['m1', 'm2', 'm3']) await publish(m);
-await until('SSE and WebSocket receive 3', () => s1.events.length >= 3 && w1.messages.length >= 3);
+await until('nchan', 'SSE and WebSocket receive 3', () => s1.events.length >= 3 && w1.messages.length >= 3);
 assert.deepEqual(s1.events.map((e) => e.data), ['m1', 'm2', 'm3']);
 assert.deepEqual(w1.messages, ['m1', 'm2', 'm3']);
 const p1 = await poll1;
@@ -59,7 +52,7 @@ console.log(`nchan: long-poll got "${p1body}" (Last-Modified: ${p1.headers.get('
 const lastId = s1.events[2].id;
 s1.close();
 w1.close();
-await until('subscribers gone', async () => (await channelInfo()).subscribers === 0);
+await until('nchan', 'subscribers gone', async () => (await channelInfo()).subscribers === 0);
 await publish('m4');
 await publish('m5');
 
@@ -68,7 +61,7 @@ const w2 = ws(`${url(env.SUB_WS)}?last_event_id=${encodeURIComponent(lastId)}`);
 await w2.open;
 const p2 = await fetch(`${url(env.SUB_POLL)}?last_event_id=${encodeURIComponent(lastId)}`);
 const p2body = await p2.text();
-await until('resumed SSE and WebSocket receive 2', () => s2.events.length >= 2 && w2.messages.length >= 2);
+await until('nchan', 'resumed SSE and WebSocket receive 2', () => s2.events.length >= 2 && w2.messages.length >= 2);
 await sleep(200); // nothing more may arrive
 assert.deepEqual(s2.events.map((e) => e.data), ['m4', 'm5'], 'SSE resume with Last-Event-ID');
 assert.deepEqual(w2.messages, ['m4', 'm5'], 'WebSocket resume with ?last_event_id');

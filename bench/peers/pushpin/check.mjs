@@ -17,7 +17,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { channel, deadline as failAfter, readEnv, sleep, sse, url, ws } from '../check-lib.mjs';
+import { channel, deadline as failAfter, readEnv, sleep, sse, until, url, ws } from '../check-lib.mjs';
 
 const urlsFile = process.argv[2];
 const env = readEnv(urlsFile);
@@ -42,13 +42,6 @@ async function publish(id, data) {
   assert.equal(res.status, 200, `publish status ${res.status}: ${await res.text()}`);
 }
 
-async function until(what, cond, ms = 5000) {
-  for (let t = 0; t < ms; t += 20) {
-    if (cond()) return;
-    await sleep(20);
-  }
-  throw new Error(`pushpin check: ${what} did not happen within ${ms} ms`);
-}
 
 // --- 1. three messages to SSE, WebSocket and long-poll ---------------------
 const s1 = sse(url(env.SUB_SSE));
@@ -62,7 +55,7 @@ await s1.opened;
 await sleep(500);
 
 for (const [i, m] of ['m1', 'm2', 'm3'].entries()) await publish(i + 1, m);
-await until('SSE and WebSocket receive 3', () => s1.events.length >= 3 && w1.messages.length >= 3);
+await until('pushpin', 'SSE and WebSocket receive 3', () => s1.events.length >= 3 && w1.messages.length >= 3);
 assert.deepEqual(s1.events.map((e) => e.data), ['m1', 'm2', 'm3']);
 assert.deepEqual(w1.messages, ['m1', 'm2', 'm3']);
 const p1 = await poll1;
