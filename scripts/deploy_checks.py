@@ -441,6 +441,40 @@ def stop(procs):
             p.wait()
 
 
+async def retried(what, call, deadline):
+    """`call()` again while JetStream answers with a timeout or "unavailable"
+    (a fresh cluster elects its meta and stream leaders after /healthz is
+    green), until `deadline`."""
+    import nats.errors
+    import nats.js.errors
+
+    while True:
+        try:
+            return await call()
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as e:
+            check(time.monotonic() < deadline, f"{what}: JetStream did not answer in time ({e!r})")
+            await asyncio.sleep(0.2)
+
+
+async def subscribed(conn, subject):
+    """A subscription to `subject` the server has registered: flush() alone does
+    not prove that, so a probe under the subject is published (no stream
+    exists yet to store it) until it comes back."""
+    sub = await conn.subscribe(subject)
+    probe = subject.replace(">", "probe.validate.p1")
+    deadline = time.monotonic() + 10
+    while True:
+        await conn.publish(probe, b"probe")
+        try:
+            await sub.next_msg(timeout=0.2)
+            break
+        except asyncio.TimeoutError:
+            check(time.monotonic() < deadline, f"the subscription to {subject} never received its probe")
+    while sub.pending_msgs:
+        await sub.next_msg(timeout=1)
+    return sub
+
+
 async def publish_all(url, k, replicas):
     """Publishes one event per org as `publisher`; returns {org: (subject seen by the edge, ack stream)}."""
     import nats
@@ -451,28 +485,37 @@ async def publish_all(url, k, replicas):
     async def on_error(e):
         errors.append(str(e))
 
+    deadline = time.monotonic() + 60
     edge = await nats.connect(url, user=EDGE[0], password=EDGE[1], connect_timeout=5)
     pub = await nats.connect(url, user=PUBLISHER[0], password=PUBLISHER[1], error_cb=on_error,
                              connect_timeout=5)
     try:
-        js = edge.jetstream(timeout=10)
+        sub = await subscribed(edge, "herald.events.>")
+        js = edge.jetstream(timeout=5)
         if k > 1:
-            for i in range(k):
-                await js.add_stream(StreamConfig(name=f"VALIDATE_{i}", subjects=[f"herald.events.*.*.*.{i}"],
-                                                 num_replicas=replicas))
+            configs = [StreamConfig(name=f"VALIDATE_{i}", subjects=[f"herald.events.*.*.*.{i}"],
+                                    num_replicas=replicas) for i in range(k)]
         else:
-            await js.add_stream(StreamConfig(name="VALIDATE", subjects=["herald.events.>"], num_replicas=replicas))
-        sub = await edge.subscribe("herald.events.>")
-        await edge.flush()
-        pjs = pub.jetstream(timeout=10)
+            configs = [StreamConfig(name="VALIDATE", subjects=["herald.events.>"], num_replicas=replicas)]
+        for config in configs:
+            await retried(f"add stream {config.name}", lambda c=config: js.add_stream(c), deadline)
+        pjs = pub.jetstream(timeout=5)
         acks = {}
         for org in ORGS:
-            ack = await pjs.publish(f"herald.events.{org}.finance.p1", b'{"eventType":"validate"}')
+            # A retried publish carries the same message id: stored once.
+            ack = await retried(f"publish for {org}", lambda o=org: pjs.publish(
+                f"herald.events.{o}.finance.p1", b'{"eventType":"validate"}',
+                headers={"Nats-Msg-Id": f"validate-{o}"}), deadline)
             acks[org] = ack.stream
         seen = {}
-        for _ in ORGS:
-            msg = await sub.next_msg(timeout=5)
-            seen[msg.subject.split(".")[2]] = msg.subject
+        while len(seen) < len(ORGS):
+            try:
+                msg = await sub.next_msg(timeout=5)
+            except asyncio.TimeoutError:
+                check(False, f"no message seen for {[o for o in ORGS if o not in seen]}")
+            org = msg.subject.split(".")[2]
+            if org in acks:
+                seen[org] = msg.subject
         # The account is redefined in cluster.conf: the publisher must still be
         # confined to herald.events.> (and _INBOX.>).
         await pub.subscribe("herald.live.>")
