@@ -12,7 +12,7 @@
 //   published `ws-message` items arrive as text messages.
 // - Accept: text/event-stream: SSE, `Grip-Hold: stream`; published
 //   `http-stream` items are appended to the body.
-// - anything else: long-poll, `Grip-Hold: response`, 25 s; a published
+// - anything else: long-poll, `Grip-Hold: response`, 55 s; a published
 //   `http-response` item answers it, the timeout answers 204.
 //
 // There is no message store: a Last-Event-ID (header or last_event_id
@@ -91,7 +91,7 @@ const server = http.createServer((req, res) => {
   res.writeHead(204, {
     'Grip-Hold': 'response',
     'Grip-Channel': channel,
-    'Grip-Timeout': '25',
+    'Grip-Timeout': '55',
   });
   res.end();
 });

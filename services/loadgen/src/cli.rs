@@ -792,6 +792,23 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
 
+    /// WebSocket subscribers of the one channel of the fan-out steps.
+    #[arg(long, default_value_t = 2_000)]
+    pub fanout_connections: usize,
+
+    /// Events per second of each fan-out step, in order (each on a fresh
+    /// system).
+    #[arg(long, value_delimiter = ',', default_value = "5,25,100,400")]
+    pub fanout_rates: Vec<f64>,
+
+    /// Seconds of publishing of each fan-out step.
+    #[arg(long, default_value_t = 10)]
+    pub fanout_duration: u64,
+
+    /// SSE subscribers that leave and come back in the resume scenario.
+    #[arg(long, default_value_t = 20)]
+    pub resume_subscribers: usize,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,

@@ -47,9 +47,38 @@ impl System {
         }
     }
 
-    /// Whether it serves Server-Sent Events.
-    pub fn has_sse(self) -> bool {
-        self != System::NatsWs
+    /// Whether it serves `transport` (NATS over WebSocket serves only
+    /// WebSocket).
+    pub fn serves(self, transport: Transport) -> bool {
+        self != System::NatsWs || transport == Transport::WebSocket
+    }
+
+    /// Whether a subscriber that comes back can ask for what it missed
+    /// (Herald from JetStream, Nchan from its channel buffer); Pushpin
+    /// and core NATS have no history to replay.
+    pub fn keeps_history(self) -> bool {
+        matches!(self, System::Herald | System::Nchan)
+    }
+}
+
+/// How a subscriber is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A WebSocket.
+    WebSocket,
+    /// Server-Sent Events.
+    Sse,
+    /// One held long-poll request.
+    LongPoll,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::WebSocket => "WebSocket",
+            Transport::Sse => "SSE",
+            Transport::LongPoll => "long-poll",
+        })
     }
 }
 
@@ -81,6 +110,16 @@ pub enum Subscription {
     },
     /// Server-Sent Events.
     Sse {
+        /// `GET` this path on the server's address.
+        path: String,
+        /// A bearer token, if the system checks one.
+        bearer: Option<String>,
+        /// Sent as `Last-Event-ID`: resume after that event.
+        last_event_id: Option<String>,
+    },
+    /// A long-poll request, held by the server until an event or its
+    /// timeout.
+    LongPoll {
         /// `GET` this path on the server's address.
         path: String,
         /// A bearer token, if the system checks one.
@@ -230,29 +269,38 @@ impl Running {
         })
     }
 
-    /// How a subscriber of `channel` connects, over WebSocket or SSE.
-    pub fn subscription(&self, channel: &str, sse: bool) -> Subscription {
+    /// How a subscriber of `channel` connects over `transport` (which the
+    /// system serves: [`System::serves`]).
+    pub fn subscription(&self, channel: &str, transport: Transport) -> Subscription {
         let addr = self.addr;
-        match (&self.publish, sse) {
+        match (&self.publish, transport) {
             (Publish::Herald { secret, .. }, _) => {
+                // One user per subscriber: the edge caps connections per
+                // user (HERALD_MAX_CONNECTIONS_PER_USER).
                 let token = TokenBuilder::new(secret)
                     .org(channel)
-                    .sub("bench-user")
+                    .sub(&format!("bench-user-{:08x}", rand::random::<u32>()))
                     .build();
-                if sse {
-                    Subscription::Sse {
-                        path: format!("/v2/realtime/sse?org={channel}&services={SERVICE}"),
-                        bearer: Some(token),
-                    }
-                } else {
-                    Subscription::WebSocket {
+                match transport {
+                    Transport::WebSocket => Subscription::WebSocket {
                         url: format!("ws://{addr}/v2/realtime/stream?org={channel}"),
                         protocol: Some("herald.v1.json"),
                         bearer: Some(token),
                         hello: Some(Hello::Text(format!(
                             r#"{{"type":"hello","version":1,"services":["{SERVICE}"]}}"#
                         ))),
-                    }
+                    },
+                    Transport::Sse => Subscription::Sse {
+                        path: format!("/v2/realtime/sse?org={channel}&services={SERVICE}"),
+                        bearer: Some(token),
+                        last_event_id: None,
+                    },
+                    Transport::LongPoll => Subscription::LongPoll {
+                        path: format!(
+                            "/v1/realtime/poll?org={channel}&services={SERVICE}&timeout=55"
+                        ),
+                        bearer: Some(token),
+                    },
                 }
             }
             (Publish::Nats(_), _) => Subscription::WebSocket {
@@ -263,11 +311,16 @@ impl Running {
                     "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1}}\r\nSUB bench.{channel} 1\r\nPING\r\n"
                 ))),
             },
-            (_, true) => Subscription::Sse {
+            (_, Transport::Sse) => Subscription::Sse {
+                path: format!("/sub/{channel}"),
+                bearer: None,
+                last_event_id: None,
+            },
+            (_, Transport::LongPoll) => Subscription::LongPoll {
                 path: format!("/sub/{channel}"),
                 bearer: None,
             },
-            (_, false) => Subscription::WebSocket {
+            (_, Transport::WebSocket) => Subscription::WebSocket {
                 url: format!("ws://{addr}/sub/{channel}"),
                 protocol: None,
                 bearer: None,
@@ -321,6 +374,7 @@ impl Running {
                             "formats": {
                                 "ws-message": {"content": marker},
                                 "http-stream": {"content": format!("data: {marker}\n\n")},
+                                "http-response": {"body": marker},
                             }
                         })
                     })

@@ -4,7 +4,10 @@
 //! opening the stream: every published event carries a marker
 //! `@<send time, ns>@` in its text, which survives each system's framing
 //! (JSON envelopes, SSE `data:` lines, NATS `MSG` frames), so the client
-//! only scans what it reads for markers, and logs each one's latency.
+//! only scans what it reads for markers, and logs each one's latency (or,
+//! for the resume scenario, the marker itself). Over SSE it also keeps
+//! the last event id, to come back with it as `Last-Event-ID`; a
+//! long-poll subscriber only holds its request.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -35,6 +38,9 @@ pub struct Tally {
     pub ready: AtomicUsize,
     /// Subscribers that failed (to open, or later).
     pub failed: AtomicUsize,
+    /// Of those, the ones that had been in place (the server ended them,
+    /// or a read failed).
+    pub lost: AtomicUsize,
     /// The first failure, for the report.
     pub first_error: Mutex<Option<String>>,
 }
@@ -98,12 +104,61 @@ const OPEN_ATTEMPTS: usize = 3;
 /// Pause between two attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
+/// What a subscriber keeps of each marker it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Its latency, in µs.
+    Latency,
+    /// The marker's number itself.
+    Marker,
+}
+
 /// What one subscriber did.
+#[derive(Default)]
 pub struct Outcome {
     /// Its subscription was in place.
     pub ready: bool,
-    /// The latency (µs) of every marker it read.
+    /// The latency (µs) of every marker it read ([`Keep::Latency`]).
     pub latencies: Vec<u32>,
+    /// Every marker it read ([`Keep::Marker`]).
+    pub markers: Vec<u64>,
+    /// The last SSE event id it read.
+    pub last_id: Option<String>,
+}
+
+impl Outcome {
+    fn found(&mut self, keep: Keep) -> impl FnMut(u64) + '_ {
+        move |marker| match keep {
+            Keep::Latency => {
+                let us = wall_ns().saturating_sub(marker) / 1_000;
+                self.latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+            Keep::Marker => self.markers.push(marker),
+        }
+    }
+}
+
+/// Finds the `id:` lines of an SSE stream cut anywhere; keeps the last.
+#[derive(Default)]
+struct SseIds {
+    line: Vec<u8>,
+    last: Option<String>,
+}
+
+impl SseIds {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                if let Some(id) = self.line.strip_prefix(b"id:") {
+                    let id = String::from_utf8_lossy(id).trim().to_owned();
+                    self.last = Some(id);
+                }
+                self.line.clear();
+            } else if self.line.len() < 256 {
+                self.line.push(b);
+            }
+        }
+    }
 }
 
 /// Runs one subscriber until `stop`. `opening` is released once the
@@ -112,11 +167,12 @@ pub struct Outcome {
 pub async fn run(
     addr: std::net::SocketAddr,
     subscription: Subscription,
+    keep: Keep,
     tally: Arc<Tally>,
     stop: CancellationToken,
     opening: OwnedSemaphorePermit,
 ) -> Outcome {
-    let mut latencies = Vec::new();
+    let mut outcome = Outcome::default();
     let mut opening = Some(opening);
     let mut attempt = 0;
     loop {
@@ -140,23 +196,46 @@ pub async fn run(
                     hello,
                     tallied,
                     &stop,
-                    &mut latencies,
+                    &mut outcome.found(keep),
                 )
                 .await
             }
-            Subscription::Sse { path, bearer } => {
-                sse(addr, &path, bearer, tallied, &stop, &mut latencies).await
+            Subscription::Sse {
+                path,
+                bearer,
+                last_event_id,
+            } => {
+                let mut ids = SseIds::default();
+                let r = sse(
+                    addr,
+                    &path,
+                    bearer,
+                    last_event_id,
+                    tallied,
+                    &stop,
+                    &mut ids,
+                    &mut outcome.found(keep),
+                )
+                .await;
+                outcome.last_id = ids.last.or(outcome.last_id.take());
+                r
+            }
+            Subscription::LongPoll { path, bearer } => {
+                long_poll(addr, &path, bearer, tallied, &stop).await
             }
         };
-        let ready = opening.is_none();
+        outcome.ready = opening.is_none();
         match result {
-            Ok(()) => return Outcome { ready, latencies },
-            Err(_) if !ready && attempt < OPEN_ATTEMPTS && !stop.is_cancelled() => {
+            Ok(()) => return outcome,
+            Err(_) if !outcome.ready && attempt < OPEN_ATTEMPTS && !stop.is_cancelled() => {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(e) => {
+                if outcome.ready {
+                    tally.lost.fetch_add(1, Relaxed);
+                }
                 tally.fail(e);
-                return Outcome { ready, latencies };
+                return outcome;
             }
         }
     }
@@ -175,13 +254,6 @@ impl Ready<'_> {
     }
 }
 
-fn record(latencies: &mut Vec<u32>) -> impl FnMut(u64) + '_ {
-    |sent| {
-        let us = wall_ns().saturating_sub(sent) / 1_000;
-        latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn websocket(
     addr: std::net::SocketAddr,
@@ -191,7 +263,7 @@ async fn websocket(
     hello: Option<Hello>,
     mut tally: Ready<'_>,
     stop: &CancellationToken,
-    latencies: &mut Vec<u32>,
+    found: &mut impl FnMut(u64),
 ) -> Result<(), String> {
     let open = async {
         let stream = TcpStream::connect(addr)
@@ -256,38 +328,66 @@ async fn websocket(
             ready = true;
             tally.now();
         }
-        scanner.feed(&bytes, record(latencies));
+        scanner.feed(&bytes, &mut *found);
     }
     let _ = ws.close(None).await;
     Ok(())
 }
 
+/// Sends `GET path` on a fresh connection; returns the response future's
+/// parts once the request is written (the response may be held).
+async fn get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(http::header::HeaderName, String)],
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>>,
+        Request<Empty<bytes::Bytes>>,
+        tokio::task::JoinHandle<()>,
+    ),
+    String,
+> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut request = Request::get(path).header(HOST, addr.to_string());
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+    Ok((sender, request, driver))
+}
+
+fn bearer_header(bearer: Option<String>) -> Option<(http::header::HeaderName, String)> {
+    bearer.map(|token| (AUTHORIZATION, format!("Bearer {token}")))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn sse(
     addr: std::net::SocketAddr,
     path: &str,
     bearer: Option<String>,
+    last_event_id: Option<String>,
     mut tally: Ready<'_>,
     stop: &CancellationToken,
-    latencies: &mut Vec<u32>,
+    ids: &mut SseIds,
+    found: &mut impl FnMut(u64),
 ) -> Result<(), String> {
     let open = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut request = Request::get(path)
-            .header(HOST, addr.to_string())
-            .header(ACCEPT, "text/event-stream");
-        if let Some(token) = &bearer {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        let mut headers = vec![(ACCEPT, "text/event-stream".to_owned())];
+        headers.extend(bearer_header(bearer));
+        if let Some(id) = last_event_id {
+            headers.push((http::header::HeaderName::from_static("last-event-id"), id));
         }
-        let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+        let (mut sender, request, driver) = get(addr, path, &headers).await?;
         let response = sender
             .send_request(request)
             .await
@@ -313,13 +413,57 @@ async fn sse(
             Some(Err(e)) => break Err(format!("read: {e}")),
             Some(Ok(f)) => {
                 if let Some(data) = f.data_ref() {
-                    scanner.feed(data, record(latencies));
+                    ids.feed(data);
+                    scanner.feed(data, &mut *found);
                 }
             }
         }
     };
     driver.abort();
     result
+}
+
+/// Holds one long-poll request until `stop`. It counts as in place once
+/// the request is written; an answer before `stop` (the server ended the
+/// hold early) is a failure.
+async fn long_poll(
+    addr: std::net::SocketAddr,
+    path: &str,
+    bearer: Option<String>,
+    mut tally: Ready<'_>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let headers: Vec<_> = bearer_header(bearer).into_iter().collect();
+    let (mut sender, request, driver) =
+        tokio::time::timeout(OPEN_TIMEOUT, get(addr, path, &headers))
+            .await
+            .map_err(|_| "open timed out".to_owned())??;
+    let response = sender.send_request(request);
+    tokio::pin!(response);
+    // Give the request a moment to be written before counting it held.
+    let early = tokio::select! {
+        r = &mut response => Some(r),
+        () = tokio::time::sleep(Duration::from_millis(20)) => None,
+    };
+    let result = match early {
+        Some(r) => Err(answered(r)),
+        None => {
+            tally.now();
+            tokio::select! {
+                () = stop.cancelled() => Ok(()),
+                r = &mut response => Err(answered(r)),
+            }
+        }
+    };
+    driver.abort();
+    result
+}
+
+fn answered(r: Result<http::Response<hyper::body::Incoming>, hyper::Error>) -> String {
+    match r {
+        Ok(response) => format!("the held poll was answered early: {}", response.status()),
+        Err(e) => format!("request: {e}"),
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +477,17 @@ mod tests {
             s.feed(p.as_bytes(), |n| out.push(n));
         }
         out
+    }
+
+    #[test]
+    fn keeps_the_last_sse_id_across_cuts() {
+        let mut ids = SseIds::default();
+        ids.feed(b"event: ack\ndata: {}\n\nid: 4");
+        assert_eq!(ids.last, None);
+        ids.feed(b"2\nevent: bench\ndata: @1@\n\n: keep-alive\nid:43\n");
+        assert_eq!(ids.last.as_deref(), Some("43"));
+        ids.feed(b"id: 1700000000:0\n");
+        assert_eq!(ids.last.as_deref(), Some("1700000000:0"));
     }
 
     #[test]
