@@ -63,10 +63,11 @@ use crate::transport::{admission, messages};
 pub const STREAM_PATH: &str = "/v2/realtime/stream";
 /// Most events in one `events` frame.
 pub const BATCH_EVENTS: usize = 100;
-/// Initial read buffer per connection; it grows for larger client frames.
-/// (tungstenite's default of 128 KiB per connection is what makes idle
-/// connections expensive.)
-const READ_BUFFER: usize = 2 * 1024;
+/// Read buffer per connection; it grows for a larger client frame.
+/// tungstenite fills the whole buffer before each read (its default of 128
+/// KiB is what makes idle connections expensive), and clients send small
+/// frames (`hello`, acks, pongs, room requests).
+const READ_BUFFER: usize = 512;
 /// Most a delivered event's frame can grow over the body it came from: a
 /// MessagePack control character becomes `\u00XX` in JSON.
 const EVENT_EXPANSION: usize = 6;
@@ -102,9 +103,20 @@ pub async fn stream(
             node.config.ws_outbound_frames,
             node.config.ws_outbound_bytes,
         );
-        match admitted {
-            Ok(admission) => Connection::run(node, out, incoming, admission, upgraded).await,
-            Err(refused) => out.close(incoming, Closing::from(refused)).await,
+        // The handshake runs in this task; the serving loop gets a task of
+        // its own, so that only its future is held for the connection's
+        // life (this one's states, the handshake's among them, are not).
+        let opened = match admitted {
+            Ok(admission) => {
+                Box::pin(Connection::open(node, out, incoming, admission, upgraded)).await
+            }
+            Err(refused) => {
+                Box::pin(out.close(incoming, Closing::from(refused))).await;
+                None
+            }
+        };
+        if let Some((conn, incoming)) = opened {
+            tokio::spawn(conn.run(incoming));
         }
     })
 }
@@ -136,13 +148,15 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(
+    /// Completes the handshake and sends the `ack`; `None` once the
+    /// connection is closed (refused, or gone).
+    async fn open(
         node: Arc<Node>,
         mut out: Outbound,
         mut incoming: SplitStream<WebSocket>,
         admission: Admission,
         upgraded: Instant,
-    ) {
+    ) -> Option<(Connection, SplitStream<WebSocket>)> {
         let Handshake {
             principal,
             registration,
@@ -150,8 +164,11 @@ impl Connection {
             epoch_changed,
         } = match handshake::handshake(&node, admission, &mut incoming).await {
             Ok(Some(h)) => h,
-            Ok(None) => return,
-            Err(closing) => return out.close(incoming, closing).await,
+            Ok(None) => return None,
+            Err(closing) => {
+                out.close(incoming, closing).await;
+                return None;
+            }
         };
         // The queue is empty: these two fit, unless they cannot be encoded.
         let mut first = vec![messages::ack(&node, &registration, &principal, &reader)];
@@ -160,7 +177,8 @@ impl Connection {
             first.push(messages::reset(&node, ResetReason::EpochChanged, head));
         }
         if let Err(closing) = first.iter().try_for_each(|m| out.push(m)) {
-            return out.close(incoming, closing).await;
+            out.close(incoming, closing).await;
+            return None;
         }
         node.metrics.record_connect_ack(upgraded.elapsed());
         let deadlines = Deadlines::new(
@@ -171,7 +189,7 @@ impl Connection {
         );
         let low_tier = Arc::new(node.config.low_tier_services.iter().cloned().collect());
         let rooms = ConnRooms::new(&node);
-        let mut conn = Connection {
+        let conn = Connection {
             node,
             principal,
             registration,
@@ -183,18 +201,38 @@ impl Connection {
             low_tier,
             rooms,
         };
-        let closing = conn.serve(&mut incoming).await;
-        conn.rooms.close(&conn.node, &conn.principal.org);
-        if conn.deadlines.quarantined() {
-            conn.node.connections.quarantined.fetch_sub(1, Relaxed);
+        Some((conn, incoming))
+    }
+
+    /// Serves the connection until it ends, then closes it.
+    ///
+    /// Not an `async fn`: one would copy `self` into a local beside the
+    /// argument, and every held connection's future would carry both. The
+    /// block uses the captured `self` in place, and `finish` is boxed so
+    /// that its states add nothing either.
+    fn run(
+        mut self,
+        mut incoming: SplitStream<WebSocket>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let closing = self.serve(&mut incoming).await;
+            Box::pin(self.finish(incoming, closing)).await;
+        }
+    }
+
+    /// Leaves the rooms and sends `closing`, if any.
+    async fn finish(self, incoming: SplitStream<WebSocket>, closing: Option<Closing>) {
+        self.rooms.close(&self.node, &self.principal.org);
+        if self.deadlines.quarantined() {
+            self.node.connections.quarantined.fetch_sub(1, Relaxed);
         }
         if let Some(closing) = closing {
             tracing::debug!(code = closing.code.code(), reason = %closing.reason, "closing stream");
             if closing.code == CloseCode::SlowConsumer {
-                conn.node.metrics.slow_closes.fetch_add(1, Relaxed);
-                tracing::info!(org = %conn.principal.org, user = %conn.principal.user, "slow consumer closed");
+                self.node.metrics.slow_closes.fetch_add(1, Relaxed);
+                tracing::info!(org = %self.principal.org, user = %self.principal.user, "slow consumer closed");
             }
-            conn.out.close(incoming, closing).await;
+            self.out.close(incoming, closing).await;
         }
     }
 

@@ -139,8 +139,9 @@ struct Say {
 /// The rooms of one connection.
 pub(super) struct ConnRooms {
     member: u64,
-    outbox: Arc<Outbox>,
-    inbox: Inbox,
+    /// The connection's room queue, made at its first room request: most
+    /// connections never use rooms, and a queue costs about 1.5 KiB.
+    inbox: Option<Inbox>,
     away: bool,
     /// The connection's messages, stored one at a time so they keep the
     /// order the client sent them in (started on the first `say`).
@@ -149,32 +150,47 @@ pub(super) struct ConnRooms {
 
 impl ConnRooms {
     pub(super) fn new(node: &Node) -> Self {
-        let (outbox, inbox) = Outbox::new();
         Self {
             member: node.rooms.member_id(),
-            outbox,
-            inbox,
+            inbox: None,
             away: false,
             says: None,
         }
     }
 
-    /// The next room frame for the connection.
+    /// The next room frame for the connection (none before its first
+    /// room request).
     pub(super) async fn recv(&mut self) -> Option<RoomFrame> {
-        self.inbox.recv().await
+        match &mut self.inbox {
+            Some(inbox) => inbox.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The queue, made now if the connection had none.
+    fn outbox(&mut self) -> Arc<Outbox> {
+        let inbox = self.inbox.get_or_insert_with(|| Outbox::new().1);
+        Arc::clone(inbox.outbox())
+    }
+
+    /// Is the connection in `room`?
+    fn is_in(&self, room: &str) -> bool {
+        self.inbox.as_ref().is_some_and(|i| i.outbox().is_in(room))
     }
 
     /// Should `msg` still go out (its room not left meanwhile)?
     pub(super) fn still_wanted(&self, msg: &ServerMessage) -> bool {
         match room_of(msg) {
-            Some(room) => self.outbox.is_in(room),
+            Some(room) => self.is_in(room),
             None => true,
         }
     }
 
     /// A join failed after it was taken: the connection is not in the room.
     pub(super) fn join_failed(&self, room: &str) {
-        self.outbox.exit(room);
+        if let Some(inbox) = &self.inbox {
+            inbox.outbox().exit(room);
+        }
     }
 
     /// Handles a room request; `Some` is the frame to answer at once.
@@ -225,7 +241,7 @@ impl ConnRooms {
     }
 
     fn joined(&self, room: &str) -> Result<(), Refusal> {
-        if self.outbox.is_in(room) {
+        if self.is_in(room) {
             Ok(())
         } else {
             Err(Refusal::new(
@@ -243,7 +259,8 @@ impl ConnRooms {
         history: Option<u64>,
     ) -> Result<Option<ServerMessage>, Refusal> {
         check_room(principal, room)?;
-        if !self.outbox.enter(room, MAX_ROOMS_PER_CONNECTION) {
+        let outbox = self.outbox();
+        if !outbox.enter(room, MAX_ROOMS_PER_CONNECTION) {
             return Err(Refusal::new(
                 RoomErrorCode::BadRequest,
                 format!("at most {MAX_ROOMS_PER_CONNECTION} rooms per connection"),
@@ -258,7 +275,7 @@ impl ConnRooms {
             principal.user.clone(),
             room.to_owned(),
         );
-        let (outbox, member, away) = (Arc::clone(&self.outbox), self.member, self.away);
+        let (member, away) = (self.member, self.away);
         tokio::spawn(async move {
             let hub = match node.rooms.hub(&org).await {
                 Ok(hub) => hub,
@@ -306,7 +323,7 @@ impl ConnRooms {
         if !is_room_id(room) {
             check_room(principal, room)?;
         }
-        if !self.outbox.exit(room) {
+        if !self.inbox.as_ref().is_some_and(|i| i.outbox().exit(room)) {
             return Err(Refusal::new(
                 RoomErrorCode::NotJoined,
                 format!("not in room '{room}'"),
@@ -344,9 +361,10 @@ impl ConnRooms {
                 ),
             ));
         }
+        let outbox = self.outbox();
         let says = self.says.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(store_says(Arc::clone(node), Arc::clone(&self.outbox), rx));
+            tokio::spawn(store_says(Arc::clone(node), outbox, rx));
             tx
         });
         let _ = says.send(Say {
@@ -402,7 +420,7 @@ impl ConnRooms {
             principal.user.clone(),
             room.to_owned(),
         );
-        let outbox = Arc::clone(&self.outbox);
+        let outbox = self.outbox();
         tokio::spawn(async move {
             let result = match node.rooms.store().await {
                 Ok(store) => store.advance_receipt(&org, &room, &user, seq).await,
@@ -424,7 +442,9 @@ impl ConnRooms {
 
     /// The connection closed: out of every room.
     pub(super) fn close(&self, node: &Node, org: &str) {
-        self.outbox.close();
+        if let Some(inbox) = &self.inbox {
+            inbox.outbox().close();
+        }
         if let Some(hub) = node.rooms.running(org) {
             hub.leave_all(self.member);
         }
