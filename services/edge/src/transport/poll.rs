@@ -36,7 +36,7 @@ pub async fn poll(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = PollParams::parse(query.as_deref())?;
-    serve(node, &headers, params).await
+    serve(node, headers, params).await
 }
 
 /// `GET /v1/<service>/realtime/subscribe`: a poll of one service.
@@ -48,7 +48,7 @@ pub async fn subscribe_alias(
 ) -> Result<Response, ApiError> {
     let mut params = PollParams::parse(query.as_deref())?;
     params.subscription.services = Some(vec![service]);
-    serve(node, &headers, params).await
+    serve(node, headers, params).await
 }
 
 /// Counts a poll in progress.
@@ -80,7 +80,7 @@ impl Drop for WaiterGuard {
 
 async fn serve(
     node: Arc<Node>,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     params: PollParams,
 ) -> Result<Response, ApiError> {
     // A poll in progress holds a connection slot of its user, like a stream:
@@ -92,10 +92,13 @@ async fn serve(
     } = admission::admit(
         &node,
         Transport::LongPoll,
-        headers,
+        &headers,
         None,
         &params.subscription,
     )?;
+    // The header values share hyper's 8 KiB read buffer of the request
+    // head: held with them, it would stay with every held poll.
+    drop(headers);
     let timeout = params.timeout.unwrap_or(node.config.poll_timeout);
 
     node.polls.fetch_add(1, Relaxed);

@@ -189,77 +189,85 @@ impl SseState {
     }
 }
 
-async fn next_event(mut st: SseState) -> Option<(Result<Event, Infallible>, SseState)> {
-    loop {
-        if st.must_end() {
-            return None;
-        }
-        if let Some(event) = st.pending.pop_front() {
-            return Some((Ok(event), st));
-        }
-        if !st.waiting {
-            match st
-                .reader
-                .step(st.node.switches.disabled_services(), BATCH_EVENTS)
-                .await
-            {
-                Ok(Step::Events(events)) => {
-                    st.node.metrics.record_deliveries(
-                        events.iter().map(|e| e.timing()),
-                        now_ms(),
-                        st.reader.delivery(),
-                    );
-                    st.node
-                        .trace_deliveries(&st.principal.org, &events, Transport::Sse);
-                    for e in &events {
-                        st.pending.push_back(
-                            Event::default()
-                                .id(e.seq().to_string())
-                                .event(&e.event.service)
-                                .data(e.json.get()),
+/// The stream's next event, and its state for the one after.
+///
+/// Not an `async fn`: one would copy the state into a local beside the
+/// argument, and every held stream's future would carry both.
+fn next_event(
+    mut st: SseState,
+) -> impl std::future::Future<Output = Option<(Result<Event, Infallible>, SseState)>> + Send {
+    async move {
+        loop {
+            if st.must_end() {
+                return None;
+            }
+            if let Some(event) = st.pending.pop_front() {
+                return Some((Ok(event), st));
+            }
+            if !st.waiting {
+                match st
+                    .reader
+                    .step(st.node.switches.disabled_services(), BATCH_EVENTS)
+                    .await
+                {
+                    Ok(Step::Events(events)) => {
+                        st.node.metrics.record_deliveries(
+                            events.iter().map(|e| e.timing()),
+                            now_ms(),
+                            st.reader.delivery(),
                         );
+                        st.node
+                            .trace_deliveries(&st.principal.org, &events, Transport::Sse);
+                        for e in &events {
+                            st.pending.push_back(
+                                Event::default()
+                                    .id(e.seq().to_string())
+                                    .event(&e.event.service)
+                                    .data(e.json.get()),
+                            );
+                        }
+                        st.last_id = st.reader.cursor();
                     }
-                    st.last_id = st.reader.cursor();
-                }
-                Ok(Step::Reset(reason)) => {
-                    let head = st.reader.cursor();
-                    let reset = messages::reset(&st.node, reason, head);
-                    if !st.send("reset", Some(head), &reset) {
-                        return None;
+                    Ok(Step::Reset(reason)) => {
+                        let head = st.reader.cursor();
+                        let reset = messages::reset(&st.node, reason, head);
+                        if !st.send("reset", Some(head), &reset) {
+                            return None;
+                        }
+                        st.last_id = head;
                     }
-                    st.last_id = head;
+                    Ok(Step::Quiet) => st.waiting = true,
+                    Ok(Step::Progress) => {}
+                    Err(e) => {
+                        tracing::warn!(org = %st.principal.org, error = %e, "stream read failed; retrying");
+                        tokio::time::sleep(RETRY).await;
+                    }
                 }
-                Ok(Step::Quiet) => st.waiting = true,
-                Ok(Step::Progress) => {}
-                Err(e) => {
-                    tracing::warn!(org = %st.principal.org, error = %e, "stream read failed; retrying");
-                    tokio::time::sleep(RETRY).await;
-                }
+                continue;
             }
-            continue;
-        }
-        tokio::select! {
-            biased;
-            _ = st.node.draining.cancelled() => st.done = true,
-            _ = tokio::time::sleep_until(st.expires_at) => st.done = true,
-            cmd = st.registration.recv() => {
-                if let Some(cmd) = cmd {
-                    st.done = st.control(cmd);
+            tokio::select! {
+                biased;
+                _ = st.node.draining.cancelled() => st.done = true,
+                _ = tokio::time::sleep_until(st.expires_at) => st.done = true,
+                cmd = st.registration.recv() => {
+                    if let Some(cmd) = cmd {
+                        st.done = st.control(cmd);
+                    }
                 }
-            }
-            changed = st.reader.changed() => {
-                if !changed {
-                    st.done = true;
+                changed = st.reader.changed() => {
+                    if !changed {
+                        st.done = true;
+                    }
+                    st.waiting = false;
                 }
-                st.waiting = false;
-            }
-            _ = st.keepalive.tick() => {
-                let mut event = Event::default().comment("keep-alive");
-                if st.reader.cursor() > st.last_id {
-                    st.last_id = st.reader.cursor();
-                    event = event.id(st.last_id.to_string());
+                _ = st.keepalive.tick() => {
+                    let mut event = Event::default().comment("keep-alive");
+                    if st.reader.cursor() > st.last_id {
+                        st.last_id = st.reader.cursor();
+                        event = event.id(st.last_id.to_string());
+                    }
+                    st.pending.push_back(event);
                 }
-                st.pending.push_back(event);
             }
         }
     }
