@@ -193,6 +193,7 @@ impl SseState {
 ///
 /// Not an `async fn`: one would copy the state into a local beside the
 /// argument, and every held stream's future would carry both.
+#[allow(clippy::manual_async_fn)] // the point: see above
 fn next_event(
     mut st: SseState,
 ) -> impl std::future::Future<Output = Option<(Result<Event, Infallible>, SseState)>> + Send {

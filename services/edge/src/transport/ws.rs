@@ -210,6 +210,7 @@ impl Connection {
     /// argument, and every held connection's future would carry both. The
     /// block uses the captured `self` in place, and `finish` is boxed so
     /// that its states add nothing either.
+    #[allow(clippy::manual_async_fn)] // the point: see above
     fn run(
         mut self,
         mut incoming: SplitStream<WebSocket>,
