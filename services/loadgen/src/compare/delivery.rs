@@ -57,6 +57,11 @@ pub struct Delivered {
     pub cpu_s: Option<f64>,
     pub broker_cpu_s: Option<f64>,
     pub client_cpu_s: Option<f64>,
+    /// Seconds the publishing took (more than planned when the system
+    /// takes events slower than the rate), and the whole run with the
+    /// drain after it.
+    pub publishing_s: f64,
+    pub elapsed_s: f64,
 }
 
 impl Delivered {
@@ -105,6 +110,7 @@ pub async fn run(
         published += taken;
         taken_per_channel[c] += taken as u64;
     }
+    let publishing_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(DRAIN).await;
     let cpu = cpu_before.until(&CpuSnapshot::take_all(&running.pids, running.broker_pid));
     let elapsed = started.elapsed().as_secs_f64();
@@ -145,5 +151,7 @@ pub async fn run(
         cpu_s: seconds(cpu.edge),
         broker_cpu_s: seconds(cpu.nats),
         client_cpu_s: seconds(cpu.loadgen),
+        publishing_s,
+        elapsed_s: elapsed,
     })
 }
