@@ -768,6 +768,14 @@ pub struct CompareArgs {
     #[arg(long, default_value = "target/release/herald-edge")]
     pub edge_bin: PathBuf,
 
+    /// Scenarios to run, in this order: idle, latency, fanout, resume.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "idle,latency,fanout,resume"
+    )]
+    pub scenarios: Vec<String>,
+
     /// Subscribers of the idle-memory scenario.
     #[arg(long, default_value_t = 10_000)]
     pub idle_connections: usize,

@@ -45,6 +45,10 @@ pub struct Delivered {
     pub load: Load,
     /// Latency of every delivery received, µs.
     pub us: Histogram<u64>,
+    /// Time from a publish to the system's answer, µs (Herald: the
+    /// JetStream ack, the event stored; Nchan, Pushpin: the HTTP response;
+    /// NATS: the flush's PONG).
+    pub publish_us: Histogram<u64>,
     /// Deliveries owed to the subscribers in place, and received.
     pub owed: u64,
     pub received: u64,
@@ -98,6 +102,8 @@ pub async fn run(
     let ready = tally.ready.load(Relaxed);
     let mut taken_per_channel = vec![0u64; channels.len()];
     let cpu_before = CpuSnapshot::take_all(&running.pids, running.broker_pid);
+    let mut publish_us = Histogram::new_with_bounds(1, 600_000_000, 3)
+        .map_err(|e| LoadError::Setup(e.to_string()))?;
     let total = (load.rate * load.duration as f64).round() as u64;
     let started = tokio::time::Instant::now();
     let mut published = 0usize;
@@ -106,7 +112,9 @@ pub async fn run(
         tokio::time::sleep_until(due).await;
         let c = (i as usize) % channels.len();
         let marker = format!("@{}@", wall_ns());
+        let sent = std::time::Instant::now();
         let taken = running.publish(&[channels[c].as_str()], &marker).await;
+        publish_us.saturating_record((sent.elapsed().as_micros() as u64).max(1));
         published += taken;
         taken_per_channel[c] += taken as u64;
     }
@@ -144,6 +152,7 @@ pub async fn run(
     Ok(Delivered {
         load: *load,
         us,
+        publish_us,
         owed,
         received,
         on_time,

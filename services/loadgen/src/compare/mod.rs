@@ -7,13 +7,15 @@
 //!   connection;
 //! - **latency** and **fan-out** ([`delivery`]): events published at a
 //!   steady rate to WebSocket subscribers; publish → receive latency,
-//!   deliveries owed and received, and the server's CPU per delivery;
-//!   fan-out repeats it on one channel at rising rates;
+//!   how soon each publish is answered, deliveries owed and received, and
+//!   the server's CPU per delivery; fan-out repeats it on one channel at
+//!   rising rates;
 //! - **resume** ([`resume`]): SSE subscribers leave, events are published,
 //!   they come back with their last event id; what they get of the missed
 //!   events.
 //!
-//! Every event carries a marker `@<number>@` (see [`crate::subscriber`]).
+//! `--scenarios` picks some of them. Every event carries a marker
+//! `@<number>@` (see [`crate::subscriber`]).
 //! [`report`] writes the figures and each one's ratio to Herald's.
 
 mod delivery;
@@ -80,26 +82,36 @@ pub async fn run(args: CompareArgs) -> Result<Report, LoadError> {
             most + 256
         )));
     }
+    for s in &args.scenarios {
+        if !["idle", "latency", "fanout", "resume"].contains(&s.as_str()) {
+            return Err(LoadError::Setup(format!(
+                "--scenarios: {s:?} is not idle, latency, fanout or resume"
+            )));
+        }
+    }
+    let runs = |s: &str| args.scenarios.iter().any(|x| x == s);
     let mut results = Vec::new();
     for system in systems {
         let mut m = Measured::default();
         for transport in [Transport::WebSocket, Transport::Sse, Transport::LongPoll] {
-            if system.serves(transport) {
+            if runs("idle") && system.serves(transport) {
                 println!("compare: {system}: idle {transport}");
                 let per = idle::run(&args, system, &repo, transport, &mut m.notes).await?;
                 m.idle.push((transport, per));
             }
         }
-        println!("compare: {system}: latency");
-        let load = delivery::Load {
-            what: "latency",
-            connections: args.latency_connections,
-            channels: args.latency_channels,
-            rate: args.rate,
-            duration: args.duration,
-        };
-        m.latency = Some(delivery::run(system, &repo, &args, &load, &mut m.notes).await?);
-        for &rate in &args.fanout_rates {
+        if runs("latency") {
+            println!("compare: {system}: latency");
+            let load = delivery::Load {
+                what: "latency",
+                connections: args.latency_connections,
+                channels: args.latency_channels,
+                rate: args.rate,
+                duration: args.duration,
+            };
+            m.latency = Some(delivery::run(system, &repo, &args, &load, &mut m.notes).await?);
+        }
+        for &rate in args.fanout_rates.iter().filter(|_| runs("fanout")) {
             println!("compare: {system}: fan-out at {rate} ev/s");
             let load = delivery::Load {
                 what: "fan-out",
@@ -111,8 +123,10 @@ pub async fn run(args: CompareArgs) -> Result<Report, LoadError> {
             let d = delivery::run(system, &repo, &args, &load, &mut m.notes).await?;
             m.fanout.push(d);
         }
-        println!("compare: {system}: resume");
-        m.resume = Some(resume::run(system, &repo, &args, &mut m.notes).await?);
+        if runs("resume") {
+            println!("compare: {system}: resume");
+            m.resume = Some(resume::run(system, &repo, &args, &mut m.notes).await?);
+        }
         results.push((system, m));
     }
     Ok(report::write(&args, &results))

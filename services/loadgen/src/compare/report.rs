@@ -117,6 +117,14 @@ pub fn write(args: &CompareArgs, results: &[(System, Measured)]) -> Report {
                 quantiles(l),
             );
             r.figure(
+                &format!("{system}: publish answered p50 / p99 (Herald: JetStream ack)"),
+                format!(
+                    "{:.2} / {:.2} ms",
+                    l.publish_us.value_at_quantile(0.5) as f64 / 1e3,
+                    l.publish_us.value_at_quantile(0.99) as f64 / 1e3
+                ),
+            );
+            r.figure(
                 &format!("{system}: events taken; deliveries owed / received"),
                 format!("{}; {} / {}", l.published, l.owed, l.received),
             );
