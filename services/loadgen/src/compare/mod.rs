@@ -155,7 +155,8 @@ async fn open(
 }
 
 /// Opens one subscriber per subscription (at most [`OPEN_CONCURRENCY`] at
-/// a time); returns their tasks once every one is in place (or failed).
+/// a time), counted in `tally` (fresh for each group); returns their tasks
+/// once every one is in place (or failed).
 async fn open_each(
     running: &Running,
     subscriptions: Vec<crate::peer::Subscription>,
@@ -165,7 +166,6 @@ async fn open_each(
 ) -> Result<Vec<JoinHandle<subscriber::Outcome>>, LoadError> {
     let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
     let n = subscriptions.len();
-    let already = tally.ready.load(Relaxed) + tally.failed.load(Relaxed);
     let mut tasks = Vec::with_capacity(n);
     for subscription in subscriptions {
         let (tally, stop, addr) = (Arc::clone(tally), stop.clone(), running.addr);
@@ -184,11 +184,11 @@ async fn open_each(
         )));
     }
     let started = Instant::now();
-    while tally.ready.load(Relaxed) + tally.failed.load(Relaxed) < already + n {
+    while tally.ready.load(Relaxed) + tally.failed.load(Relaxed) < n {
         if started.elapsed() > OPEN_WAIT {
             return Err(LoadError::Timeout(format!(
                 "{} of {n} subscribers in place after {OPEN_WAIT:?}",
-                tally.ready.load(Relaxed) - already.min(tally.ready.load(Relaxed))
+                tally.ready.load(Relaxed)
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
